@@ -1,0 +1,109 @@
+"""The ``raft-election`` command line (also ``python -m raft_election``).
+
+Subcommands:
+
+* ``demo`` — a 5-member cluster in this process (in-memory network): the first election, three leader
+  crashes with their failover times, a graceful handover, and a summary table.  No arguments needed.
+
+``run`` (one member as a process over UDP or ZeroMQ) and ``bench`` arrive with the transports and benchmark
+work; until then they are not offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from raft_election._version import __version__
+from raft_election.errors import RaftElectionError
+
+__all__ = ["main"]
+
+
+def _parse_timeout(text: str) -> tuple[float, float]:
+    """Parse ``MIN-MAX`` in milliseconds, e.g. ``150-300``."""
+    try:
+        low, high = (float(part) / 1000.0 for part in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX in milliseconds, like 150-300, got {text!r}") from None
+    return low, high
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raft-election",
+        description="Raft leader election and an exclusive distributed lock for Python programs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log the library's decisions (-v: info, -vv: debug)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run a local cluster, crash its leader a few times and show the failover times",
+        description="Start a local cluster (threads over the in-memory network), show the first election, "
+                    "crash the leader FAILOVERS times (restarting it each time) and print each failover "
+                    "time, then hand leadership over gracefully.")
+    demo.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
+    demo.add_argument("--failovers", type=int, default=3, help="leader crashes (default 3)")
+    demo.add_argument("--timeout", type=_parse_timeout, default=(0.150, 0.300), metavar="MIN-MAX",
+                      help="election timeout range in ms (default 150-300)")
+    demo.add_argument("--heartbeat", type=float, default=50.0, metavar="MS",
+                      help="heartbeat interval in ms (default 50)")
+    demo.add_argument("--seed", type=int, default=None, help="seed for the network's delays")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from raft_election.demo import run_memory_demo  # noqa: PLC0415 (keeps `--help` fast)
+
+    if args.nodes < 1:
+        print("raft-election demo: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    if args.nodes < 2 and args.failovers:
+        print("raft-election demo: crashing the leader needs at least 2 nodes", file=sys.stderr)
+        return 2
+    print(f"raft-election {__version__} demo: {args.nodes} members, in-memory network, "
+          f"election timeout {args.timeout[0] * 1000:g}-{args.timeout[1] * 1000:g} ms, "
+          f"heartbeat {args.heartbeat:g} ms")
+    result = run_memory_demo(
+        args.nodes, args.failovers, seed=args.seed, report=lambda line: print(line, flush=True),
+        election_timeout=args.timeout, heartbeat_interval=args.heartbeat / 1000.0)
+    rows = [("first election", result.first_election)]
+    rows += [(f"crash {number}", crash) for number, crash in enumerate(result.crashes, 1)]
+    rows.append(("graceful stop", result.handover))
+    print()
+    print(f"{'what':<16} {'old leader':>10} {'new leader':>10} {'term':>6} {'ms':>9}")
+    for label, row in rows:
+        old = str(row.old_leader) if row.old_leader else "-"
+        print(f"{label:<16} {old:>10} {row.new_leader:>10} {row.term:>6} {row.seconds * 1000:>9.1f}")
+    if result.crashes:
+        times = [crash.seconds * 1000 for crash in result.crashes]
+        print(f"\ncrash failover: median {statistics.median(times):.1f} ms, max {max(times):.1f} ms "
+              f"over {len(times)} crashes")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "demo":
+            return _demo(args)
+    except RaftElectionError as exc:
+        print(f"raft-election {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2  # pragma: no cover (parser.error exits)

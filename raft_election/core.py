@@ -1,0 +1,651 @@
+"""The sans-I/O election core: every decision of the algorithm, and nothing else.
+
+:class:`RaftCore` is a deterministic state machine.  It never reads a clock, never draws a random number
+of its own (a seeded :class:`random.Random` is injected), never touches a socket and never starts a thread.
+It is driven by :meth:`RaftCore.tick` and :meth:`RaftCore.receive` (plus a few commands such as
+:meth:`RaftCore.step_down`), each taking the current time, and each returning an :class:`Output`: the hard
+state to persist, the messages to send *after* it is persisted, and the events to report.  The time at which
+the core next wants a tick is :attr:`RaftCore.next_deadline`.
+
+Rules implemented (section numbers: Raft paper 2014 and Ongaro's thesis 2014):
+
+* Randomized election timeouts, heartbeats, one vote per term, strict majority (Raft §5.2).
+* Pre-vote: ask whether an election would be won before raising the term (thesis §9.6).
+* Leader stickiness: ignore (pre-)vote requests within ``election_timeout_min`` of hearing from a leader,
+  except for a leadership transfer (thesis §4.2.3).  Starting up and granting a vote count as hearing from
+  a leader, so neither a fast restart nor a fresh vote can undercut a live leader's lease.
+* Check-quorum: a leader that has not heard from a majority within ``election_timeout_min`` steps down
+  (thesis §6.2).
+* Leader lease: valid until ``t + election_timeout_min * (1 - max_clock_drift)`` where ``t`` is the send
+  time of the latest round (heartbeat round, or the winning vote round) a majority acknowledged
+  (thesis §6.4.1).  ``is_leader`` holds only inside the lease.
+* Leadership transfer with TimeoutNow, giving up the lease first (thesis §3.10), and resignation.
+
+Message handling follows the three phases of etcd's ``Step``: term handling common to every message, then
+vote requests (shared by all roles), then the role's own handling.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Optional
+
+import attrs
+
+from raft_election.errors import IllegalTransitionError, RaftElectionError
+from raft_election.events import (
+    BecameLeader,
+    Event,
+    LeaderChanged,
+    LostLeadership,
+    RoleChanged,
+    TermChanged,
+)
+from raft_election.messages import (
+    MAX_ROUND,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    Resign,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from raft_election.roles import Role
+from raft_election.storage import HardState
+
+if TYPE_CHECKING:
+    from raft_election.config import RaftConfig
+
+__all__ = ["NoTransferTargetError", "Outgoing", "Output", "RaftCore"]
+
+logger = logging.getLogger(__name__)
+
+_NEVER = -math.inf
+
+#: Which role may follow which (h11-style: transitions are data).  Anything else is a bug and raises
+#: IllegalTransitionError: a follower never becomes leader without an election, and a leader never
+#: campaigns without first stepping down.
+_TRANSITIONS: Mapping[Role, frozenset[Role]] = {
+    Role.FOLLOWER: frozenset({Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE}),
+    Role.PRE_CANDIDATE: frozenset({Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE}),
+    Role.CANDIDATE: frozenset({Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER}),
+    Role.LEADER: frozenset({Role.FOLLOWER}),
+}
+
+#: How many heartbeat rounds a leader remembers the send time of; acknowledgements of older rounds
+#: cannot extend the lease any more and are ignored.
+_ROUNDS_KEPT = 64
+
+
+class NoTransferTargetError(RaftElectionError):
+    """A leadership transfer found no peer that stands for election and answered recently."""
+
+
+@attrs.frozen(kw_only=True)
+class Outgoing:
+    """A message for one peer."""
+
+    to: int
+    message: Message
+
+
+@attrs.frozen(kw_only=True)
+class Output:
+    """What one call into the core asks the node to do, in this order.
+
+    1. Persist ``hard_state`` (if not None) durably.
+    2. Only then send ``messages``: they may depend on it (a granted vote must be on disk first).
+    3. Report ``events``.
+    """
+
+    hard_state: Optional[HardState] = None
+    messages: tuple[Outgoing, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True if there is nothing to do."""
+        return self.hard_state is None and not self.messages and not self.events
+
+
+class RaftCore:
+    """One server's election state machine.
+
+    Args:
+        config: the validated cluster settings; ``config.node_id`` is this server.
+        hard_state: the persisted ``(term, voted_for)`` loaded from storage.
+        now: the current time (seconds, any monotonic origin); the start counts as having heard from a
+            leader, so a restarted server does not hand out votes within ``election_timeout_min``.
+        rng: the only source of randomness (election timeouts, round numbers); seed it to replay a run.
+    """
+
+    def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random) -> None:
+        self._id = config.node_id
+        self._peers: tuple[int, ...] = tuple(config.peer_ids)
+        self._quorum = config.quorum
+        self._timeout_min = config.election_timeout_min
+        self._timeout_max = config.election_timeout_max
+        self._heartbeat_interval = config.heartbeat_interval
+        self._lease_duration = config.election_timeout_min * (1.0 - config.max_clock_drift)
+        self._pre_vote = config.pre_vote
+        self._rng = rng
+
+        self._term = hard_state.term
+        self._voted_for = hard_state.voted_for
+        self._persisted = hard_state
+        self._role = Role.FOLLOWER
+        self._leader_id: Optional[int] = None
+        self._candidate = config.candidate
+        # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
+        self._last_leader_contact = now
+        self._election_deadline = now
+        self._reset_election_timer(now)
+        self._round = rng.getrandbits(32)
+
+        # Campaign state (PRE_CANDIDATE and CANDIDATE).
+        self._campaign_round = -1
+        self._campaign_started = _NEVER
+        self._votes: set[int] = set()
+
+        # Leader state.
+        self._heartbeat_deadline = _NEVER
+        self._round_sent: dict[int, float] = {}
+        self._acked_at: dict[int, float] = {}
+        self._last_heard: dict[int, float] = {}
+        self._peer_candidate: dict[int, bool] = {}
+        self._lease_start = _NEVER
+
+        self._outbox: list[Outgoing] = []
+        self._events: list[Event] = []
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ read-only state
+
+    @property
+    def node_id(self) -> int:
+        """This server's id."""
+        return self._id
+
+    @property
+    def role(self) -> Role:
+        """The current role.  A LEADER whose lease ran out stays LEADER until the next tick."""
+        return self._role
+
+    @property
+    def term(self) -> int:
+        """The current term (persisted before anything depending on it is sent)."""
+        return self._term
+
+    @property
+    def voted_for(self) -> Optional[int]:
+        """Whom this server voted for in the current term."""
+        return self._voted_for
+
+    @property
+    def leader_id(self) -> Optional[int]:
+        """The leader this server knows of in the current term, or None."""
+        return self._leader_id
+
+    @property
+    def candidate(self) -> bool:
+        """Whether this server stands for election."""
+        return self._candidate
+
+    @property
+    def hard_state(self) -> HardState:
+        """The state that must be durable before messages depending on it leave."""
+        return HardState(term=self._term, voted_for=self._voted_for)
+
+    @property
+    def next_deadline(self) -> float:
+        """The time at which the core wants :meth:`tick` called next."""
+        if self._role is Role.LEADER:
+            return min(self._heartbeat_deadline, self.lease_expiry)
+        return self._election_deadline
+
+    @property
+    def lease_expiry(self) -> float:
+        """When the current lease runs out (``-inf`` when not leading)."""
+        if self._role is not Role.LEADER:
+            return _NEVER
+        return self._lease_start + self._lease_duration
+
+    def is_leader(self, now: float) -> bool:
+        """True only while this server leads with a valid lease (thesis §6.4.1), computed against ``now``."""
+        return self._role is Role.LEADER and now < self.lease_expiry
+
+    def lease_remaining(self, now: float) -> float:
+        """Seconds of lease left at ``now`` (0 when not leading)."""
+        return max(0.0, self.lease_expiry - now) if self._role is Role.LEADER else 0.0
+
+    def __repr__(self) -> str:
+        return f"<RaftCore id={self._id} role={self._role} term={self._term} leader={self._leader_id}>"
+
+    # ------------------------------------------------------------------ entry points
+
+    def tick(self, now: float) -> Output:
+        """Advance time to ``now``: fire whatever deadline has passed."""
+        self._expire_leadership(now)
+        if self._role is Role.LEADER:
+            if now >= self._heartbeat_deadline:
+                self._check_quorum(now)
+            if self._role is Role.LEADER and now >= self._heartbeat_deadline:
+                self._broadcast_heartbeat(now)
+        elif now >= self._election_deadline:
+            self._on_election_timeout(now)
+        return self._flush()
+
+    def receive(self, sender: int, message: Message, now: float) -> Output:
+        """Handle one decoded message from ``sender``.
+
+        Network input is untrusted: a sender that is not a configured peer is counted and ignored, and no
+        message ever makes this method raise.
+        """
+        if sender not in self._peers:
+            self.counters["rejected_unknown_sender"] += 1
+            return self._flush()
+        self.counters["messages_received"] += 1
+        self._expire_leadership(now)
+        if self._handle_term(sender, message, now):
+            if isinstance(message, VoteRequest):
+                self._handle_vote_request(sender, message, now)
+            elif isinstance(message, Heartbeat):
+                self._handle_heartbeat(sender, message, now)
+            elif isinstance(message, HeartbeatResponse):
+                self._handle_heartbeat_response(sender, message, now)
+            elif isinstance(message, VoteResponse):
+                self._handle_vote_response(sender, message, now)
+            elif isinstance(message, TimeoutNow):
+                self._handle_timeout_now(sender, message, now)
+            else:
+                self._handle_resign(sender, message, now)
+        return self._flush()
+
+    def step_down(self, now: float) -> Output:
+        """Give up leadership: drop the lease, then tell followers they may elect at once.
+
+        The server keeps standing for election (see :meth:`set_candidate`), but its own election timer
+        restarts in full while the followers' restart short, so one of them normally wins.  No-op unless
+        leader.
+        """
+        if self._role is Role.LEADER:
+            term = self._term
+            self._become_follower(now, term, None, reason="step_down")
+            self._last_leader_contact = _NEVER
+            for peer in self._peers:
+                self._send(peer, Resign(term=term))
+        return self._flush()
+
+    def transfer_leadership(self, now: float, target: Optional[int] = None) -> tuple[int, Output]:
+        """Hand leadership to ``target`` (or the best peer) with TimeoutNow (thesis §3.10).
+
+        The lease is given up *before* TimeoutNow leaves, and this server steps down at once and for the
+        rest of the term, so a delayed TimeoutNow can never let the target's transfer campaign (which
+        bypasses stickiness) overlap a lease of ours.  The other peers get a Resign naming the successor,
+        so they stop naming this server as their leader.
+
+        Returns:
+            The target's id and the output to carry out.
+
+        Raises:
+            RaftElectionError: this server is not leader, or ``target`` is not a peer.
+            NoTransferTargetError: ``target`` is None and no peer stands for election and answered within
+                ``election_timeout_min``.
+        """
+        if self._role is not Role.LEADER:
+            raise RaftElectionError(f"{self._id} cannot transfer leadership: it is {self._role}, not leader")
+        if target is None:
+            target = self._pick_transfer_target(now)
+        elif target not in self._peers:
+            raise RaftElectionError(f"transfer target {target!r} is not a peer of {self._id}")
+        term = self._term
+        logger.info("%d transfers leadership of term %d to %d", self._id, term, target)
+        self.counters["transfers"] += 1
+        self._become_follower(now, term, None, reason="transfer")
+        self._last_leader_contact = _NEVER
+        self._send(target, TimeoutNow(term=term))
+        for peer in self._peers:
+            if peer != target:
+                self._send(peer, Resign(term=term, successor=target))
+        return target, self._flush()
+
+    def set_candidate(self, candidate: bool, now: float) -> Output:
+        """Stand for election or not.  Dropping candidacy abandons a campaign but not a leadership."""
+        self._candidate = candidate
+        if not candidate and self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self._become_follower(now, self._term, None, reason="candidacy_dropped")
+        return self._flush()
+
+    def stop(self, now: float) -> Output:
+        """Report the end of a leadership because the server is stopping (no messages are sent)."""
+        if self._role is Role.LEADER:
+            self._become_follower(now, self._term, None, reason="stopped")
+        return self._flush()
+
+    # ------------------------------------------------------------------ phase 1: terms
+
+    def _handle_term(self, sender: int, message: Message, now: float) -> bool:
+        """Apply the term rules common to every message; return whether to handle it further (Raft §5.1).
+
+        A higher term makes this server adopt it and follow, except pre-vote traffic, which never changes
+        the receiver's term (thesis §9.6), and vote requests inside the stickiness window, which are
+        ignored without adopting their term (thesis §4.2.3).  A lower-term request is answered with the
+        current term so its stale sender catches up; a lower-term response is dropped.
+        """
+        term = message.term
+        if term > self._term:
+            if isinstance(message, VoteRequest):
+                if message.pre_vote:
+                    return True
+                if not message.transfer and self._in_lease_window(now):
+                    self.counters["votes_ignored_sticky"] += 1
+                    logger.debug("%d ignores vote request from %d for term %d: heard from a leader recently",
+                                 self._id, sender, term)
+                    return False
+                self._become_follower(now, term, None, reason="higher_term")
+                return True
+            if isinstance(message, VoteResponse) and message.pre_vote and message.granted:
+                return True  # echoes the term we proposed; we have not raised ours
+            leader = sender if isinstance(message, (Heartbeat, TimeoutNow)) else None
+            self._become_follower(now, term, leader, reason="higher_term")
+            return True
+        if term < self._term:
+            self.counters["rejected_stale_term"] += 1
+            if isinstance(message, Heartbeat):
+                self._send(sender, HeartbeatResponse(term=self._term, round=message.round,
+                                                     candidate=self._candidate))
+            elif isinstance(message, VoteRequest):
+                self._send(sender, VoteResponse(term=self._term, round=message.round, granted=False,
+                                                pre_vote=message.pre_vote))
+            return False
+        return True
+
+    def _in_lease_window(self, now: float) -> bool:
+        """Whether a current leader may hold a lease that counts on this server (thesis §4.2.3, §6.4.1)."""
+        return self._role is Role.LEADER or now - self._last_leader_contact < self._timeout_min
+
+    # ------------------------------------------------------------------ phase 2: vote requests
+
+    def _handle_vote_request(self, sender: int, message: VoteRequest, now: float) -> None:
+        """Grant or refuse a (pre-)vote: one vote per term, none inside the stickiness window (Raft §5.2)."""
+        sticky = not message.transfer and self._in_lease_window(now)
+        if message.pre_vote:
+            # Would we vote for it in the term it proposes?  We record nothing (thesis §9.6).
+            granted = message.term > self._term and not sticky
+            self.counters["pre_votes_granted" if granted else "pre_votes_refused"] += 1
+            self._send(sender, VoteResponse(term=message.term if granted else self._term, round=message.round,
+                                            granted=granted, pre_vote=True))
+            return
+        granted = (not sticky and self._role is not Role.LEADER
+                   and self._voted_for in (None, sender))
+        if granted:
+            if self._role is not Role.FOLLOWER:
+                self._become_follower(now, self._term, None, reason="voted")
+            self._voted_for = sender
+            # A granted vote may become part of the winner's lease: count it as hearing from a leader.
+            self._last_leader_contact = now
+            self._reset_election_timer(now)
+            logger.debug("%d votes for %d in term %d", self._id, sender, self._term)
+        self.counters["votes_granted" if granted else "votes_refused"] += 1
+        self._send(sender, VoteResponse(term=self._term, round=message.round, granted=granted))
+
+    # ------------------------------------------------------------------ phase 3: the rest
+
+    def _handle_heartbeat(self, sender: int, message: Heartbeat, now: float) -> None:
+        if self._role is Role.LEADER:
+            # Two leaders in one term would break election safety; it cannot happen unless a peer is
+            # misconfigured (two members with one id).  Never act on it.
+            self.counters["rejected_duplicate_leader"] += 1
+            logger.error("%d is leader of term %d but got a heartbeat from %d for the same term",
+                         self._id, self._term, sender)
+            return
+        if self._role is not Role.FOLLOWER or self._leader_id != sender:
+            self._become_follower(now, self._term, sender, reason="heartbeat")
+        self._last_leader_contact = now
+        self._reset_election_timer(now)
+        self._send(sender, HeartbeatResponse(term=self._term, round=message.round, candidate=self._candidate))
+
+    def _handle_heartbeat_response(self, sender: int, message: HeartbeatResponse, now: float) -> None:
+        if self._role is not Role.LEADER:
+            self.counters["rejected_stale_response"] += 1
+            return
+        sent_at = self._round_sent.get(message.round)
+        if sent_at is None:
+            self.counters["rejected_stale_response"] += 1
+            return
+        self._last_heard[sender] = max(self._last_heard.get(sender, _NEVER), now)
+        self._peer_candidate[sender] = message.candidate
+        if sent_at > self._acked_at.get(sender, _NEVER):
+            self._acked_at[sender] = sent_at
+            self._extend_lease()
+
+    def _handle_vote_response(self, sender: int, message: VoteResponse, now: float) -> None:
+        if message.pre_vote:
+            expected_role, expected_term = Role.PRE_CANDIDATE, self._term + 1
+        else:
+            expected_role, expected_term = Role.CANDIDATE, self._term
+        if (self._role is not expected_role or message.term != expected_term
+                or message.round != self._campaign_round):
+            if message.granted:
+                self.counters["rejected_stale_response"] += 1
+            return
+        if not message.granted:
+            return
+        if sender in self._votes:
+            self.counters["rejected_duplicate_response"] += 1
+            return
+        self._votes.add(sender)
+        self._maybe_win(now)
+
+    def _handle_timeout_now(self, sender: int, message: TimeoutNow, now: float) -> None:
+        """Campaign at once, skipping pre-vote and stickiness: the leader gave up its lease (thesis §3.10)."""
+        if self._role is Role.LEADER or not self._candidate:
+            self.counters["rejected_timeout_now"] += 1
+            return
+        logger.info("%d got TimeoutNow from %d in term %d", self._id, sender, self._term)
+        self._become_candidate(now, transfer=True)
+
+    def _handle_resign(self, sender: int, message: Resign, now: float) -> None:
+        """The term's leader gave up its lease.
+
+        With a successor (a leadership transfer is under way) just forget the old leader: the successor's
+        campaign bypasses stickiness anyway, and staying sticky keeps others from competing with it.
+        Without one, no lease can count on us any more, so drop stickiness and elect soon.
+        """
+        if self._role is Role.LEADER or self._leader_id not in (None, sender):
+            return
+        if message.successor:
+            self._set_leader(None)
+            return
+        self._become_follower(now, self._term, None, reason="resign")
+        self._last_leader_contact = _NEVER
+        # Elect soon, but spread the followers out so they do not split the vote.
+        self._election_deadline = now + self._rng.uniform(0.0, self._timeout_max - self._timeout_min)
+
+    # ------------------------------------------------------------------ timers
+
+    def _reset_election_timer(self, now: float) -> None:
+        """Draw a fresh randomized election timeout (Raft §5.2)."""
+        self._election_deadline = now + self._rng.uniform(self._timeout_min, self._timeout_max)
+
+    def _on_election_timeout(self, now: float) -> None:
+        if self._leader_id is not None:
+            self._set_leader(None)
+        if not self._candidate:
+            self._reset_election_timer(now)
+        elif self._pre_vote:
+            self._become_pre_candidate(now)
+        else:
+            self._become_candidate(now, transfer=False)
+
+    # ------------------------------------------------------------------ leader duties
+
+    def _broadcast_heartbeat(self, now: float) -> None:
+        round_ = self._next_round()
+        self._round_sent[round_] = now
+        if len(self._round_sent) > _ROUNDS_KEPT:
+            del self._round_sent[next(iter(self._round_sent))]
+        self._heartbeat_deadline = now + self._heartbeat_interval
+        for peer in self._peers:
+            self._send(peer, Heartbeat(term=self._term, round=round_))
+        self._extend_lease()  # a one-member cluster is its own majority
+
+    def _extend_lease(self) -> None:
+        """Move the lease start to the latest round a majority acknowledged (thesis §6.4.1).
+
+        The leader acknowledges its own latest round at once; a peer's acknowledgement time is the *send*
+        time of the newest round it answered, which is no later than the moment it reset its own
+        stickiness window.
+        """
+        own = max(self._round_sent.values(), default=self._lease_start)
+        acked = sorted([own, *self._acked_at.values()], reverse=True)
+        if len(acked) >= self._quorum:
+            self._lease_start = max(self._lease_start, acked[self._quorum - 1])
+
+    def _check_quorum(self, now: float) -> None:
+        """Step down if fewer than a majority answered within ``election_timeout_min`` (thesis §6.2)."""
+        heard = 1 + sum(1 for t in self._last_heard.values() if now - t < self._timeout_min)
+        if heard < self._quorum:
+            logger.info("%d steps down in term %d: heard from %d of %d within the election timeout",
+                        self._id, self._term, heard, self._quorum)
+            self._become_follower(now, self._term, None, reason="check_quorum")
+
+    def _expire_leadership(self, now: float) -> None:
+        if self._role is Role.LEADER and now >= self.lease_expiry:
+            logger.info("%d steps down in term %d: lease expired", self._id, self._term)
+            self._become_follower(now, self._term, None, reason="lease_expired")
+
+    def _pick_transfer_target(self, now: float) -> int:
+        """The candidate peer heard from most recently within ``election_timeout_min``."""
+        eligible = [(heard, peer) for peer, heard in self._last_heard.items()
+                    if self._peer_candidate.get(peer, False) and now - heard < self._timeout_min]
+        if not eligible:
+            raise NoTransferTargetError(
+                f"{self._id} has no peer that stands for election and answered within "
+                f"{self._timeout_min} s to transfer leadership to")
+        return max(eligible)[1]
+
+    # ------------------------------------------------------------------ role changes
+
+    def _transition(self, role: Role) -> None:
+        if role not in _TRANSITIONS[self._role]:
+            raise IllegalTransitionError(
+                f"{self._id} cannot become {role} from {self._role} at term {self._term}")
+        if role is not self._role:
+            self._role = role
+            self._events.append(RoleChanged(role=role, term=self._term))
+
+    def _become_follower(self, now: float, term: int, leader_id: Optional[int], *, reason: str) -> None:
+        was_leader = self._role is Role.LEADER
+        if was_leader:
+            lease_end = min(now, self.lease_expiry)
+            self._events.append(LostLeadership(term=self._term, at=now, lease_end=lease_end, reason=reason))
+            self.counters[f"step_downs_{reason}"] += 1
+            self._clear_leader_state()
+        if term > self._term:
+            self._term = term
+            self._voted_for = None
+            self._events.append(TermChanged(term=term))
+        self._transition(Role.FOLLOWER)
+        self._votes.clear()
+        self._campaign_round = -1
+        self._set_leader(leader_id)
+        self._reset_election_timer(now)
+        if was_leader:
+            logger.info("%d became follower at term %d (%s)", self._id, self._term, reason)
+
+    def _become_pre_candidate(self, now: float) -> None:
+        """Ask whether we would win term + 1, without raising our term (thesis §9.6)."""
+        self._transition(Role.PRE_CANDIDATE)
+        self._set_leader(None)
+        self._start_campaign(now)
+        self.counters["pre_votes_started"] += 1
+        logger.debug("%d became pre-candidate at term %d", self._id, self._term)
+        for peer in self._peers:
+            self._send(peer, VoteRequest(term=self._term + 1, round=self._campaign_round, pre_vote=True))
+        self._maybe_win(now)
+
+    def _become_candidate(self, now: float, *, transfer: bool) -> None:
+        """Raise the term, vote for ourselves and ask for votes (Raft §5.2)."""
+        self._transition(Role.CANDIDATE)
+        self._term += 1
+        self._voted_for = self._id
+        self._events.append(TermChanged(term=self._term))
+        self._set_leader(None)
+        self._start_campaign(now)
+        self.counters["elections_started"] += 1
+        logger.info("%d became candidate at term %d%s", self._id, self._term,
+                    " (leadership transfer)" if transfer else "")
+        for peer in self._peers:
+            self._send(peer, VoteRequest(term=self._term, round=self._campaign_round, transfer=transfer))
+        self._maybe_win(now)
+
+    def _start_campaign(self, now: float) -> None:
+        self._campaign_round = self._next_round()
+        self._campaign_started = now
+        self._votes = {self._id}
+        self._reset_election_timer(now)
+
+    def _maybe_win(self, now: float) -> None:
+        if len(self._votes) < self._quorum:
+            return
+        if self._role is Role.PRE_CANDIDATE:
+            self._become_candidate(now, transfer=False)
+        elif self._role is Role.CANDIDATE:
+            self._become_leader(now)
+
+    def _become_leader(self, now: float) -> None:
+        """Take office, with the winning vote round as the first lease round (thesis §6.4.1).
+
+        Every vote granted in that round reset its voter's stickiness no earlier than the campaign started.
+        """
+        self._transition(Role.LEADER)
+        voters = self._votes - {self._id}
+        self._round_sent = {self._campaign_round: self._campaign_started}
+        self._acked_at = dict.fromkeys(voters, self._campaign_started)
+        self._last_heard = dict.fromkeys(voters, now)
+        self._peer_candidate = {}
+        self._lease_start = self._campaign_started
+        self._votes = set()
+        self.counters["became_leader"] += 1
+        logger.info("%d became leader at term %d", self._id, self._term)
+        self._events.append(BecameLeader(term=self._term, at=now))
+        self._set_leader(self._id)
+        self._broadcast_heartbeat(now)
+
+    def _clear_leader_state(self) -> None:
+        self._heartbeat_deadline = _NEVER
+        self._round_sent = {}
+        self._acked_at = {}
+        self._last_heard = {}
+        self._lease_start = _NEVER
+
+    def _set_leader(self, leader_id: Optional[int]) -> None:
+        if leader_id != self._leader_id:
+            self._leader_id = leader_id
+            self._events.append(LeaderChanged(leader_id=leader_id, term=self._term))
+
+    # ------------------------------------------------------------------ output
+
+    def _next_round(self) -> int:
+        self._round = (self._round + 1) & MAX_ROUND
+        return self._round
+
+    def _send(self, to: int, message: Message) -> None:
+        self._outbox.append(Outgoing(to=to, message=message))
+
+    def _flush(self) -> Output:
+        hard_state = None
+        if self._term != self._persisted.term or self._voted_for != self._persisted.voted_for:
+            hard_state = HardState(term=self._term, voted_for=self._voted_for)
+            self._persisted = hard_state
+        output = Output(hard_state=hard_state, messages=tuple(self._outbox), events=tuple(self._events))
+        self._outbox.clear()
+        self._events.clear()
+        self.counters["messages_sent"] += len(output.messages)
+        return output

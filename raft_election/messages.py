@@ -1,0 +1,157 @@
+"""The messages servers exchange, as small frozen value objects.
+
+Raft's leader election needs two RPCs (RequestVote and an empty AppendEntries, the heartbeat; Raft §5.2).
+The extensions add: pre-vote requests (thesis §9.6, a flag on the vote request), TimeoutNow for
+leadership transfer (thesis §3.10) and Resign, which tells followers that their leader gave up its lease
+and will not lead again in this term, so they need not wait out their stickiness window.
+
+Every message carries the sender's ``term``.  ``round`` numbers tie a response to the request it answers:
+a server numbers its heartbeat rounds and campaigns from one increasing counter and ignores responses whose
+round is not one it is waiting for, so a delayed or duplicated response is never counted twice or for the
+wrong campaign.  Who sent a message and to whom is carried by the :class:`Envelope`, not the message.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import attrs
+
+__all__ = [
+    "MAX_NODE_ID",
+    "MAX_ROUND",
+    "MAX_TERM",
+    "Envelope",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "Message",
+    "Resign",
+    "TimeoutNow",
+    "VoteRequest",
+    "VoteResponse",
+]
+
+#: Terms are unsigned 63-bit on the wire: large enough to never wrap, small enough to be an int64 anywhere.
+MAX_TERM = 2**63 - 1
+#: Node ids are positive 32-bit integers.
+MAX_NODE_ID = 2**32 - 1
+#: Rounds are 32-bit and compared for equality only, so wrap-around is harmless.
+MAX_ROUND = 2**32 - 1
+
+
+def _check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_TERM:
+        raise ValueError(f"{attribute.name} must be an int in [0, 2**63 - 1], got {value!r}")
+
+
+def _check_round(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_ROUND:
+        raise ValueError(f"{attribute.name} must be an int in [0, 2**32 - 1], got {value!r}")
+
+
+def _check_node_id(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 1 <= value <= MAX_NODE_ID:
+        raise ValueError(f"{attribute.name} must be an int in [1, 2**32 - 1], got {value!r}")
+
+
+_bool = attrs.validators.instance_of(bool)
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """Leader → follower: "I lead ``term``" (the empty AppendEntries of Raft §5.2).
+
+    ``round`` numbers the heartbeat round so the leader can match acknowledgements to the time it sent the
+    round, which is what its lease is measured from (thesis §6.4.1).
+    """
+
+    term: int = attrs.field(validator=_check_term)
+    round: int = attrs.field(validator=_check_round)
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatResponse:
+    """Follower → leader: acknowledges heartbeat ``round`` (or, with a higher term, deposes a stale leader).
+
+    ``candidate`` tells the leader whether this server stands for election, so a leadership transfer
+    picks a target that will actually campaign.
+    """
+
+    term: int = attrs.field(validator=_check_term)
+    round: int = attrs.field(validator=_check_round)
+    candidate: bool = attrs.field(validator=_bool)
+
+
+@attrs.frozen(kw_only=True)
+class VoteRequest:
+    """Candidate → voter: RequestVote (Raft §5.2), or a pre-vote request when ``pre_vote`` (thesis §9.6).
+
+    For a pre-vote, ``term`` is the term the sender *would* campaign in; receivers never adopt it.
+    ``transfer`` marks a campaign started by TimeoutNow: voters grant it even inside their stickiness
+    window (thesis §4.2.3, §3.10), because the old leader gave up its lease before asking for it.
+    """
+
+    term: int = attrs.field(validator=_check_term)
+    round: int = attrs.field(validator=_check_round)
+    pre_vote: bool = attrs.field(default=False, validator=_bool)
+    transfer: bool = attrs.field(default=False, validator=_bool)
+
+
+@attrs.frozen(kw_only=True)
+class VoteResponse:
+    """Voter → candidate: the answer to a :class:`VoteRequest` with the same ``round`` and ``pre_vote``.
+
+    A granted pre-vote echoes the request's term; a rejection carries the voter's own current term.
+    """
+
+    term: int = attrs.field(validator=_check_term)
+    round: int = attrs.field(validator=_check_round)
+    granted: bool = attrs.field(validator=_bool)
+    pre_vote: bool = attrs.field(default=False, validator=_bool)
+
+
+@attrs.frozen(kw_only=True)
+class TimeoutNow:
+    """Leader → chosen follower: campaign at once (leadership transfer, thesis §3.10)."""
+
+    term: int = attrs.field(validator=_check_term)
+
+
+def _check_successor(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_NODE_ID:
+        raise ValueError(f"{attribute.name} must be 0 (none) or a node id, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Resign:
+    """Leader → followers: I gave up my lease and will not lead again in ``term``.
+
+    ``successor`` is 0 for a plain resignation (followers may elect at once, without waiting out their
+    stickiness window), or the target of a leadership transfer, whose campaign is on its way: followers
+    then only forget the old leader, so nobody keeps naming a leader that is gone.
+    """
+
+    term: int = attrs.field(validator=_check_term)
+    successor: int = attrs.field(default=0, validator=_check_successor)
+
+
+Message = Union[Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse, TimeoutNow, Resign]
+
+#: Every message class, in wire type-code order (the codec numbers them 1, 2, 3, ...).
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Heartbeat,
+    HeartbeatResponse,
+    VoteRequest,
+    VoteResponse,
+    TimeoutNow,
+    Resign,
+)
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """A message with its addressing: what the codec puts on the wire and takes off it."""
+
+    sender: int = attrs.field(validator=_check_node_id)
+    recipient: int = attrs.field(validator=_check_node_id)
+    message: Message

@@ -1,0 +1,484 @@
+"""RaftNode: the election core driven by threads, for ordinary blocking Python programs (SPEC §3.2).
+
+Threads and locks:
+
+* ``_lock`` (with the condition ``_changed``) guards the core.  Every public method takes it briefly; no
+  I/O ever happens while it is held.
+* The **timer thread** sleeps on ``_changed`` until the core's next deadline (woken early whenever a call
+  into the core may have moved it), then ticks the core.
+* The transport's **receive thread** decodes each datagram outside the lock (untrusted input is counted,
+  logged at a limited rate and dropped: it never raises and never reaches the core) and hands valid
+  messages to the core under the lock.
+* The **callback thread** runs user callbacks in order, outside every lock, so a callback may block or call
+  back into the node (``step_down()`` from ``on_become_leader`` is fine).  A callback that raises is logged.
+
+Persist before send: each call into the core yields an :class:`~raft_election.core.Output`, appended under
+the lock to a FIFO.  Whoever appended drains the FIFO under a separate I/O lock, carrying out each output in
+order: save its hard state, then send its messages, then queue its events.  So no message ever leaves
+before the term and vote it depends on are durable, whichever thread produced it.  If saving fails the
+node halts: it sends nothing more and reports the error (:attr:`RaftNode.failure`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Optional
+
+import attrs
+
+from raft_election._ratelimit import RateLimitedLog
+from raft_election.codec import Codec
+from raft_election.config import RaftConfig
+from raft_election.core import NoTransferTargetError, Output, RaftCore
+from raft_election.errors import DecodeError, RaftElectionError
+from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
+from raft_election.messages import Envelope
+from raft_election.roles import Role
+from raft_election.storage import MemoryStorage, Storage
+from raft_election.transport import Transport
+
+__all__ = ["NodeStatus", "RaftNode"]
+
+logger = logging.getLogger(__name__)
+
+_Callback = Callable[[], object]
+
+
+@attrs.frozen(kw_only=True)
+class NodeStatus:
+    """An immutable snapshot of a node, taken atomically under its lock.
+
+    ``counters`` holds, among others: ``elections_started``, ``pre_votes_started``, ``became_leader``,
+    ``messages_sent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``, and one
+    ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,
+    ``rejected_wrong_cluster``, ``rejected_unknown_sender``, ``rejected_stale_term``, ...).
+    """
+
+    node_id: int
+    role: Role
+    term: int
+    leader_id: Optional[int]
+    voted_for: Optional[int]
+    is_leader: bool
+    lease_remaining: float
+    candidate: bool
+    running: bool
+    counters: Mapping[str, int]
+
+    def rejected(self) -> int:
+        """Total messages rejected for any reason."""
+        return sum(count for name, count in self.counters.items() if name.startswith("rejected_"))
+
+
+class RaftNode:
+    """One member of a cluster: elects and follows leaders, in threads of its own.
+
+    Args:
+        config: this member's settings (``config.node_id`` is its id).
+        transport: moves bytes to the peers (``InMemoryNetwork.transport(id)``, ``UdpTransport()``, ...).
+        storage: where ``(term, voted_for)`` is kept.  Use :class:`~raft_election.storage.FileStorage` in
+            production; the default :class:`~raft_election.storage.MemoryStorage` forgets the vote when the
+            process exits, so a restarted process could vote twice in a term.  The node closes it on stop.
+        on_become_leader: called with the term (the fencing token) when this node wins an election.
+        on_lose_leadership: called with the term when this node stops leading (lease lost, stepped down,
+            higher term seen, stopped).
+        on_leader_change: called with ``(leader_id or None, term)`` whenever the known leader changes.
+        observer: called with every core event (for tests and tooling), on the callback thread.
+        rng: randomness for election timeouts (default: seeded from the OS).
+        clock: monotonic time source in seconds (default :func:`time.monotonic`).
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        transport: Transport,
+        storage: Optional[Storage] = None,
+        *,
+        on_become_leader: Optional[Callable[[int], object]] = None,
+        on_lose_leadership: Optional[Callable[[int], object]] = None,
+        on_leader_change: Optional[Callable[[Optional[int], int], object]] = None,
+        observer: Optional[Callable[[Event], object]] = None,
+        rng: Optional[random.Random] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._storage = storage if storage is not None else MemoryStorage()
+        self._on_become_leader = on_become_leader
+        self._on_lose_leadership = on_lose_leadership
+        self._on_leader_change = on_leader_change
+        self._observer = observer
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._codec = Codec(config.cluster, config.secret)
+        self._bad_input_log = RateLimitedLog(logger)
+
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._io_lock = threading.Lock()
+        self._pending: collections.deque[Output] = collections.deque()
+        self._core: Optional[RaftCore] = None
+        self._started = False
+        self._stopping = False
+        self._failure: Optional[BaseException] = None
+        self._counters: collections.Counter[str] = collections.Counter()
+
+        self._callbacks: queue.SimpleQueue[Optional[_Callback]] = queue.SimpleQueue()
+        self._timer_thread: Optional[threading.Thread] = None
+        self._callback_thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> RaftNode:
+        """Load the persisted state, bind the transport and start the threads.  Idempotent.
+
+        Returns:
+            The node itself, for chaining.
+
+        Raises:
+            StorageError: the persisted state cannot be read (the node does not start: see FileStorage).
+            TransportError: the transport cannot bind its address.
+            RaftElectionError: the node was already stopped (create a new one to rejoin).
+        """
+        with self._lock:
+            if self._stopping:
+                raise RaftElectionError(f"node {self.node_id} was stopped; create a new RaftNode")
+            if self._started:
+                return self
+            hard_state = self._storage.load()
+            self._core = RaftCore(self.config, hard_state, self._clock(), self._rng)
+            self._started = True
+        name = f"raft-{self.node_id}"
+        self._callback_thread = threading.Thread(target=self._run_callbacks, name=f"{name}-callbacks",
+                                                 daemon=True)
+        self._callback_thread.start()
+        try:
+            self._transport.start(self.node_id, self.config.peers, self._on_datagram)
+        except BaseException:
+            with self._lock:
+                self._stopping = True
+            self._callbacks.put(None)
+            self._callback_thread.join()
+            raise
+        self._timer_thread = threading.Thread(target=self._run_timer, name=f"{name}-timer", daemon=True)
+        self._timer_thread.start()
+        logger.info("%d started at term %d (%d members)", self.node_id, self.term, len(self.config.peers))
+        return self
+
+    def stop(self) -> None:
+        """Leave the cluster: hand leadership over first (if leading), then stop every thread.  Idempotent.
+
+        A leader transfers to the most responsive peer that stands for election (unless
+        ``config.transfer_on_stop`` is False, or no peer qualifies, in which case it resigns), so the
+        cluster has a new leader after about one round trip instead of an election timeout.
+        """
+        with self._lock:
+            if not self._started or self._stopping:
+                self._stopping = True
+                return
+            self._stopping = True
+            core = self._core
+            assert core is not None
+            now = self._clock()
+            if core.role is Role.LEADER and self._failure is None:
+                if self.config.transfer_on_stop:
+                    try:
+                        _, output = core.transfer_leadership(now)
+                        self._pending.append(output)
+                    except NoTransferTargetError:
+                        self._pending.append(core.step_down(now))
+                else:
+                    self._pending.append(core.step_down(now))
+            self._pending.append(core.stop(now))
+            self._changed.notify_all()
+        self._drain()
+        if self._timer_thread is not None:
+            self._timer_thread.join()
+        self._transport.close()
+        self._callbacks.put(None)
+        if self._callback_thread is not None and threading.current_thread() is not self._callback_thread:
+            self._callback_thread.join()
+        self._storage.close()
+        logger.info("%d stopped", self.node_id)
+
+    def __enter__(self) -> RaftNode:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def node_id(self) -> int:
+        """This member's id."""
+        return self.config.node_id
+
+    @property
+    def role(self) -> Role:
+        """The current role (FOLLOWER before start)."""
+        with self._lock:
+            return self._core.role if self._core is not None else Role.FOLLOWER
+
+    @property
+    def term(self) -> int:
+        """The current term (0 before start)."""
+        with self._lock:
+            return self._core.term if self._core is not None else 0
+
+    @property
+    def leader_id(self) -> Optional[int]:
+        """The leader this member knows of, or None.  Its own id only while it holds a valid lease."""
+        with self._lock:
+            return self._leader_locked(self._clock())
+
+    @property
+    def is_leader(self) -> bool:
+        """True only while this member leads with a valid lease, computed against the clock right now."""
+        with self._lock:
+            return self._is_leader_locked(self._clock())
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        """The error that halted this node (a storage failure), or None."""
+        with self._lock:
+            return self._failure
+
+    def status(self) -> NodeStatus:
+        """An immutable snapshot of role, term, leader, vote, lease and counters."""
+        with self._lock:
+            now = self._clock()
+            core = self._core
+            counters = collections.Counter(self._counters)
+            if core is not None:
+                counters.update(core.counters)
+            return NodeStatus(
+                node_id=self.node_id,
+                role=core.role if core is not None else Role.FOLLOWER,
+                term=core.term if core is not None else 0,
+                leader_id=self._leader_locked(now),
+                voted_for=core.voted_for if core is not None else None,
+                is_leader=self._is_leader_locked(now),
+                lease_remaining=core.lease_remaining(now) if self._is_leader_locked(now) and core else 0.0,
+                candidate=core.candidate if core is not None else self.config.candidate,
+                running=self._started and not self._stopping and self._failure is None,
+                counters=MappingProxyType(dict(counters)),
+            )
+
+    def wait_for_leader(self, timeout: Optional[float] = None) -> int:
+        """Block until a leader is known (this member itself only with a valid lease); return its id.
+
+        Args:
+            timeout: seconds to wait; None means wait forever.
+
+        Raises:
+            TimeoutError: no leader within ``timeout``.
+            RaftElectionError: the node is not running (not started, stopped, or halted by a failure).
+        """
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._lock:
+            while True:
+                self._check_running_locked()
+                leader = self._leader_locked(self._clock())
+                if leader is not None:
+                    return leader
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    core = self._core
+                    assert core is not None
+                    raise TimeoutError(f"node {self.node_id} knows no leader after {timeout} s "
+                                       f"(role {core.role}, term {core.term})")
+                # Wake at least every 50 ms: a lease can lapse without any call into the core.
+                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def __repr__(self) -> str:
+        with self._lock:
+            core = self._core
+            if core is None:
+                return f"<RaftNode id={self.node_id} not started>"
+            return (f"<RaftNode id={self.node_id} role={core.role} term={core.term} "
+                    f"leader={self._leader_locked(self._clock())}>")
+
+    # ------------------------------------------------------------------ commands
+
+    def step_down(self) -> None:
+        """Give up leadership now (lease first, then tell followers to elect at once).  No-op unless leader.
+
+        This member still stands for election afterwards; its followers' timers run short and its own in
+        full, so one of them normally takes over.
+        """
+        self._command(lambda core, now: core.step_down(now))
+
+    def transfer_leadership(self, target: Optional[int] = None) -> int:
+        """Hand leadership to ``target`` (default: the most responsive candidate peer); return the target.
+
+        This member gives up its lease and steps down at once; the target campaigns without waiting for a
+        timeout, so a new leader normally holds a lease after one round trip.
+
+        Raises:
+            RaftElectionError: not leader, or ``target`` is not a peer.
+            NoTransferTargetError: no peer stands for election and answered recently.
+        """
+        chosen: list[int] = []
+
+        def transfer(core: RaftCore, now: float) -> Output:
+            target_id, output = core.transfer_leadership(now, target)
+            chosen.append(target_id)
+            return output
+
+        self._command(transfer)
+        return chosen[0]
+
+    def set_candidate(self, candidate: bool) -> None:
+        """Stand for election or not (a non-candidate still votes).  Does not end a current leadership."""
+        self._command(lambda core, now: core.set_candidate(candidate, now))
+
+    # ------------------------------------------------------------------ internals
+
+    def _command(self, action: Callable[[RaftCore, float], Output]) -> None:
+        with self._lock:
+            self._check_running_locked()
+            assert self._core is not None
+            self._pending.append(action(self._core, self._clock()))
+            self._changed.notify_all()
+        self._drain()
+
+    def _check_running_locked(self) -> None:
+        if self._failure is not None:
+            raise RaftElectionError(f"node {self.node_id} halted: {self._failure}") from self._failure
+        if not self._started or self._stopping or self._core is None:
+            raise RaftElectionError(f"node {self.node_id} is not running")
+
+    def _is_leader_locked(self, now: float) -> bool:
+        return self._core is not None and self._failure is None and self._core.is_leader(now)
+
+    def _leader_locked(self, now: float) -> Optional[int]:
+        core = self._core
+        if core is None or self._failure is not None:
+            return None
+        if core.role is Role.LEADER:
+            return core.node_id if core.is_leader(now) else None
+        return core.leader_id
+
+    def _run_timer(self) -> None:
+        """Tick the core at its deadlines until stopped."""
+        while True:
+            with self._lock:
+                while True:
+                    if self._stopping or self._failure is not None or self._core is None:
+                        return
+                    now = self._clock()
+                    wait = self._core.next_deadline - now
+                    if wait <= 0:
+                        self._pending.append(self._core.tick(now))
+                        self._changed.notify_all()
+                        break
+                    self._changed.wait(wait)
+            self._drain()
+
+    def _on_datagram(self, data: bytes) -> None:
+        """Transport callback: decode untrusted bytes and hand valid messages to the core.  Never raises."""
+        try:
+            envelope = self._codec.decode(data)
+            if envelope.recipient != self.node_id:
+                raise DecodeError("wrong_recipient", f"addressed to {envelope.recipient}")
+        except DecodeError as exc:
+            self._reject(exc.reason, "dropped a message: %s", exc)
+            return
+        except Exception as exc:  # a codec bug must not stop the receive loop either
+            logger.exception("%d: unexpected error decoding %d bytes", self.node_id, len(data))
+            self._reject("decode_failure", "dropped a message: %r", exc)
+            return
+        try:
+            with self._lock:
+                if self._stopping or self._failure is not None or self._core is None:
+                    return
+                output = self._core.receive(envelope.sender, envelope.message, self._clock())
+                self._pending.append(output)
+                self._changed.notify_all()
+            self._drain()
+        except Exception:
+            logger.exception("%d: error handling %r", self.node_id, envelope)
+            self._reject("handling_failure", "error handling a message from %d", envelope.sender)
+
+    def _reject(self, reason: str, message: str, *args: object) -> None:
+        with self._lock:
+            self._counters[f"rejected_{reason}"] += 1
+        self._bad_input_log.warning(reason, f"%d {message}", self.node_id, *args)
+
+    def _drain(self) -> None:
+        """Carry out pending outputs in FIFO order: persist, then send, then queue callbacks."""
+        with self._io_lock:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    output = self._pending.popleft()
+                    if self._failure is not None:
+                        self._pending.clear()
+                        return
+                if output.hard_state is not None:
+                    try:
+                        self._storage.save(output.hard_state)
+                    except Exception as exc:
+                        self._halt(exc)
+                        return
+                for outgoing in output.messages:
+                    data = self._codec.encode(Envelope(sender=self.node_id, recipient=outgoing.to,
+                                                       message=outgoing.message))
+                    try:
+                        self._transport.send(outgoing.to, data)
+                    except Exception:
+                        logger.exception("%d: transport failed to send to %d", self.node_id, outgoing.to)
+                        with self._lock:
+                            self._counters["send_errors"] += 1
+                for event in output.events:
+                    self._dispatch(event)
+
+    def _halt(self, exc: BaseException) -> None:
+        """Storage failed: send nothing more (the state it should have made durable is not)."""
+        logger.critical("%d halts: cannot persist its term and vote: %s", self.node_id, exc)
+        with self._lock:
+            self._failure = exc
+            self._pending.clear()
+            self._changed.notify_all()
+            core = self._core
+            was_leader = core is not None and core.role is Role.LEADER
+            term = core.term if core is not None else 0
+        if was_leader and self._on_lose_leadership is not None:
+            callback = self._on_lose_leadership
+            self._callbacks.put(lambda: callback(term))
+
+    def _dispatch(self, event: Event) -> None:
+        """Queue the user callbacks for one core event (run later on the callback thread)."""
+        if self._observer is not None:
+            observer = self._observer
+            self._callbacks.put(lambda: observer(event))
+        if isinstance(event, BecameLeader) and self._on_become_leader is not None:
+            become = self._on_become_leader
+            self._callbacks.put(lambda: become(event.term))
+        elif isinstance(event, LostLeadership) and self._on_lose_leadership is not None:
+            lose = self._on_lose_leadership
+            self._callbacks.put(lambda: lose(event.term))
+        elif isinstance(event, LeaderChanged) and self._on_leader_change is not None:
+            change = self._on_leader_change
+            self._callbacks.put(lambda: change(event.leader_id, event.term))
+
+    def _run_callbacks(self) -> None:
+        while True:
+            callback = self._callbacks.get()
+            if callback is None:
+                return
+            try:
+                callback()
+            except Exception:
+                logger.exception("%d: a callback raised; the node carries on", self.node_id)
+                with self._lock:
+                    self._counters["callback_errors"] += 1

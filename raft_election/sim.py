@@ -1,0 +1,368 @@
+"""A deterministic simulated cluster: the real core on a virtual clock and a seeded simulated network.
+
+Use it to test the library, and your own leader-dependent logic, against partitions, message loss,
+delays, duplicates, reordering, crashes, restarts, pauses and clock drift, with every run reproducible
+from its seed::
+
+    cluster = SimulatedCluster(5, seed=7)
+    leader = cluster.wait_for_leader()          # runs virtual time until one server holds a lease
+    cluster.isolate(leader)
+    cluster.run_for(1.0)                        # one virtual second, in a few milliseconds of real time
+    assert cluster.leader() not in (None, leader)
+
+Every message goes through the real wire codec.  An :class:`~raft_election.oracle.ElectionOracle` watches
+every step and raises :class:`~raft_election.oracle.SafetyViolation` the moment a guarantee breaks.
+
+Time model: one global virtual time (``cluster.now``); each server's clock runs at its own rate
+(``local = rate * global + offset``, rates within ``clock_drift`` of each other), which is what the lease's
+``max_clock_drift`` allowance has to absorb.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional, Union
+
+from raft_election.codec import Codec
+from raft_election.config import RaftConfig
+from raft_election.core import Output, RaftCore
+from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.messages import Envelope
+from raft_election.oracle import ElectionOracle
+from raft_election.storage import HardState
+
+__all__ = ["SimNode", "SimulatedCluster"]
+
+_TICK = 0
+_DELIVER = 1
+
+
+class SimNode:
+    """One simulated server: its core (None while crashed), its durable state and its clock."""
+
+    def __init__(self, node_id: int, config: RaftConfig, rate: float, offset: float) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.rate = rate
+        self.offset = offset
+        self.core: Optional[RaftCore] = None
+        self.stored = HardState()
+        self.paused = False
+        self.pending: list[tuple[int, bytes]] = []
+        self.tick_generation = 0
+        self.scheduled_deadline = math.nan
+        self.events: list[tuple[float, Event]] = []
+
+    @property
+    def alive(self) -> bool:
+        """Running (possibly paused), not crashed."""
+        return self.core is not None
+
+    def local(self, now: float) -> float:
+        """This server's clock reading at global time ``now``."""
+        return self.rate * now + self.offset
+
+    def to_global(self, local_time: float) -> float:
+        """The global time at which this server's clock reads ``local_time``."""
+        return (local_time - self.offset) / self.rate
+
+    def __repr__(self) -> str:
+        state = "crashed" if self.core is None else ("paused" if self.paused else repr(self.core))
+        return f"<SimNode {self.node_id} {state}>"
+
+
+class SimulatedCluster:
+    """A cluster of :class:`~raft_election.core.RaftCore` servers on a virtual clock and network.
+
+    Args:
+        members: how many servers (ids 1..n), or an iterable of ids.
+        seed: seeds every random choice (network faults, timeouts, clock rates): equal seeds replay equally.
+        delay: range of one-way message delays, seconds.
+        drop_rate, duplicate_rate: probability that a message is lost / delivered twice.
+        clock_drift: servers' clock rates are drawn from ``[1 - clock_drift, 1]``; keep it at most the
+            configured ``max_clock_drift`` for the lease guarantee to hold.
+        persist: if False, a restart loses the server's term and vote (models storage that does not
+            survive a crash, like MemoryStorage across processes); used to show the oracle catches it.
+        oracle: the oracle to report to (a fresh raising one by default).
+        config: extra :class:`RaftConfig` settings for every server (``election_timeout`` etc.).
+    """
+
+    def __init__(
+        self,
+        members: Union[int, Iterable[int]] = 5,
+        *,
+        seed: int = 0,
+        delay: tuple[float, float] = (0.001, 0.005),
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        clock_drift: float = 0.0,
+        persist: bool = True,
+        oracle: Optional[ElectionOracle] = None,
+        **config: Any,
+    ) -> None:
+        ids = list(range(1, members + 1)) if isinstance(members, int) else sorted(members)
+        self._rng = random.Random(seed)
+        peers = {node_id: f"sim:{node_id}" for node_id in ids}
+        self.configs: dict[int, RaftConfig] = {
+            node_id: RaftConfig(node_id=node_id, peers=peers, **config) for node_id in ids}
+        first = self.configs[ids[0]]
+        self._codec = Codec(first.cluster, first.secret)
+        self.now = 0.0
+        self.delay = delay
+        self.drop_rate = drop_rate
+        self.duplicate_rate = duplicate_rate
+        self.persist = persist
+        self.oracle = oracle if oracle is not None else ElectionOracle()
+        self.nodes: dict[int, SimNode] = {}
+        for node_id in ids:
+            rate = 1.0 - self._rng.uniform(0.0, clock_drift)
+            offset = self._rng.uniform(0.0, 1000.0)
+            self.nodes[node_id] = SimNode(node_id, self.configs[node_id], rate, offset)
+        self._queue: list[tuple[float, int, int, int, Any]] = []
+        self._seq = 0
+        self._cut: set[tuple[int, int]] = set()
+        self.delivered = 0
+        self.dropped = 0
+        for node_id in ids:
+            self.start(node_id)
+
+    # ------------------------------------------------------------------ lifecycle faults
+
+    def start(self, node_id: int) -> None:
+        """Start (or restart) a crashed server from its durable state."""
+        node = self.nodes[node_id]
+        if node.alive:
+            raise ValueError(f"node {node_id} is already running")
+        rng = random.Random(self._rng.getrandbits(64))
+        node.core = RaftCore(node.config, node.stored, node.local(self.now), rng)
+        node.paused = False
+        node.pending.clear()
+        self._schedule_tick(node)
+
+    def crash(self, node_id: int) -> None:
+        """Kill a server: it forgets everything but its durable state (nothing, with ``persist=False``)."""
+        node = self.nodes[node_id]
+        if not node.alive:
+            return
+        node.core = None
+        node.paused = False
+        node.pending.clear()
+        node.tick_generation += 1
+        node.scheduled_deadline = math.nan
+        if not self.persist:
+            node.stored = HardState()
+        self.oracle.node_crashed(node_id, self.now)
+
+    def restart(self, node_id: int) -> None:
+        """Crash (if running) and start again."""
+        self.crash(node_id)
+        self.start(node_id)
+
+    def pause(self, node_id: int) -> None:
+        """Freeze a server (like SIGSTOP): its clock runs on, it handles nothing until :meth:`resume`."""
+        node = self.nodes[node_id]
+        if node.alive:
+            node.paused = True
+
+    def resume(self, node_id: int) -> None:
+        """Unfreeze a paused server: it first handles whatever arrived meanwhile, then its timers."""
+        node = self.nodes[node_id]
+        if not node.alive or not node.paused:
+            return
+        node.paused = False
+        node.scheduled_deadline = math.nan
+        pending, node.pending = node.pending, []
+        for sender, data in pending:
+            self._deliver_now(node, sender, data)
+        self._tick(node)
+
+    # ------------------------------------------------------------------ network faults
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Only servers in the same group can talk; servers in no group are cut off entirely."""
+        group_of: dict[int, int] = {}
+        for index, group in enumerate(groups):
+            for node_id in group:
+                group_of[node_id] = index
+        self._cut = {(a, b) for a in self.nodes for b in self.nodes
+                     if a != b and (a not in group_of or group_of.get(a) != group_of.get(b))}
+
+    def isolate(self, node_id: int) -> None:
+        """Cut one server off in both directions (other cuts stay)."""
+        for other in self.nodes:
+            if other != node_id:
+                self._cut.update({(node_id, other), (other, node_id)})
+
+    def block(self, src: int, dst: int) -> None:
+        """Drop messages from ``src`` to ``dst`` (one way)."""
+        self._cut.add((src, dst))
+
+    def heal(self) -> None:
+        """Remove every cut (drop, duplicate and delay settings stay)."""
+        self._cut.clear()
+
+    def can_reach(self, src: int, dst: int) -> bool:
+        """Whether messages from ``src`` to ``dst`` currently get through (ignoring random loss)."""
+        return (src, dst) not in self._cut
+
+    # ------------------------------------------------------------------ commands
+
+    def step_down(self, node_id: int) -> None:
+        """Ask a server to give up leadership (no-op unless it leads)."""
+        core = self._core(node_id)
+        self._apply(self.nodes[node_id], core.step_down(self.nodes[node_id].local(self.now)))
+
+    def transfer_leadership(self, node_id: int, target: Optional[int] = None) -> int:
+        """Ask the leader ``node_id`` to hand over; returns the target (see RaftCore.transfer_leadership)."""
+        node = self.nodes[node_id]
+        target, output = self._core(node_id).transfer_leadership(node.local(self.now), target)
+        self._apply(node, output)
+        return target
+
+    def set_candidate(self, node_id: int, candidate: bool) -> None:
+        """Make a server stand for election or not."""
+        node = self.nodes[node_id]
+        self._apply(node, self._core(node_id).set_candidate(candidate, node.local(self.now)))
+
+    def _core(self, node_id: int) -> RaftCore:
+        core = self.nodes[node_id].core
+        if core is None:
+            raise ValueError(f"node {node_id} is not running")
+        return core
+
+    # ------------------------------------------------------------------ queries
+
+    def lease_holders(self) -> list[int]:
+        """Servers that believe, right now, that they lead with a valid lease."""
+        return [node.node_id for node in self.nodes.values()
+                if node.core is not None and node.core.is_leader(node.local(self.now))]
+
+    def leader(self) -> Optional[int]:
+        """The one lease holder, or None."""
+        holders = self.lease_holders()
+        return holders[0] if len(holders) == 1 else None
+
+    def stable_leader(self) -> Optional[int]:
+        """The lease holder that every running, unpaused server follows, or None."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        for node in self.nodes.values():
+            if node.core is not None and not node.paused and node.core.leader_id != leader:
+                return None
+        return leader
+
+    # ------------------------------------------------------------------ running
+
+    def run_for(self, duration: float) -> None:
+        """Advance virtual time by ``duration`` seconds, handling everything due meanwhile."""
+        self.run_until(lambda: False, timeout=duration, raise_on_timeout=False)
+
+    def run_until(
+        self, predicate: Callable[[], bool], timeout: float, *, raise_on_timeout: bool = True
+    ) -> bool:
+        """Run until ``predicate()`` holds (checked after every step) or ``timeout`` virtual seconds pass.
+
+        Raises:
+            TimeoutError: the predicate did not hold in time and ``raise_on_timeout``.
+        """
+        end = self.now + timeout
+        if predicate():
+            return True
+        while self._queue and self._queue[0][0] <= end:
+            self._step()
+            if predicate():
+                return True
+        self.now = max(self.now, end)
+        if raise_on_timeout:
+            raise TimeoutError(f"condition not reached within {timeout} s of virtual time")
+        return False
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """Run until one server leads and every running server follows it; return its id."""
+        self.run_until(lambda: self.stable_leader() is not None, timeout)
+        leader = self.stable_leader()
+        assert leader is not None
+        return leader
+
+    def _step(self) -> None:
+        at, _, kind, node_id, payload = heapq.heappop(self._queue)
+        self.now = at
+        node = self.nodes[node_id]
+        if kind == _TICK:
+            if payload == node.tick_generation and node.core is not None and not node.paused:
+                node.scheduled_deadline = math.nan
+                self._tick(node)
+        else:
+            sender, data = payload
+            if not self.can_reach(sender, node_id) or node.core is None:
+                self.dropped += 1
+            elif node.paused:
+                node.pending.append((sender, data))
+            else:
+                self._deliver_now(node, sender, data)
+        self.oracle.lease_holders(self.now, self.lease_holders())
+
+    def _tick(self, node: SimNode) -> None:
+        assert node.core is not None
+        self._apply(node, node.core.tick(node.local(self.now)))
+
+    def _deliver_now(self, node: SimNode, sender: int, data: bytes) -> None:
+        assert node.core is not None
+        envelope = self._codec.decode(data)
+        self.delivered += 1
+        self._apply(node, node.core.receive(envelope.sender, envelope.message, node.local(self.now)))
+
+    def _apply(self, node: SimNode, output: Output) -> None:
+        """Carry out a core output in the required order: persist, then send, then report."""
+        if output.hard_state is not None:
+            node.stored = output.hard_state
+            self.oracle.persisted(node.node_id, output.hard_state)
+        for outgoing in output.messages:
+            data = self._codec.encode(Envelope(sender=node.node_id, recipient=outgoing.to,
+                                               message=outgoing.message))
+            self._send(node.node_id, outgoing.to, data)
+        for event in output.events:
+            node.events.append((self.now, event))
+            if isinstance(event, BecameLeader):
+                self.oracle.became_leader(node.node_id, event.term, node.to_global(event.at))
+            elif isinstance(event, LostLeadership):
+                self.oracle.lost_leadership(node.node_id, event.term, node.to_global(event.lease_end))
+        self._schedule_tick(node)
+
+    def _send(self, src: int, dst: int, data: bytes) -> None:
+        if not self.can_reach(src, dst) or self._rng.random() < self.drop_rate:
+            self.dropped += 1
+            return
+        copies = 2 if self._rng.random() < self.duplicate_rate else 1
+        for _ in range(copies):
+            self._push(self.now + self._rng.uniform(*self.delay), _DELIVER, dst, (src, data))
+
+    def _schedule_tick(self, node: SimNode) -> None:
+        if node.core is None:
+            return
+        deadline = node.core.next_deadline
+        if deadline == node.scheduled_deadline:
+            return  # the pending tick event is still the right one
+        node.tick_generation += 1
+        node.scheduled_deadline = deadline
+        at = node.to_global(deadline)
+        while node.local(at) < deadline:  # never wake a server a rounding error before its deadline
+            at = math.nextafter(at, math.inf)
+        self._push(max(self.now, at), _TICK, node.node_id, node.tick_generation)
+
+    def _push(self, at: float, kind: int, node_id: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, node_id, payload))
+
+    def events(self, node_id: int) -> list[tuple[float, Event]]:
+        """Every event a server reported (all incarnations), with the global time it was reported."""
+        return list(self.nodes[node_id].events)
+
+    @property
+    def terms(self) -> Mapping[int, int]:
+        """Each running server's current term."""
+        return {node_id: node.core.term for node_id, node in self.nodes.items() if node.core is not None}

@@ -1,0 +1,48 @@
+"""The abstract transport: moves opaque bytes between node ids (SPEC §3.3).
+
+A transport knows nothing about Raft.  The node encodes every message with the codec (framing, version,
+cluster id, authentication) before handing it over, so every transport gets the same safety, and it decodes
+whatever the transport delivers, treating it as untrusted.
+
+Capabilities added later (for example evidence that a peer process died) are separate optional interfaces,
+so transports written against this one keep working.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+
+__all__ = ["DeliverFn", "Transport"]
+
+#: Called by the transport with each datagram that arrived for this node.
+DeliverFn = Callable[[bytes], None]
+
+
+class Transport(abc.ABC):
+    """Best-effort, unordered, possibly duplicating delivery of byte strings between node ids.
+
+    Lifecycle: the node calls :meth:`start` once, then :meth:`send` any number of times from any thread,
+    then :meth:`close` once.  The transport calls ``deliver`` from a thread of its own, never re-entrantly
+    from inside :meth:`send`, and never after :meth:`close` has returned.
+    """
+
+    @abc.abstractmethod
+    def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
+        """Bind this node's address (``peers[node_id]``) and start delivering incoming data.
+
+        Raises:
+            TransportError: the address cannot be used; the message names the address and the reason.
+        """
+
+    @abc.abstractmethod
+    def send(self, peer_id: int, data: bytes) -> None:
+        """Send ``data`` to ``peer_id`` without blocking the caller.
+
+        Best effort: data for a peer that is down or unreachable is dropped.  Never raises for network
+        conditions; the caller must not rely on delivery, order or uniqueness.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop delivering, release resources and join the transport's threads.  Idempotent."""

@@ -1,0 +1,133 @@
+"""Helpers for tests of threaded RaftNodes over the in-memory network, checked by the global oracle."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from raft_election import MemoryStorage, RaftConfig, RaftNode
+from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.oracle import ElectionOracle
+from raft_election.storage import HardState
+from transports.memory import InMemoryNetwork
+
+#: Generous limit for waits that should finish in well under a second: only there to avoid hanging.
+PATIENCE = 20.0
+
+
+class OracleStorage(MemoryStorage):
+    """MemoryStorage that reports every save to the oracle (one vote per term, monotonic terms)."""
+
+    def __init__(self, node_id: int, oracle: ElectionOracle, log: Optional[list[tuple[str, Any]]] = None,
+                 lock: Optional[threading.Lock] = None) -> None:
+        super().__init__()
+        self._node_id = node_id
+        self._oracle = oracle
+        self._log = log
+        self._log_lock = lock
+
+    def save(self, state: HardState) -> None:
+        super().save(state)
+        self._oracle.persisted(self._node_id, state)
+        if self._log is not None and self._log_lock is not None:
+            with self._log_lock:
+                self._log.append(("saved", self._node_id, state))
+
+
+class ThreadedCluster:
+    """Threaded members over one InMemoryNetwork; every leadership goes to an ElectionOracle.
+
+    Leaderships are recorded with the members' own timestamps (``BecameLeader.at`` and
+    ``LostLeadership.lease_end``, both ``time.monotonic``), so :meth:`check` can verify after the fact that
+    no two lease-holding intervals overlapped.
+    """
+
+    def __init__(self, size: int = 5, *, seed: int = 0, delay: tuple[float, float] = (0.0002, 0.002),
+                 **settings: Any) -> None:
+        self.network = InMemoryNetwork(seed=seed, delay=delay)
+        self.oracle = ElectionOracle()
+        self.peers = {node_id: f"memory:{node_id}" for node_id in range(1, size + 1)}
+        self.settings = settings
+        self.storages = {node_id: OracleStorage(node_id, self.oracle) for node_id in self.peers}
+        self.nodes: dict[int, RaftNode] = {}
+        self.events: list[tuple[int, Event]] = []
+        self.changed = threading.Condition()
+        self._seed = seed
+
+    def config(self, node_id: int) -> RaftConfig:
+        return RaftConfig(node_id=node_id, peers=self.peers, **self.settings)
+
+    def start(self, node_id: int, **callbacks: Any) -> RaftNode:
+        def observe(event: Event) -> None:
+            if isinstance(event, BecameLeader):
+                self.oracle.became_leader(node_id, event.term, event.at)
+            elif isinstance(event, LostLeadership):
+                self.oracle.lost_leadership(node_id, event.term, event.lease_end)
+            with self.changed:
+                self.events.append((node_id, event))
+                self.changed.notify_all()
+
+        node = RaftNode(self.config(node_id), self.network.transport(node_id), self.storages[node_id],
+                        observer=observe, **callbacks)
+        self.nodes[node_id] = node
+        return node.start()
+
+    def start_all(self) -> None:
+        for node_id in self.peers:
+            self.start(node_id)
+
+    def crash(self, node_id: int) -> None:
+        """Kill a member: cut it off first so nothing it says on the way down gets out, then stop it."""
+        self.network.isolate(node_id)
+        self.nodes[node_id].stop()
+        self.network.rejoin(node_id)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = PATIENCE, what: str = "condition") -> None:
+        """Wait until ``predicate()`` holds; re-checked on every event (and every 20 ms, for lease lapses)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{what} not reached within {timeout} s: {self.describe()}")
+                self.changed.wait(min(remaining, 0.02))
+
+    def running(self) -> list[RaftNode]:
+        return [node for node in self.nodes.values() if node.status().running]
+
+    def stable_leader(self) -> Optional[int]:
+        """The member that holds a lease and that every running member follows, if any."""
+        running = self.running()
+        holders = [node.node_id for node in running if node.is_leader]
+        if len(holders) != 1:
+            return None
+        if all(node.leader_id == holders[0] for node in running):
+            return holders[0]
+        return None
+
+    def wait_for_stable_leader(self, timeout: float = PATIENCE) -> int:
+        self.wait_for(lambda: self.stable_leader() is not None, timeout, "a stable leader")
+        leader = self.stable_leader()
+        assert leader is not None
+        return leader
+
+    def describe(self) -> str:
+        return ", ".join(repr(node) for node in self.nodes.values())
+
+    def counter(self, name: str) -> int:
+        """Sum of one status counter over all members (running or stopped)."""
+        return sum(node.status().counters.get(name, 0) for node in self.nodes.values())
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def close(self) -> None:
+        """Stop everything and run the after-the-fact overlap check."""
+        try:
+            self.stop_all()
+        finally:
+            self.network.close()
+        self.oracle.check_intervals()

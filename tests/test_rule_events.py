@@ -1,0 +1,176 @@
+"""SPEC §3.1/§5: the core reports leadership and term changes as events, which the node turns into user
+callbacks in the order the core produced them (events.py).
+
+The rule: BecameLeader, LostLeadership, LeaderChanged and TermChanged are emitted exactly once per change
+and in causal order; in particular a leader deposed by a higher term reports LostLeadership (of its old
+term) before TermChanged, so an application never sees "term t+1" while it still believes it leads term t.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+
+from raft_election.core import RaftCore
+from raft_election.events import BecameLeader, LeaderChanged, LostLeadership, TermChanged
+from raft_election.messages import Heartbeat, HeartbeatResponse, VoteRequest
+from raft_election.roles import Role
+from raft_election.storage import HardState
+from tests.coretools import (
+    STEP,
+    Election,
+    ack,
+    actions,
+    drive,
+    elect,
+    leader_events,
+    make_core,
+    messages,
+    only,
+)
+
+START = 1.0
+TERM = 4
+
+
+def leader(members: int = 3) -> tuple[RaftCore, Election]:
+    core = make_core(members=members, hard_state=HardState(term=TERM))
+    return core, elect(core, now=START)
+
+
+def test_winning_reports_term_then_leadership_then_leader_once_each():
+    """A campaign that wins reports TermChanged, BecameLeader, LeaderChanged(self), once each, in order."""
+    core, election = leader()
+    term = TERM + 1
+    assert leader_events(election.outputs) == [
+        TermChanged(term=term),
+        BecameLeader(term=term, at=election.won_at),
+        LeaderChanged(leader_id=core.node_id, term=term),
+    ]
+    beat = only(messages(election.winning_output, Heartbeat, to=2))
+    later = [core.receive(2, ack(beat), election.won_at), core.tick(core.next_deadline)]
+    assert leader_events(later) == []
+
+
+def test_a_pre_vote_phase_reports_nothing():
+    """Thesis §9.6: a pre-vote changes neither term nor leader, so it reports neither."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    assert leader_events(core.tick(core.next_deadline)) == []
+
+
+@pytest.mark.parametrize(("message", "new_leader"), [
+    (Heartbeat(term=TERM + 3, round=1), 2),
+    (HeartbeatResponse(term=TERM + 3, round=1, candidate=True), None),
+], ids=["heartbeat", "heartbeat_response"])
+def test_a_leader_deposed_by_a_higher_term_reports_lost_leadership_before_term_changed(message, new_leader):
+    """Raft §5.1: LostLeadership (old term), then TermChanged, then the new leader (if known), once each."""
+    core, election = leader()
+    at = election.won_at + STEP
+    out = core.receive(2, message, at)
+    assert leader_events(out) == [
+        LostLeadership(term=election.term, at=at, lease_end=at, reason="higher_term"),
+        TermChanged(term=TERM + 3),
+        LeaderChanged(leader_id=new_leader, term=TERM + 3),
+    ]
+
+
+def test_a_follower_reports_its_leader_once_and_each_new_one():
+    """LeaderChanged once per change: repeated heartbeats of the same leader report nothing more."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    outs = [core.receive(2, Heartbeat(term=TERM, round=k), START + k * STEP) for k in range(5)]
+    assert leader_events(outs) == [LeaderChanged(leader_id=2, term=TERM)]
+    out = core.receive(3, Heartbeat(term=TERM + 1, round=9), START + 6 * STEP)
+    assert leader_events(out) == [TermChanged(term=TERM + 1), LeaderChanged(leader_id=3, term=TERM + 1)]
+
+
+def test_a_timeout_reports_the_loss_of_the_leader_once():
+    """Raft §5.2: the timeout means "no viable leader": LeaderChanged(None) once, not at every retry."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    core.receive(2, Heartbeat(term=TERM, round=1), START)
+    outs = [core.tick(core.next_deadline) for _ in range(4)]
+    assert leader_events(outs) == [LeaderChanged(leader_id=None, term=TERM)]
+
+
+def test_a_lease_that_runs_out_is_reported_once():
+    """Thesis §6.4.1: LostLeadership at the first tick after expiry, and never again for that term."""
+    core, election = leader()
+    expiry = core.lease_expiry
+    outs = [core.tick(expiry + k * STEP) for k in range(4)]
+    assert leader_events(outs) == [
+        LostLeadership(term=election.term, at=expiry, lease_end=expiry, reason="lease_expired"),
+        LeaderChanged(leader_id=None, term=election.term),
+    ]
+
+
+@pytest.mark.parametrize("command", ["step_down", "transfer", "stop"])
+def test_giving_up_leadership_is_reported_once(command):
+    """SPEC §4: step_down, transfer and stop each end the leadership with one LostLeadership."""
+    core, election = leader()
+    beat = only(messages(election.winning_output, Heartbeat, to=2))
+    core.receive(2, ack(beat), election.won_at)
+    at = election.won_at + STEP
+    if command == "step_down":
+        outs = [core.step_down(at), core.step_down(at + STEP)]
+    elif command == "transfer":
+        outs = [core.transfer_leadership(at)[1]]
+    else:
+        outs = [core.stop(at), core.stop(at + STEP)]
+    reason = {"step_down": "step_down", "transfer": "transfer", "stop": "stopped"}[command]
+    assert leader_events(outs) == [
+        LostLeadership(term=election.term, at=at, lease_end=at, reason=reason),
+        LeaderChanged(leader_id=None, term=election.term),
+    ]
+    assert core.role is Role.FOLLOWER and core.term == election.term
+
+
+def test_stop_on_a_follower_reports_nothing():
+    """RaftCore.stop: only a leadership has an end to report."""
+    core = make_core(members=3)
+    assert core.stop(START).empty
+
+
+def test_a_vote_for_another_term_reports_term_changed_once():
+    """Raft §5.1: adopting a term through a vote request is one term change, reported once."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    out = core.receive(2, VoteRequest(term=TERM + 2, round=1), START)
+    assert leader_events(out) == [TermChanged(term=TERM + 2)]
+
+
+@settings(max_examples=200)
+@given(script=actions(members=3, max_term=6))
+def test_events_match_the_state_changes_they_report(script):
+    """For any run: BecameLeader and LostLeadership alternate (same term, one leadership at a time, terms
+    rising); LostLeadership precedes TermChanged in an output; TermChanged rises and ends at the core's
+    term; LeaderChanged always names a different leader than the previous one and ends at the core's
+    leader; after LostLeadership the core no longer claims the lease."""
+    core = make_core(members=3)
+    leading_term = None
+    last_leader_term = -1
+    known_leader = core.leader_id
+    term = core.term
+    for now, out in drive(core, script):
+        seen = leader_events(out)
+        kinds = [type(event) for event in seen]
+        if LostLeadership in kinds and TermChanged in kinds:
+            assert kinds.index(LostLeadership) < kinds.index(TermChanged)
+        for event in seen:
+            if isinstance(event, BecameLeader):
+                assert leading_term is None and event.term > last_leader_term
+                leading_term = last_leader_term = event.term
+            elif isinstance(event, LostLeadership):
+                assert leading_term == event.term
+                assert event.lease_end <= event.at
+                leading_term = None
+            elif isinstance(event, TermChanged):
+                assert event.term > term
+                term = event.term
+            elif isinstance(event, LeaderChanged):
+                assert event.leader_id != known_leader
+                known_leader = event.leader_id
+        assert term == core.term
+        assert known_leader == core.leader_id
+        assert (leading_term is not None) == (core.role is Role.LEADER)
+        if leading_term is not None:
+            assert core.leader_id == core.node_id and leading_term == core.term
+        else:
+            assert not core.is_leader(now)

@@ -1,0 +1,573 @@
+"""An in-process network for tests: the transport *and* the fault injector (SPEC §3.3, §5).
+
+:class:`InMemoryNetwork` connects any number of :class:`MemoryTransport` endpoints, one per node id (ids
+are the addresses).  Like hashicorp/raft's in-memory transport it is also where tests inject faults:
+partitions, isolation, one-way blocks, random drops, delays, duplicates and reordering, all changeable
+while messages are in flight.
+
+Delivery model:
+
+* Every message goes through one heap ordered by ``(deliver_at, sequence)`` and is delivered by a single
+  scheduler thread per network (started lazily, daemon).  ``deliver`` callbacks therefore run on that
+  thread, one at a time, outside the network's lock, and never re-entrantly from inside :meth:`send`.
+* Fault choices (drop, duplicate, delay, reorder) are drawn from the network's own
+  ``random.Random(seed)``, only under the lock, so a run with a single sending thread makes the same
+  choices every time.
+* Reachability and liveness are checked twice: when a message is sent and again when it is due, so a
+  partition (or a closed receiver) also catches messages already in flight.
+* Nothing is ever raised to a sender for a network condition; every message ends up in exactly one
+  counter of :attr:`InMemoryNetwork.stats`.
+
+The network moves opaque bytes and knows nothing about Raft.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Dict, List, Optional, Set, Tuple, Type, Union
+
+import attrs
+
+from raft_election.errors import TransportError
+from raft_election.transport import DeliverFn, Transport
+
+__all__ = ["InMemoryNetwork", "MemoryTransport", "NetworkStats"]
+
+logger = logging.getLogger(__name__)
+
+#: Smallest window used for the extra delay of a reordered message, so reordering is visible even with
+#: ``delay == (0, 0)``: a reordered message is held back by up to this long and later ones overtake it.
+REORDER_MIN_WINDOW = 0.005
+
+#: ``(deliver_at, sequence, src, dst, data)``; ``src`` is ``None`` for :meth:`InMemoryNetwork.inject`.
+#: The unique sequence number breaks ties, so later fields are never compared.
+_Entry = Tuple[float, int, Optional[int], int, bytes]
+
+_network_numbers = itertools.count(1)
+
+
+@attrs.frozen(kw_only=True)
+class NetworkStats:
+    """A snapshot of an :class:`InMemoryNetwork`'s counters.
+
+    Every copy of a message is accounted for exactly once, so at any instant
+    ``sent + injected + duplicated == delivered + dropped_partition + dropped_random + dropped_closed
+    + in_flight``.
+    """
+
+    #: Calls to :meth:`MemoryTransport.send` (whatever became of the message).
+    sent: int = 0
+    #: Calls to :meth:`InMemoryNetwork.inject`.
+    injected: int = 0
+    #: Copies handed to a ``deliver`` callback (counted just before the call, including calls that raised).
+    delivered: int = 0
+    #: Copies dropped by a partition, an isolation or a block, at send or delivery time.
+    dropped_partition: int = 0
+    #: Messages dropped by ``drop_rate``.
+    dropped_random: int = 0
+    #: Extra copies created by ``duplicate_rate``.
+    duplicated: int = 0
+    #: Copies dropped because the sender or receiver was closed, unknown or not started, or the network
+    #: was closed (including the messages still in flight when it closed).
+    dropped_closed: int = 0
+    #: ``deliver`` calls that raised (logged with their traceback; delivery goes on).
+    deliver_errors: int = 0
+    #: Copies scheduled and not yet delivered or dropped.
+    in_flight: int = 0
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_rate(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{field} must be a probability between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _check_delay(value: object) -> Tuple[float, float]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        low, high = value
+        if _is_number(low) and _is_number(high) and 0.0 <= low <= high:
+            return (float(low), float(high))
+    raise ValueError(
+        f"delay must be a pair (min, max) of seconds with 0 <= min <= max, got {value!r}; "
+        "use (0.0, 0.0) for immediate delivery"
+    )
+
+
+class InMemoryNetwork:
+    """A simulated network of :class:`MemoryTransport` endpoints with fault injection.
+
+    Args:
+        seed: seed of the network's own ``random.Random``, which makes every fault choice; ``None`` seeds
+            from the OS.
+        delay: each copy of a message is delivered ``uniform(*delay)`` seconds after it is sent.
+        drop_rate: probability that a sent message is dropped.
+        duplicate_rate: probability that a message not dropped is delivered twice (each copy has its own
+            delay).
+        reorder_rate: probability that a copy is held back by an extra ``uniform(0, max(delay max, 5 ms))``
+            so that messages sent after it overtake it.
+
+    Raises:
+        ValueError: a setting is out of range; the message names the field.
+
+    The random settings are also read/write properties (validated the same way) and apply to messages sent
+    afterwards.  Partitions, isolations and blocks take effect at once, also for messages already in
+    flight.  Every control is thread-safe and may be called from a ``deliver`` callback.  :meth:`close`
+    (or leaving a ``with`` block) stops and joins the delivery thread.
+    """
+
+    def __init__(
+        self,
+        seed: Optional[int] = None,
+        *,
+        delay: Tuple[float, float] = (0.0, 0.0),
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        reorder_rate: float = 0.0,
+    ) -> None:
+        self._seed = seed
+        self._delay = _check_delay(delay)
+        self._drop_rate = _check_rate("drop_rate", drop_rate)
+        self._duplicate_rate = _check_rate("duplicate_rate", duplicate_rate)
+        self._reorder_rate = _check_rate("reorder_rate", reorder_rate)
+        self._random = random.Random(seed)
+        #: Guards everything below; the scheduler waits on it for the next deadline or for new messages.
+        self._cond = threading.Condition(threading.Lock())
+        self._name = f"InMemoryNetwork-{next(_network_numbers)}"
+        self._transports: Dict[int, MemoryTransport] = {}
+        self._heap: List[_Entry] = []
+        self._sequence = itertools.count()
+        self._group_of: Optional[Dict[int, int]] = None
+        self._isolated: Set[int] = set()
+        self._blocked: Set[Tuple[int, int]] = set()
+        self._thread: Optional[threading.Thread] = None
+        #: The transport whose ``deliver`` the scheduler is running right now, if any.
+        self._delivering: Optional[MemoryTransport] = None
+        self._closed = False
+        self._sent = 0
+        self._injected = 0
+        self._delivered = 0
+        self._dropped_partition = 0
+        self._dropped_random = 0
+        self._duplicated = 0
+        self._dropped_closed = 0
+        self._deliver_errors = 0
+
+    # ---------------------------------------------------------------- endpoints and lifecycle
+
+    def transport(self, node_id: int) -> MemoryTransport:
+        """Create the endpoint for ``node_id``.
+
+        A node that restarts gets a new endpoint once the old one is closed; messages still in flight to
+        the id are then delivered to the new one, as a real network would.
+
+        Raises:
+            TypeError: ``node_id`` is not an int.
+            TransportError: the network is closed, or a live (not closed) endpoint for ``node_id`` exists.
+        """
+        if isinstance(node_id, bool) or not isinstance(node_id, int):
+            raise TypeError(f"node_id must be an int, got {node_id!r}")
+        with self._cond:
+            if self._closed:
+                raise TransportError(f"{self._name} is closed; cannot create a transport for node {node_id}")
+            if node_id in self._transports:
+                raise TransportError(
+                    f"node {node_id} already has a live transport on {self._name}; close it first"
+                )
+            endpoint = MemoryTransport(self, node_id)
+            self._transports[node_id] = endpoint
+            return endpoint
+
+    def close(self) -> None:
+        """Stop the delivery thread and discard messages in flight (counted as ``dropped_closed``).
+
+        Idempotent.  Joins the thread, so no ``deliver`` call runs after this returns, unless it is called
+        from inside a ``deliver`` callback, in which case the thread exits as soon as that callback returns.
+        Afterwards every send is dropped and :meth:`transport` raises.
+        """
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._dropped_closed += len(self._heap)
+                self._heap.clear()
+                self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> InMemoryNetwork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        """The network's unique name, which is also the name of its delivery thread."""
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        with self._cond:
+            return self._closed
+
+    # ---------------------------------------------------------------- fault controls
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Split the network: only nodes in the same group can talk; ids in no group reach no one.
+
+        Replaces the previous partition (isolations and blocks stay).  ``partition()`` with no groups
+        cuts every node off from every other.
+
+        Raises:
+            ValueError: an id appears in more than one group.
+        """
+        group_of: Dict[int, int] = {}
+        for index, group in enumerate(groups):
+            for node_id in group:
+                if group_of.get(node_id, index) != index:
+                    raise ValueError(f"partition: node {node_id} appears in more than one group")
+                group_of[node_id] = index
+        with self._cond:
+            self._group_of = group_of
+
+    def isolate(self, node_id: int) -> None:
+        """Cut ``node_id`` off from every other node, in both directions, keeping all other cuts."""
+        with self._cond:
+            self._isolated.add(node_id)
+
+    def rejoin(self, node_id: int) -> None:
+        """Undo :meth:`isolate` for ``node_id`` (partitions and blocks stay)."""
+        with self._cond:
+            self._isolated.discard(node_id)
+
+    def block(self, src: int, dst: int) -> None:
+        """Drop everything ``src`` sends to ``dst``; ``dst`` to ``src`` is unaffected (a one-way cut)."""
+        with self._cond:
+            self._blocked.add((src, dst))
+
+    def unblock(self, src: int, dst: int) -> None:
+        """Undo :meth:`block` for ``src -> dst``."""
+        with self._cond:
+            self._blocked.discard((src, dst))
+
+    def heal(self) -> None:
+        """Remove every partition, isolation and block; ``drop_rate``, delays etc. are kept."""
+        with self._cond:
+            self._group_of = None
+            self._isolated.clear()
+            self._blocked.clear()
+
+    def can_reach(self, src: int, dst: int) -> bool:
+        """Whether partitions, isolations and blocks currently let ``src``'s messages reach ``dst``.
+
+        Random faults and whether ``dst`` has a live transport are not considered.  A node is never cut
+        off from itself by a partition or an isolation (only by an explicit :meth:`block`).
+        """
+        with self._cond:
+            return self._reachable(src, dst)
+
+    @property
+    def drop_rate(self) -> float:
+        """Probability that a sent message is dropped."""
+        with self._cond:
+            return self._drop_rate
+
+    @drop_rate.setter
+    def drop_rate(self, value: float) -> None:
+        checked = _check_rate("drop_rate", value)
+        with self._cond:
+            self._drop_rate = checked
+
+    @property
+    def duplicate_rate(self) -> float:
+        """Probability that a message that is not dropped is delivered twice."""
+        with self._cond:
+            return self._duplicate_rate
+
+    @duplicate_rate.setter
+    def duplicate_rate(self, value: float) -> None:
+        checked = _check_rate("duplicate_rate", value)
+        with self._cond:
+            self._duplicate_rate = checked
+
+    @property
+    def reorder_rate(self) -> float:
+        """Probability that a copy is held back so later messages overtake it."""
+        with self._cond:
+            return self._reorder_rate
+
+    @reorder_rate.setter
+    def reorder_rate(self, value: float) -> None:
+        checked = _check_rate("reorder_rate", value)
+        with self._cond:
+            self._reorder_rate = checked
+
+    @property
+    def delay(self) -> Tuple[float, float]:
+        """``(min, max)`` seconds between sending a copy and delivering it (applies to new messages)."""
+        with self._cond:
+            return self._delay
+
+    @delay.setter
+    def delay(self, value: Tuple[float, float]) -> None:
+        checked = _check_delay(value)
+        with self._cond:
+            self._delay = checked
+
+    def inject(self, dst: int, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Deliver raw ``data`` to ``dst`` as if it came from the network (for bad-input tests).
+
+        It goes through the scheduler like any message (so it is delivered on the delivery thread, after
+        messages already due), with no delay and no partition or random fault; it is dropped if ``dst``
+        has no started, open transport.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+        """
+        payload = _to_bytes(data)
+        with self._cond:
+            self._injected += 1
+            if self._closed or not self._accepting(dst):
+                self._dropped_closed += 1
+                return
+            self._schedule(time.monotonic(), None, dst, payload)
+
+    @property
+    def stats(self) -> NetworkStats:
+        """An immutable snapshot of the counters (see :class:`NetworkStats`)."""
+        with self._cond:
+            return NetworkStats(
+                sent=self._sent,
+                injected=self._injected,
+                delivered=self._delivered,
+                dropped_partition=self._dropped_partition,
+                dropped_random=self._dropped_random,
+                duplicated=self._duplicated,
+                dropped_closed=self._dropped_closed,
+                deliver_errors=self._deliver_errors,
+                in_flight=len(self._heap),
+            )
+
+    def __repr__(self) -> str:
+        with self._cond:
+            if self._closed:
+                state = "closed"
+            elif self._thread is not None:
+                state = "running"
+            else:
+                state = "idle"
+            groups = (
+                None
+                if self._group_of is None
+                else [
+                    sorted(i for i, g in self._group_of.items() if g == index)
+                    for index in sorted(set(self._group_of.values()))
+                ]
+            )
+            return (
+                f"<InMemoryNetwork {self._name} {state} seed={self._seed!r} nodes={sorted(self._transports)} "
+                f"in_flight={len(self._heap)} partition={groups} isolated={sorted(self._isolated)} "
+                f"blocked={sorted(self._blocked)} delay={self._delay} drop_rate={self._drop_rate} "
+                f"duplicate_rate={self._duplicate_rate} reorder_rate={self._reorder_rate}>"
+            )
+
+    # ---------------------------------------------------------------- internals (called with the lock held
+    # unless noted)
+
+    def _reachable(self, src: int, dst: int) -> bool:
+        if (src, dst) in self._blocked:
+            return False
+        if src == dst:
+            return True
+        if src in self._isolated or dst in self._isolated:
+            return False
+        if self._group_of is None:
+            return True
+        group = self._group_of.get(src)
+        return group is not None and self._group_of.get(dst) == group
+
+    def _accepting(self, node_id: int) -> bool:
+        endpoint = self._transports.get(node_id)
+        return endpoint is not None and endpoint._deliver is not None
+
+    def _send(self, src: MemoryTransport, dst: int, data: bytes) -> None:
+        """Apply the send-time checks and the random faults, then schedule the copies."""
+        with self._cond:
+            self._sent += 1
+            if self._closed or src._closed or not self._accepting(dst):
+                self._dropped_closed += 1
+                return
+            if not self._reachable(src.node_id, dst):
+                self._dropped_partition += 1
+                return
+            rng = self._random
+            if rng.random() < self._drop_rate:
+                self._dropped_random += 1
+                return
+            copies = 2 if rng.random() < self._duplicate_rate else 1
+            self._duplicated += copies - 1
+            now = time.monotonic()
+            low, high = self._delay
+            for _ in range(copies):
+                delay = rng.uniform(low, high)
+                if rng.random() < self._reorder_rate:
+                    delay += rng.uniform(0.0, max(high, REORDER_MIN_WINDOW))
+                self._schedule(now + delay, src.node_id, dst, data)
+
+    def _schedule(self, deliver_at: float, src: Optional[int], dst: int, data: bytes) -> None:
+        heapq.heappush(self._heap, (deliver_at, next(self._sequence), src, dst, data))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _next_delivery(self) -> Optional[Tuple[MemoryTransport, DeliverFn, bytes]]:
+        """Wait for the next message that is due and still deliverable; ``None`` once the network closes."""
+        while True:
+            if self._closed:
+                return None
+            if not self._heap:
+                self._cond.wait()
+                continue
+            wait = self._heap[0][0] - time.monotonic()
+            if wait > 0:
+                self._cond.wait(wait)
+                continue
+            _, _, src, dst, data = heapq.heappop(self._heap)
+            endpoint = self._transports.get(dst)
+            deliver = None if endpoint is None else endpoint._deliver
+            if endpoint is None or deliver is None:
+                self._dropped_closed += 1
+            elif src is not None and not self._reachable(src, dst):
+                self._dropped_partition += 1
+            else:
+                self._delivered += 1
+                self._delivering = endpoint
+                return endpoint, deliver, data
+
+    def _run(self) -> None:
+        """The scheduler thread: deliver due messages one at a time, outside the lock."""
+        while True:
+            with self._cond:
+                item = self._next_delivery()
+            if item is None:
+                return
+            endpoint, deliver, data = item
+            failed = 0
+            try:
+                deliver(data)
+            except Exception:
+                failed = 1
+                logger.exception("%s: deliver callback of node %d raised", self._name, endpoint.node_id)
+            finally:
+                with self._cond:
+                    self._deliver_errors += failed
+                    self._delivering = None
+                    self._cond.notify_all()
+
+    def _close_transport(self, endpoint: MemoryTransport) -> None:
+        """Stop deliveries to ``endpoint`` and wait out a ``deliver`` call already running for it."""
+        with self._cond:
+            endpoint._closed = True
+            endpoint._deliver = None
+            if self._transports.get(endpoint.node_id) is endpoint:
+                del self._transports[endpoint.node_id]
+            if threading.current_thread() is self._thread:
+                return  # closing from inside a callback: waiting for ourselves would deadlock
+            while self._delivering is endpoint:
+                self._cond.wait()
+
+
+def _to_bytes(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
+
+
+class MemoryTransport(Transport):
+    """One node's endpoint on an :class:`InMemoryNetwork`; create it with :meth:`InMemoryNetwork.transport`.
+
+    Addresses are node ids, so the ``peers`` given to :meth:`start` are ignored.  ``deliver`` is called
+    on the network's delivery thread, one message at a time.
+    """
+
+    def __init__(self, network: InMemoryNetwork, node_id: int) -> None:
+        self._network = network
+        self.node_id = node_id
+        # Both fields are guarded by the network's lock.
+        self._deliver: Optional[DeliverFn] = None
+        self._closed = False
+
+    def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
+        """Start receiving: from now on messages for this node are passed to ``deliver``.
+
+        Raises:
+            TransportError: ``node_id`` is not the id this transport was created for, or the transport
+                was already started or closed.
+        """
+        if node_id != self.node_id:
+            raise TransportError(
+                f"transport was created for node {self.node_id} but started as node {node_id}"
+            )
+        with self._network._cond:
+            if self._closed:
+                raise TransportError(f"transport of node {node_id} is closed; create a new one")
+            if self._deliver is not None:
+                raise TransportError(f"transport of node {node_id} is already started")
+            self._deliver = deliver
+
+    def send(self, peer_id: int, data: bytes) -> None:
+        """Hand ``data`` to the network for ``peer_id``; never blocks and never raises for network faults.
+
+        A copy is taken of a ``bytearray`` or ``memoryview``.  Messages to an unknown, unstarted or closed
+        peer, and every message after :meth:`close`, are dropped and counted.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like (a programming error, not a network condition).
+        """
+        self._network._send(self, peer_id, _to_bytes(data))
+
+    def close(self) -> None:
+        """Stop delivery to this node.  Idempotent.
+
+        Returns only when no ``deliver`` call for this node is running or will start (except when called
+        from inside this node's own ``deliver`` callback, which may then finish normally).
+        """
+        self._network._close_transport(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        with self._network._cond:
+            return self._closed
+
+    def __repr__(self) -> str:
+        with self._network._cond:
+            if self._closed:
+                state = "closed"
+            elif self._deliver is not None:
+                state = "started"
+            else:
+                state = "created"
+        return f"<MemoryTransport node_id={self.node_id} {state} on {self._network.name}>"
+
