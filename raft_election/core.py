@@ -140,6 +140,7 @@ class RaftCore:
         self._persisted = hard_state
         self._role = Role.FOLLOWER
         self._leader_id: Optional[int] = None
+        self._leader_term = self._term  # the term in which _leader_id was learned
         self._candidate = config.candidate
         # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
         self._last_leader_contact = now
@@ -273,6 +274,7 @@ class RaftCore:
         restarts in full while the followers' restart short, so one of them normally wins.  No-op unless
         leader.
         """
+        self._expire_leadership(now)
         if self._role is Role.LEADER:
             term = self._term
             self._become_follower(now, term, None, reason="step_down")
@@ -297,7 +299,9 @@ class RaftCore:
             NoTransferTargetError: ``target`` is None and no peer stands for election and answered within
                 ``election_timeout_min``.
         """
+        self._expire_leadership(now)
         if self._role is not Role.LEADER:
+            # (A step-down for an expired lease stays buffered and leaves with the next output.)
             raise RaftElectionError(f"{self._id} cannot transfer leadership: it is {self._role}, not leader")
         if target is None:
             target = self._pick_transfer_target(now)
@@ -381,6 +385,8 @@ class RaftCore:
             self._send(sender, VoteResponse(term=message.term if granted else self._term, round=message.round,
                                             granted=granted, pre_vote=True))
             return
+        if self._voted_for == sender and self._role is Role.FOLLOWER:
+            sticky = False  # a repeat of the request we granted (Raft §5.2: votedFor is candidateId)
         granted = (not sticky and self._role is not Role.LEADER
                    and self._voted_for in (None, sender))
         if granted:
@@ -597,6 +603,16 @@ class RaftCore:
         if self._role is Role.PRE_CANDIDATE:
             self._become_candidate(now, transfer=False)
         elif self._role is Role.CANDIDATE:
+            if now >= self._campaign_started + self._lease_duration:
+                # The lease of the winning round (which starts when the campaign did) has already run
+                # out: taking office would mean leading without a lease.  Votes this slow cannot carry a
+                # lease anyway; the election timer retries in a new term.
+                self.counters["late_wins_declined"] += 1
+                logger.warning("%d declines term %d: its votes took %.3f s, longer than the %.3f s lease",
+                               self._id, self._term, now - self._campaign_started, self._lease_duration)
+                self._votes.clear()
+                self._campaign_round = -1
+                return
             self._become_leader(now)
 
     def _become_leader(self, now: float) -> None:
@@ -626,8 +642,10 @@ class RaftCore:
         self._lease_start = _NEVER
 
     def _set_leader(self, leader_id: Optional[int]) -> None:
-        if leader_id != self._leader_id:
+        """Record the known leader; a new leadership (another leader, or a new term) is an event."""
+        if leader_id != self._leader_id or (leader_id is not None and self._leader_term != self._term):
             self._leader_id = leader_id
+            self._leader_term = self._term
             self._events.append(LeaderChanged(leader_id=leader_id, term=self._term))
 
     # ------------------------------------------------------------------ output

@@ -271,7 +271,7 @@ def any_message(max_term: int = 8) -> st.SearchStrategy[Message]:
         st.builds(VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans()),
         st.builds(VoteResponse, term=terms, round=rounds, granted=st.booleans(), pre_vote=st.booleans()),
         st.builds(TimeoutNow, term=terms),
-        st.builds(Resign, term=terms),
+        st.builds(Resign, term=terms, successor=st.integers(min_value=0, max_value=4)),
     )
 
 

@@ -84,7 +84,9 @@ class ThreadedCluster:
         self.nodes[node_id].stop()
         self.network.rejoin(node_id)
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = PATIENCE, what: str = "condition") -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = PATIENCE, what: str = "condition"
+    ) -> None:
         """Wait until ``predicate()`` holds; re-checked on every event (and every 20 ms, for lease lapses)."""
         deadline = time.monotonic() + timeout
         with self.changed:

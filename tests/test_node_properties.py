@@ -47,7 +47,8 @@ def test_partition_schedules_never_break_safety_and_heal_to_one_leader(schedule,
         cluster.wait_for_stable_leader()
         for (kind, argument), duration in schedule:
             if kind == "partition":
-                cluster.network.partition(*({i + 1 for i, g in enumerate(argument) if g == k} for k in (0, 1)))
+                groups = ({i + 1 for i, g in enumerate(argument) if g == k} for k in (0, 1))
+                cluster.network.partition(*groups)
             elif kind == "isolate":
                 cluster.network.isolate(argument)
             elif kind == "block":

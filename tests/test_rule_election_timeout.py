@@ -63,7 +63,6 @@ def test_every_reset_draws_a_fresh_timeout_from_the_range():
 def test_a_granted_vote_and_a_campaign_also_draw_fresh_timeouts():
     """Raft §5.2: granting a vote and starting an election both restart the randomized timer."""
     core = make_core(pre_vote=False)
-    config = config_of(core)
     voted_at = 2.0  # past the start's stickiness window
     out = core.receive(2, VoteRequest(term=1, round=5), voted_at)
     assert core.voted_for == 2 and out.hard_state is not None
@@ -76,7 +75,6 @@ def test_a_granted_vote_and_a_campaign_also_draw_fresh_timeouts():
     core.tick(again_at)
     third = assert_fresh_timeout(core, again_at)
     assert len({first, second, third}) == 3
-    assert config.election_timeout_min <= min(first, second, third)
 
 
 def deadline_trace(seed: int) -> list[float]:

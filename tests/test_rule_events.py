@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 
 from raft_election.core import RaftCore
+from raft_election.errors import RaftElectionError
 from raft_election.events import BecameLeader, LeaderChanged, LostLeadership, TermChanged
 from raft_election.messages import Heartbeat, HeartbeatResponse, VoteRequest
 from raft_election.roles import Role
@@ -174,3 +175,32 @@ def test_events_match_the_state_changes_they_report(script):
             assert core.leader_id == core.node_id and leading_term == core.term
         else:
             assert not core.is_leader(now)
+
+
+def test_the_same_leader_in_a_new_term_is_a_new_leadership():
+    """A follower that learns its leader won again in a higher term reports LeaderChanged for that term:
+    callers tracking (leader, term), e.g. for fencing tokens, must hear of every leadership."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    core.receive(2, Heartbeat(term=TERM, round=1), START)
+    out = core.receive(2, Heartbeat(term=TERM + 1, round=2), START + STEP)
+    assert leader_events(out) == [TermChanged(term=TERM + 1), LeaderChanged(leader_id=2, term=TERM + 1)]
+
+
+@pytest.mark.parametrize("command", ["step_down", "transfer"])
+def test_giving_up_an_already_expired_lease_reports_the_expiry(command):
+    """Thesis §6.4.1: a lease that ran out before the command ends as "lease_expired", at its expiry; a
+    transfer is then refused (there is no leadership left to hand over) and sends no TimeoutNow."""
+    core, election = leader()
+    expiry = core.lease_expiry
+    late = expiry + STEP
+    if command == "step_down":
+        outs = [core.step_down(late)]
+    else:
+        with pytest.raises(RaftElectionError, match="not leader"):
+            core.transfer_leadership(late)
+        outs = [core.tick(late)]  # the buffered step-down leaves with the next output
+    assert leader_events(outs) == [
+        LostLeadership(term=election.term, at=late, lease_end=expiry, reason="lease_expired"),
+        LeaderChanged(leader_id=None, term=election.term),
+    ]
+    assert not any(type(o.message).__name__ in ("TimeoutNow", "Resign") for out in outs for o in out.messages)

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raft_election.core import Output, RaftCore
-from raft_election.events import LostLeadership
-from raft_election.messages import MAX_ROUND, Heartbeat, HeartbeatResponse
+from raft_election.events import BecameLeader, LostLeadership
+from raft_election.messages import MAX_ROUND, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from raft_election.roles import Role
 from raft_election.storage import HardState
 from tests.coretools import (
@@ -62,6 +62,31 @@ def test_with_pre_vote_the_lease_starts_with_the_real_vote_round():
     election = elect(core, now=START, vote_delay=3 * STEP)
     assert START < election.campaign_start < election.won_at
     assert core.lease_expiry == pytest.approx(election.campaign_start + lease_of(core))
+
+
+def test_a_campaign_won_after_its_lease_would_have_run_out_is_declined():
+    """Thesis §6.4.1 with events.BecameLeader ("it holds a lease from then on"): the lease of a new leader
+    runs from its campaign's start, so if the deciding vote arrives later than campaign_start + lease, the
+    winner holds no lease at all and must not report (nor act on) a leadership.
+
+    This happens whenever the vote round trip lies between election_timeout_min * (1 - max_clock_drift)
+    and the candidate's own retry timeout (at least election_timeout_min).
+    """
+    core = make_core(members=3, pre_vote=False, hard_state=HardState(term=1))
+    campaign_start = max(START, core.next_deadline)
+    request = only(messages(core.tick(campaign_start), VoteRequest, to=2))
+    late = campaign_start + lease_of(core) + STEP  # still before the candidate's own retry
+    assert late < core.next_deadline
+    out = core.receive(2, VoteResponse(term=request.term, round=request.round, granted=True), late)
+    assert not events(out, BecameLeader)
+    assert core.role is Role.CANDIDATE and not core.is_leader(late)
+    assert core.counters["late_wins_declined"] == 1
+    # The election timer retries in a new term; a prompt majority there does win.
+    retry = core.next_deadline
+    again = only(messages(core.tick(retry), VoteRequest, to=2))
+    assert again.term == request.term + 1
+    out = core.receive(2, VoteResponse(term=again.term, round=again.round, granted=True), retry + STEP)
+    assert events(out, BecameLeader) and core.is_leader(retry + STEP)
 
 
 def test_an_acknowledgement_extends_the_lease_to_the_send_time_of_its_round():

@@ -17,7 +17,7 @@ import pytest
 from raft_election.core import NoTransferTargetError, RaftCore
 from raft_election.errors import RaftElectionError
 from raft_election.events import BecameLeader, LostLeadership
-from raft_election.messages import Heartbeat, HeartbeatResponse, TimeoutNow, VoteRequest, VoteResponse
+from raft_election.messages import Heartbeat, HeartbeatResponse, Resign, TimeoutNow, VoteRequest, VoteResponse
 from raft_election.roles import Role
 from raft_election.storage import HardState
 from tests.coretools import (
@@ -53,7 +53,11 @@ def test_transfer_gives_up_the_lease_first_and_sends_timeout_now_to_the_target_o
     at = election.won_at + STEP
     target, out = core.transfer_leadership(at, target=4)
     assert target == 4
-    assert [(o.to, o.message) for o in out.messages] == [(4, TimeoutNow(term=election.term))]
+    assert [(o.to, o.message) for o in out.messages if isinstance(o.message, TimeoutNow)] == [
+        (4, TimeoutNow(term=election.term))]
+    # Anything else is the notice to the other peers that the leadership moves to 4 (never to 4 itself).
+    others = [(o.to, o.message) for o in out.messages if not isinstance(o.message, TimeoutNow)]
+    assert others == [(peer, Resign(term=election.term, successor=4)) for peer in (2, 3, 5)]
     assert not core.is_leader(at)
     assert core.role is Role.FOLLOWER and core.term == election.term
     assert events(out, LostLeadership) == [LostLeadership(term=election.term, at=at, lease_end=at,
@@ -119,7 +123,7 @@ def test_the_default_target_is_the_candidate_peer_heard_from_most_recently():
     core.receive(5, ack(beat, candidate=False), t + 3 * STEP)  # the latest, but it does not stand
     target, out = core.transfer_leadership(t + 4 * STEP)
     assert target == 2
-    assert [o.to for o in out.messages] == [2]
+    assert [o.to for o in out.messages if isinstance(o.message, TimeoutNow)] == [2]
 
 
 def test_without_a_candidate_peer_heard_recently_the_transfer_fails_and_changes_nothing():
@@ -217,6 +221,24 @@ def test_the_old_leader_votes_at_once_if_the_transfer_fails():
     core.transfer_leadership(START + 2 * STEP, target=3)
     out = core.receive(1, VoteRequest(term=core.term + 1, round=9, pre_vote=True), START + 3 * STEP)
     assert only(messages(out, VoteResponse, to=1)).granted
+
+
+def test_the_other_followers_forget_the_old_leader_but_stay_sticky():
+    """Thesis §3.10 with §4.2.3: a follower told that leadership moves to a successor stops naming the old
+    leader, but keeps its stickiness (only the successor's transfer campaign may bypass it), and its timer.
+
+    (Five members: 1 leads and hands over to 2; follower 3 hears of it; 4 tries to compete.)
+    """
+    follower = make_core(node_id=3, members=5, hard_state=HardState(term=TERM))
+    follower.receive(1, Heartbeat(term=TERM, round=1), START)
+    deadline = follower.next_deadline
+    out = follower.receive(1, Resign(term=TERM, successor=2), START + STEP)
+    assert follower.leader_id is None and follower.next_deadline == deadline
+    assert follower.role is Role.FOLLOWER and follower.term == TERM and out.messages == ()
+    rival = follower.receive(4, VoteRequest(term=TERM + 1, round=5, pre_vote=True), START + STEP)
+    assert not only(messages(rival, VoteResponse, to=4)).granted
+    successor = follower.receive(2, VoteRequest(term=TERM + 1, round=6, transfer=True), START + 2 * STEP)
+    assert only(messages(successor, VoteResponse, to=2)).granted
 
 
 def test_a_late_heartbeat_response_after_transfer_is_stale():

@@ -7,7 +7,6 @@ that depend on it, so a node can persist it before anything is sent.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,9 +83,6 @@ def test_the_same_candidate_asking_again_after_the_window_is_granted_again():
     assert core.voted_for == 2
 
 
-@pytest.mark.xfail(reason="suspected core bug: a duplicate VoteRequest from the candidate this server just "
-                          "voted for is refused, because the vote itself opened the stickiness window",
-                   strict=True)
 def test_a_duplicated_request_from_the_candidate_voted_for_is_granted_again():
     """Raft §5.2 (grant if votedFor is null or candidateId): a duplicated request gets the same answer.
 

@@ -31,12 +31,18 @@ def campaign(members: int, *, pre_vote: bool, term: int = 3) -> tuple[RaftCore, 
     """A core of a ``members`` cluster that just started campaigning (pre-vote or vote phase)."""
     core = make_core(members=members, pre_vote=pre_vote, hard_state=HardState(term=term))
     out = core.tick(max(START, core.next_deadline))
-    assert core.role is (Role.PRE_CANDIDATE if pre_vote else Role.CANDIDATE)
+    assert core.role is campaigning(pre_vote)
     return core, only(messages(out, VoteRequest, to=2))
 
 
-def next_phase(core: RaftCore) -> Role:
-    return Role.CANDIDATE if core.role is Role.PRE_CANDIDATE else Role.LEADER
+def campaigning(pre_vote: bool) -> Role:
+    """The role of a campaign still in its (pre-)vote phase."""
+    return Role.PRE_CANDIDATE if pre_vote else Role.CANDIDATE
+
+
+def next_phase(pre_vote: bool) -> Role:
+    """The role a won (pre-)vote phase leads to."""
+    return Role.CANDIDATE if pre_vote else Role.LEADER
 
 
 @pytest.mark.parametrize("pre_vote", [True, False], ids=["pre_vote", "vote"])
@@ -49,7 +55,7 @@ def test_a_campaign_is_won_exactly_at_a_strict_majority(members, pre_vote):
     core, request = campaign(members, pre_vote=pre_vote)
     peers = list(config_of(core).peer_ids)
     needed = strict_majority(members) - 1  # the campaigner's own vote counts
-    won = next_phase(core)
+    won = next_phase(pre_vote)
     for granted, peer in enumerate(peers, start=1):
         core.receive(peer, grant(request), START)
         if granted < needed:
@@ -86,14 +92,10 @@ def test_a_duplicated_grant_is_counted_once(pre_vote):
     core, request = campaign(5, pre_vote=pre_vote)
     for _ in range(4):
         core.receive(2, grant(request), START)
-    assert core.role is (Role.PRE_CANDIDATE if pre_vote else Role.CANDIDATE)
+    assert core.role is campaigning(pre_vote)
     assert core.counters["rejected_duplicate_response"] == 3
     core.receive(3, grant(request), START)
-    assert core.role is next_phase_role(pre_vote)
-
-
-def next_phase_role(pre_vote: bool) -> Role:
-    return Role.CANDIDATE if pre_vote else Role.LEADER
+    assert core.role is next_phase(pre_vote)
 
 
 @pytest.mark.parametrize("pre_vote", [True, False], ids=["pre_vote", "vote"])
@@ -103,7 +105,7 @@ def test_refusals_do_not_count(pre_vote):
     refusal = VoteResponse(term=core.term, round=request.round, granted=False, pre_vote=pre_vote)
     core.receive(2, refusal, START)
     core.receive(3, refusal, START)
-    assert core.role is (Role.PRE_CANDIDATE if pre_vote else Role.CANDIDATE)
+    assert core.role is campaigning(pre_vote)
 
 
 @pytest.mark.parametrize("pre_vote", [True, False], ids=["pre_vote", "vote"])
@@ -115,7 +117,7 @@ def test_a_grant_for_another_round_does_not_count(pre_vote, shift):
                          pre_vote=pre_vote)
     core.receive(2, wrong, START)
     core.receive(3, wrong, START)
-    assert core.role is (Role.PRE_CANDIDATE if pre_vote else Role.CANDIDATE)
+    assert core.role is campaigning(pre_vote)
     assert core.counters["rejected_stale_response"] == 2
 
 
@@ -251,11 +253,11 @@ def test_only_distinct_valid_grants_of_a_majority_win(pre_vote_phase, replies):
             if len(counted) + 1 >= strict_majority(len(members)):
                 outcome = "won"
         if outcome == "campaigning":
-            assert core.role is (Role.PRE_CANDIDATE if pre_vote_phase else Role.CANDIDATE)
+            assert core.role is campaigning(pre_vote_phase)
             assert core.term == term
         elif outcome == "won":
             # Won this phase; a pre-vote win starts the real election at once.
-            assert core.role is (Role.CANDIDATE if pre_vote_phase else Role.LEADER)
+            assert core.role is next_phase(pre_vote_phase)
             assert core.term == expected_term
             break
         else:

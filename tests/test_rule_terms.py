@@ -190,6 +190,18 @@ def test_terms_never_decrease_and_network_input_never_raises(script):
         term, vote = core.term, core.voted_for
 
 
+def test_a_leader_never_acts_on_a_heartbeat_of_its_own_term():
+    """Raft §5.2 (election safety: at most one leader per term): a same-term heartbeat at a leader can only
+    come from a misconfigured peer; the leader counts it and changes nothing."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    election = elect(core, now=LATER)
+    before = (core.role, core.term, core.voted_for, core.leader_id, core.next_deadline)
+    out = core.receive(2, Heartbeat(term=election.term, round=3), election.won_at)
+    assert out.messages == () and out.events == () and out.hard_state is None
+    assert_untouched(core, before)
+    assert core.counters["rejected_duplicate_leader"] == 1
+
+
 # ---------------------------------------------------------------------- role transitions
 
 

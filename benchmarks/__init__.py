@@ -1,0 +1,1 @@
+"""Election-latency benchmarks (run as ``python -m benchmarks.<name>``)."""
