@@ -247,11 +247,11 @@ class RaftCore:
         Network input is untrusted: a sender that is not a configured peer is counted and ignored, and no
         message ever makes this method raise.
         """
+        self._expire_leadership(now)  # time has passed, whatever the message turns out to be
         if sender not in self._peers:
             self.counters["rejected_unknown_sender"] += 1
             return self._flush()
         self.counters["messages_received"] += 1
-        self._expire_leadership(now)
         if self._handle_term(sender, message, now):
             if isinstance(message, VoteRequest):
                 self._handle_vote_request(sender, message, now)

@@ -203,6 +203,22 @@ def test_sim_split_votes_resolve():
     assert splits >= 3, f"only {splits} of 20 runs had a split vote"
 
 
+def test_threaded_split_votes_resolve(threaded):
+    """Raft §5.2: with the cluster split in halves nobody can win (2 of 4 is no majority), terms rise in
+    both halves; once healed, one leader emerges in a single term."""
+    c = threaded(4, pre_vote=False, election_timeout=(0.150, 0.160), delay=(0.004, 0.006))
+    c.wait_for_stable_leader()
+    before = {i: n.status().counters.get("elections_started", 0) for i, n in c.nodes.items()}
+    c.network.partition({1, 2}, {3, 4})
+    c.wait_for(lambda: all(n.status().counters.get("elections_started", 0) >= before[i] + 2
+                           for i, n in c.nodes.items()), what="every member campaigned in vain, twice")
+    assert not any(n.is_leader for n in c.nodes.values())
+    c.network.heal()
+    leader = c.wait_for_stable_leader()
+    assert len({n.term for n in c.nodes.values()}) == 1
+    assert c.nodes[leader].is_leader
+
+
 # ---------------------------------------------------------------------------- graceful stop
 
 
