@@ -2,11 +2,14 @@
 
 Subcommands:
 
-* ``demo`` — a 5-member cluster in this process (in-memory network): the first election, three leader
-  crashes with their failover times, a graceful handover, and a summary table.  No arguments needed.
+* ``demo`` — a 5-member cluster of real member processes on UDP loopback (or ZeroMQ, or threads over the
+  in-memory network): the first election, three leader crashes (SIGKILL) with their failover times, a
+  graceful handover, and a summary table.  No arguments needed.
+* ``run --cluster FILE --id N [--data-dir DIR] [--json]`` — one member as a process; SIGTERM/SIGINT stop it
+  gracefully (a leader hands over first) with exit status 0; SIGUSR1 reports a status snapshot.
 
-``run`` (one member as a process over UDP or ZeroMQ) and ``bench`` arrive with the transports and benchmark
-work; until then they are not offered.
+Errors in the cluster file or the arguments end the command with one line naming the problem and exit
+status 2; a member that cannot start (storage unreadable, address in use) exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from raft_election._version import __version__
-from raft_election.errors import RaftElectionError
+from raft_election.errors import ConfigError, RaftElectionError
 
 __all__ = ["main"]
 
@@ -55,12 +58,27 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="election timeout range in ms (default 150-300)")
     demo.add_argument("--heartbeat", type=float, default=50.0, metavar="MS",
                       help="heartbeat interval in ms (default 50)")
-    demo.add_argument("--seed", type=int, default=None, help="seed for the network's delays")
+    demo.add_argument("--transport", choices=("udp", "zmq", "memory"), default="udp",
+                      help="member processes over UDP (default) or ZeroMQ on loopback, or threads over the "
+                           "in-memory network")
+    demo.add_argument("--seed", type=int, default=None, help="seed for the in-memory network's delays")
+
+    run = commands.add_parser(
+        "run", help="run one cluster member as a process",
+        description="Run one member of the cluster described by FILE until SIGTERM or SIGINT (a leader "
+                    "hands over first). SIGUSR1 reports a status snapshot.")
+    run.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (TOML or JSON)")
+    run.add_argument("--id", required=True, type=int, metavar="N", help="this member's id in the file")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="where the term and vote are kept (default: raft-data/CLUSTER-N)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object per line for each event instead of human-readable lines")
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from raft_election.demo import run_memory_demo  # noqa: PLC0415 (keeps `--help` fast)
+    from raft_election.config import RaftConfig  # noqa: PLC0415 (keeps `--help` fast)
+    from raft_election.demo import run_memory_demo, run_process_demo  # noqa: PLC0415
 
     if args.nodes < 1:
         print("raft-election demo: --nodes must be at least 1", file=sys.stderr)
@@ -68,12 +86,20 @@ def _demo(args: argparse.Namespace) -> int:
     if args.nodes < 2 and args.failovers:
         print("raft-election demo: crashing the leader needs at least 2 nodes", file=sys.stderr)
         return 2
-    print(f"raft-election {__version__} demo: {args.nodes} members, in-memory network, "
+    settings = {"election_timeout": args.timeout, "heartbeat_interval": args.heartbeat / 1000.0}
+    RaftConfig(node_id=1, peers={1: "check"}, **settings)  # fail fast, naming the field, before any process
+    where = {"udp": "member processes over UDP on loopback",
+             "zmq": "member processes over ZeroMQ on loopback",
+             "memory": "threads over the in-memory network"}[args.transport]
+    print(f"raft-election {__version__} demo: {args.nodes} members, {where}, "
           f"election timeout {args.timeout[0] * 1000:g}-{args.timeout[1] * 1000:g} ms, "
-          f"heartbeat {args.heartbeat:g} ms")
-    result = run_memory_demo(
-        args.nodes, args.failovers, seed=args.seed, report=lambda line: print(line, flush=True),
-        election_timeout=args.timeout, heartbeat_interval=args.heartbeat / 1000.0)
+          f"heartbeat {args.heartbeat:g} ms", flush=True)
+    report = lambda line: print(line, flush=True)  # noqa: E731
+    if args.transport == "memory":
+        result = run_memory_demo(args.nodes, args.failovers, seed=args.seed, report=report, **settings)
+    else:
+        result = run_process_demo(args.nodes, args.failovers, transport=args.transport, report=report,
+                                  **settings)
     rows = [("first election", result.first_election)]
     rows += [(f"crash {number}", crash) for number, crash in enumerate(result.crashes, 1)]
     rows.append(("graceful stop", result.handover))
@@ -99,9 +125,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _demo(args)  # the only command so far; argparse rejects any other name
+        if args.command == "run":
+            return _run(args)
+        return _demo(args)
+    except ConfigError as exc:
+        print(f"raft-election {args.command}: {exc}", file=sys.stderr)
+        return 2
     except RaftElectionError as exc:
         print(f"raft-election {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
+    from raft_election.member import run_member  # noqa: PLC0415
+
+    cluster = load_cluster_file(args.cluster)
+    if args.id not in cluster.members:
+        raise ConfigError("id", f"{args.id} is not a member of {args.cluster} (members: "
+                                f"{', '.join(str(i) for i in sorted(cluster.members))})")
+    return run_member(cluster, args.id, args.data_dir, json_lines=args.json)

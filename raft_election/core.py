@@ -220,6 +220,13 @@ class RaftCore:
         """True only while this server leads with a valid lease (thesis §6.4.1), computed against ``now``."""
         return self._role is Role.LEADER and now < self.lease_expiry
 
+    def followers(self, now: float) -> tuple[int, ...]:
+        """The peers that acknowledged this leader within ``election_timeout_min`` (empty unless leader)."""
+        if self._role is not Role.LEADER:
+            return ()
+        return tuple(sorted(peer for peer, heard in self._last_heard.items()
+                            if now - heard < self._timeout_min))
+
     def lease_remaining(self, now: float) -> float:
         """Seconds of lease left at ``now`` (0 when not leading)."""
         return max(0.0, self.lease_expiry - now) if self._role is Role.LEADER else 0.0

@@ -11,6 +11,8 @@ that imports a transport, and only when the demo runs.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import attrs
 from raft_election.config import RaftConfig
 from raft_election.events import BecameLeader, Event
 from raft_election.node import RaftNode
+from raft_election.processes import MemberEvent, MemberProcesses
 from raft_election.storage import MemoryStorage
 
 __all__ = ["DemoResult", "Failover", "run_memory_demo"]
@@ -150,3 +153,75 @@ def run_memory_demo(
         return DemoResult(first_election=first, crashes=tuple(crashes), handover=handover)
     finally:
         cluster.close()
+
+
+def run_process_demo(
+    nodes: int = 5,
+    failovers: int = 3,
+    *,
+    transport: str = "udp",
+    report: Callable[[str], object] = lambda line: None,
+    **settings: object,
+) -> DemoResult:
+    """The demo with real member processes (``raft-election run``) on loopback over UDP or ZeroMQ.
+
+    A crash is a SIGKILL of the leader's process; the failover time runs from the kill until another
+    member's lease begins (its ``became_leader`` event), both on the machine's one monotonic clock.  Each
+    killed member is restarted with its data directory and must rejoin as a follower.  Every child process
+    and the temporary directory are removed at the end, also on Ctrl-C.
+    """
+    import tempfile  # noqa: PLC0415
+
+    from raft_election.processes import free_ports, write_cluster_file  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="raft-election-demo-") as workdir:
+        ports = free_ports(nodes, kind="udp" if transport == "udp" else "tcp")
+        members = {node_id: f"127.0.0.1:{port}" for node_id, port in enumerate(ports, 1)}
+        cluster_file = write_cluster_file(os.path.join(workdir, "cluster.json"), members, transport=transport,
+                                          cluster="demo", **settings)
+        with MemberProcesses(cluster_file, workdir, members) as processes:
+            processes.start_all()
+            ready = max(_started_at(processes, node_id) for node_id in members)
+            won = processes.wait_for(lambda e: e.event == "became_leader")
+            first = Failover(old_leader=0, new_leader=won.node, term=won.term,
+                             seconds=max(0.0, won.monotonic - ready))
+            pids = ", ".join(str(processes.pid(i)) for i in members)
+            report(f"{nodes} member processes started (pids {pids}); {won.node} elected leader of term "
+                   f"{won.term} {first.seconds * 1000:.1f} ms after the last one started")
+            leader = won.node
+            crashes = []
+            for number in range(1, failovers + 1):
+                since = processes.mark()
+                killed_at = processes.kill(leader)
+                won = processes.wait_for(lambda e: e.event == "became_leader", since=since)
+                crash = Failover(old_leader=leader, new_leader=won.node, term=won.term,
+                                 seconds=won.monotonic - killed_at)
+                crashes.append(crash)
+                report(f"crash {number}: leader {leader} killed (SIGKILL); {won.node} leads term {won.term} "
+                       f"after {crash.seconds * 1000:.1f} ms")
+                since = processes.mark()
+                processes.start(leader)
+                rejoined = _rejoined(processes, leader, won.node, since)
+                report(f"         {leader} restarted with its data directory and follows {won.node} "
+                       f"(term {rejoined.term})")
+                leader = won.node
+            since = processes.mark()
+            stopped_at = processes.signal(leader, signal.SIGTERM)
+            won = processes.wait_for(lambda e: e.event == "became_leader", since=since)
+            handover = Failover(old_leader=leader, new_leader=won.node, term=won.term,
+                                seconds=won.monotonic - stopped_at)
+            report(f"graceful stop of leader {leader} (SIGTERM): {won.node} leads term {won.term} after "
+                   f"{handover.seconds * 1000:.1f} ms (leadership transfer)")
+            processes.wait_exit(leader)
+    return DemoResult(first_election=first, crashes=tuple(crashes), handover=handover)
+
+
+def _started_at(processes: MemberProcesses, node_id: int) -> float:
+    """When member ``node_id`` reported that it started."""
+    return processes.wait_for(lambda e: e.node == node_id and e.event == "started").monotonic
+
+
+def _rejoined(processes: MemberProcesses, node_id: int, leader: int, since: int) -> MemberEvent:
+    """Wait until restarted member ``node_id`` follows ``leader``."""
+    return processes.wait_for(
+        lambda e: e.node == node_id and e.event == "leader_changed" and e.leader == leader, since=since)

@@ -68,6 +68,8 @@ class NodeStatus:
     voted_for: Optional[int]
     is_leader: bool
     lease_remaining: float
+    #: Peers that acknowledged this leader within election_timeout_min (empty unless leading).
+    followers: tuple[int, ...]
     candidate: bool
     running: bool
     counters: Mapping[str, int]
@@ -259,6 +261,7 @@ class RaftNode:
             counters = collections.Counter(self._counters)
             if core is not None:
                 counters.update(core.counters)
+            counters.update(self._transport.counters())
             return NodeStatus(
                 node_id=self.node_id,
                 role=core.role if core is not None else Role.FOLLOWER,
@@ -267,6 +270,7 @@ class RaftNode:
                 voted_for=core.voted_for if core is not None else None,
                 is_leader=self._is_leader_locked(now),
                 lease_remaining=core.lease_remaining(now) if self._is_leader_locked(now) and core else 0.0,
+                followers=core.followers(now) if self._is_leader_locked(now) and core else (),
                 candidate=core.candidate if core is not None else self.config.candidate,
                 running=self._started and not self._stopping and self._failure is None,
                 counters=MappingProxyType(dict(counters)),

@@ -46,3 +46,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop delivering, release resources and join the transport's threads.  Idempotent."""
+
+    def counters(self) -> Mapping[str, int]:
+        """Transport-level counters, merged into :meth:`RaftNode.status` (optional; default: none).
+
+        Keys follow the node's naming: ``rejected_<reason>`` for input the transport itself dropped (for
+        example ``rejected_oversized``), ``send_dropped`` and the like for outgoing data it could not send.
+        """
+        return {}

@@ -1,0 +1,160 @@
+"""One cluster member as a process: what ``raft-election run`` does.
+
+It loads the cluster file, builds a :class:`~raft_election.node.RaftNode` with the file's transport and a
+:class:`~raft_election.storage.FileStorage` in the data directory, and reports events until SIGTERM or
+SIGINT, which stop it gracefully (a leader hands over first) with exit status 0.  SIGUSR1 reports a status
+snapshot (with every counter) as one more event.
+
+Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
+line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``,
+``lost_leadership``, ``leader_changed``, ``status``, ``stopped``), ``node``, ``term``, ``leader``,
+``monotonic`` (``time.monotonic()``, comparable across processes on one machine) and ``wall``
+(``time.time()``).  ``became_leader`` carries the instant the lease began as ``monotonic``;
+``lost_leadership`` carries ``lease_end`` (when the member stopped believing it leads) and ``reason``.
+
+Like the command line, this module is an application of the library: it picks a transport by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Optional, TextIO
+
+from raft_election.clusterfile import ClusterFile
+from raft_election.errors import ConfigError
+from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
+from raft_election.node import RaftNode
+from raft_election.storage import FileStorage
+from raft_election.transport import Transport
+
+__all__ = ["EventReporter", "default_data_dir", "make_transport", "run_member"]
+
+
+def make_transport(name: str) -> Transport:
+    """A new transport of the kind a cluster file names (``udp`` or ``zmq``).
+
+    Raises:
+        ConfigError: the in-memory transport (it connects threads of one process, not processes) or an
+            unknown name.
+    """
+    if name == "udp":
+        from transports.udp import UdpTransport  # noqa: PLC0415 (only the transport in use is imported)
+
+        return UdpTransport()
+    if name == "zmq":
+        from transports.zeromq import ZmqTransport  # noqa: PLC0415
+
+        return ZmqTransport()
+    if name == "memory":
+        raise ConfigError("transport", "'memory' connects nodes inside one process and cannot run as a "
+                                       "separate member process; use 'udp' or 'zmq' in the cluster file")
+    raise ConfigError("transport", f"unknown transport {name!r}; use 'udp' or 'zmq'")
+
+
+def default_data_dir(cluster: ClusterFile, node_id: int) -> str:
+    """Where a member keeps its term and vote when ``--data-dir`` is not given."""
+    return os.path.join("raft-data", f"{cluster.cluster}-{node_id}")
+
+
+class EventReporter:
+    """Writes member events to a stream, as JSON lines or as human-readable lines; thread-safe."""
+
+    def __init__(self, node_id: int, stream: TextIO, *, json_lines: bool) -> None:
+        self._node_id = node_id
+        self._stream = stream
+        self._json = json_lines
+        self._lock = threading.Lock()
+
+    def report(self, event: str, *, term: int, leader: Optional[int], monotonic: Optional[float] = None,
+               **extra: Any) -> None:
+        """Write one event now (``monotonic`` defaults to the current time)."""
+        record: dict[str, Any] = {
+            "event": event, "node": self._node_id, "term": term, "leader": leader,
+            "monotonic": time.monotonic() if monotonic is None else monotonic, "wall": time.time(),
+        }
+        record.update(extra)
+        line = json.dumps(record, sort_keys=False) if self._json else self._human(record)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def _human(self, record: dict[str, Any]) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["wall"]))
+        node, term, leader, event = record["node"], record["term"], record["leader"], record["event"]
+        text = {
+            "started": f"member {node} started at term {term}",
+            "became_leader": f"member {node} became leader of term {term} (fencing token {term})",
+            "lost_leadership": f"member {node} no longer leads term {term} ({record.get('reason')})",
+            "leader_changed": (f"member {node} follows {leader} in term {term}" if leader is not None
+                               else f"member {node} knows no leader in term {term}"),
+            "stopped": f"member {node} stopped at term {term}",
+        }.get(event)
+        if text is None:
+            details = {k: v for k, v in record.items() if k not in ("event", "node", "monotonic", "wall")}
+            text = f"member {node} {event}: {json.dumps(details)}"
+        return f"{stamp} {text}"
+
+    def core_event(self, event: Event) -> None:
+        """Report one core event (the node's ``observer`` callback)."""
+        if isinstance(event, BecameLeader):
+            self.report("became_leader", term=event.term, leader=self._node_id, monotonic=event.at)
+        elif isinstance(event, LostLeadership):
+            self.report("lost_leadership", term=event.term, leader=None, monotonic=event.at,
+                        lease_end=event.lease_end, reason=event.reason)
+        elif isinstance(event, LeaderChanged):
+            self.report("leader_changed", term=event.term, leader=event.leader_id)
+
+
+#: Signals a member handles: SIGTERM and SIGINT stop it gracefully, SIGUSR1 reports its status.
+_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
+
+
+def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = None, *,
+               json_lines: bool = False, stream: TextIO = sys.stdout) -> int:
+    """Run member ``node_id`` of ``cluster`` until SIGTERM or SIGINT; return the exit status (0).
+
+    Must be called from the main thread before any other thread starts: the signals are blocked in every
+    thread and taken synchronously with ``sigwait`` by the main thread, so no signal handler ever runs in
+    the middle of code holding a lock (a handler that takes a lock the interrupted code holds deadlocks).
+
+    Raises:
+        ConfigError: ``node_id`` is not a member, or the transport cannot run as a process.
+        StorageError: the data directory's state cannot be read (the member does not start).
+        TransportError: the member's address cannot be bound.
+    """
+    config = cluster.config_for(node_id)
+    reporter = EventReporter(node_id, stream, json_lines=json_lines)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # inherited by every thread started from here on
+    transport = make_transport(cluster.transport)
+    storage = FileStorage(data_dir if data_dir is not None else default_data_dir(cluster, node_id))
+    node = RaftNode(config, transport, storage, observer=reporter.core_event)
+    try:
+        node.start()
+    except BaseException:
+        storage.close()
+        transport.close()
+        raise
+    reporter.report("started", term=node.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
+                    transport=cluster.transport)
+    try:
+        while signal.sigwait(_SIGNALS) == signal.SIGUSR1:
+            _report_status(reporter, node)
+        return 0
+    finally:
+        node.stop()
+        status = node.status()
+        reporter.report("stopped", term=status.term, leader=None, counters=dict(status.counters))
+
+
+def _report_status(reporter: EventReporter, node: RaftNode) -> None:
+    status = node.status()
+    reporter.report("status", term=status.term, leader=status.leader_id, role=str(status.role),
+                    is_leader=status.is_leader, voted_for=status.voted_for,
+                    lease_remaining=status.lease_remaining, followers=list(status.followers),
+                    candidate=status.candidate,
+                    counters=dict(status.counters))

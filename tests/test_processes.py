@@ -1,0 +1,324 @@
+"""Members as real OS processes (``raft-election run --json``) on 127.0.0.1, over UDP and over ZeroMQ.
+
+SIGKILL, restart with the data directory, SIGSTOP/SIGCONT of the leader, garbage on the live sockets,
+authentication and cluster separation, and the run command's configuration errors.  Every process is
+started by the test's fixture and ended by PID in its finalizer, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import pytest
+
+from raft_election.codec import Codec
+from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest
+from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
+
+TRANSPORTS = ["udp", "zmq"]
+TIMEOUT = (0.150, 0.300)
+#: Waits that should end in well under a second; only there so a broken build fails instead of hanging.
+PATIENCE = 30.0
+SECRET = "a test secret that is long enough"
+
+
+class Cluster:
+    """A MemberProcesses with the test's bookkeeping: kill times, to close killed leaders' intervals."""
+
+    def __init__(self, processes: MemberProcesses, members: dict[int, str], transport: str) -> None:
+        self.processes = processes
+        self.members = members
+        self.transport = transport
+        self.killed_at: dict[int, list[float]] = {}
+
+    def leader_elected(self, since: int = 0, exclude: tuple[int, ...] = ()) -> MemberEvent:
+        return self.processes.wait_for(lambda e: e.event == "became_leader" and e.node not in exclude,
+                                       PATIENCE, since)
+
+    def kill(self, node_id: int) -> float:
+        at = self.processes.kill(node_id)
+        self.killed_at.setdefault(node_id, []).append(at)
+        return at
+
+    def check_no_overlap(self) -> None:
+        """No two members believed they held a lease at one instant (from their own event timestamps)."""
+        intervals = []
+        for node, term, start, lease_end in self.processes.leaderships():
+            end = lease_end
+            if end is None:  # killed while leading (its belief ended with the process) or still leading
+                later = [t for t in self.killed_at.get(node, []) if t >= start]
+                end = min(later) if later else float("inf")
+            intervals.append((start, end, node, term))
+        intervals.sort()
+        latest = None  # the interval seen so far that ends last
+        for interval in intervals:
+            if latest is not None:
+                assert latest[1] <= interval[0], f"leaderships overlap: {latest} and {interval}"
+            if latest is None or interval[1] > latest[1]:
+                latest = interval
+        terms = [term for _, _, _, term in intervals]
+        assert terms == sorted(terms) and len(set(terms)) == len(terms), f"terms not increasing: {terms}"
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Callable[..., Cluster]]:
+    made: list[MemberProcesses] = []
+
+    def make(transport: str, size: int, *, start: bool = True, **settings: Any) -> Cluster:
+        ports = free_ports(size, kind="udp" if transport == "udp" else "tcp")
+        members = {i: f"127.0.0.1:{port}" for i, port in enumerate(ports, 1)}
+        settings.setdefault("election_timeout", TIMEOUT)
+        settings.setdefault("cluster", "proc-test")
+        path = write_cluster_file(str(tmp_path / "cluster.json"), members, transport=transport, **settings)
+        processes = MemberProcesses(path, str(tmp_path), members)
+        made.append(processes)
+        if start:
+            processes.start_all()
+        return Cluster(processes, members, transport)
+
+    yield make
+    for processes in made:
+        processes.close()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+# ---------------------------------------------------------------------------- elections and crashes
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_three_members_elect_and_replace_a_killed_leader(cluster, transport):
+    c = cluster(transport, 3)
+    first = c.leader_elected()
+    since = c.processes.mark()
+    c.kill(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.term > first.term
+    c.check_no_overlap()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_five_members_kill_restart_pause_and_resume_the_leader(cluster, transport):
+    c = cluster(transport, 5)
+    p = c.processes
+    first = c.leader_elected()
+
+    # SIGKILL of the leader: one new leader.
+    since = p.mark()
+    c.kill(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.term > first.term
+
+    # Restart of the killed member with its data dir: it rejoins as a follower, without raising the term.
+    since = p.mark()
+    p.start(first.node)
+    p.wait_for(lambda e: e.node == first.node and e.event == "leader_changed" and e.leader == second.node,
+               PATIENCE, since)
+    status = p.status(second.node)
+    assert status["is_leader"] and status["term"] == second.term
+    rejoined = p.status(first.node)
+    assert rejoined["role"] == "follower" and rejoined["term"] == second.term
+    assert rejoined["counters"].get("elections_started", 0) == 0  # pre-vote kept it from campaigning
+
+    # SIGSTOP of the leader for 3 x election timeout: the others elect a new leader.
+    since = p.mark()
+    paused_at = p.pause(second.node)
+    third = c.leader_elected(since, exclude=(second.node,))
+    assert third.term > second.term and third.monotonic > paused_at
+    time_left = paused_at + 3 * TIMEOUT[1] - time.monotonic()
+    if time_left > 0:
+        time.sleep(time_left)  # the fault schedule itself (stopped for 3 x election timeout), not a sync
+
+    # SIGCONT: the old leader reports that it lost leadership, and no held intervals overlapped.
+    since = p.mark()
+    p.resume(second.node)
+    lost = p.wait_for(lambda e: e.node == second.node and e.event == "lost_leadership", PATIENCE, since)
+    assert lost.record["lease_end"] <= third.monotonic
+    p.wait_for(lambda e: e.node == second.node and e.event == "leader_changed" and e.leader == third.node,
+               PATIENCE, since)
+    c.check_no_overlap()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sigterm_stops_a_leader_gracefully_with_a_handover(cluster, transport):
+    c = cluster(transport, 3)
+    first = c.leader_elected()
+    # Wait until both followers answered a heartbeat: they told the leader they stand for election.
+    while len(c.processes.status(first.node)["followers"]) < 2:
+        pass  # each status() is a signal round trip
+    since = c.processes.mark()
+    assert c.processes.terminate(first.node) == 0
+    stopped = c.processes.wait_for(lambda e: e.node == first.node and e.event == "stopped", PATIENCE, since)
+    assert stopped.record["counters"]["transfers"] == 1
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.term == first.term + 1
+    c.check_no_overlap()
+
+
+# ---------------------------------------------------------------------------- bad input on live sockets
+
+
+def _garbage(count: int, codec: Codec, recipient: int, seed: int) -> Iterator[bytes]:
+    """Random byte strings and mutations of real encoded messages (bit flips, cuts, splices)."""
+    rng = random.Random(seed)
+    samples = [codec.encode(Envelope(sender=2, recipient=recipient, message=m)) for m in (
+        Heartbeat(term=10**6, round=1), VoteRequest(term=10**6, round=2),
+        HeartbeatResponse(term=10**6, round=3, candidate=True))]
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            yield rng.randbytes(rng.randint(0, 120))  # below ZeroMQ's frame limit: keep the link
+        else:
+            data = bytearray(rng.choice(samples))
+            if kind == 1:
+                for _ in range(rng.randint(1, 4)):
+                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            elif kind == 2:
+                data = data[: rng.randrange(len(data))]
+            else:
+                data += rng.randbytes(rng.randint(1, 40))
+            yield bytes(data)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_garbage_flood_at_the_leader_changes_nothing_and_is_counted(cluster, transport):
+    c = cluster(transport, 3, secret=SECRET)
+    leader = c.leader_elected()
+    before = c.processes.status(leader.node)
+    since = c.processes.mark()
+    codec = Codec("proc-test", SECRET.encode())
+    count = 5000
+    sent = _flood(transport, c.members[leader.node], _garbage(count, codec, leader.node, seed=1))
+    # Wait until the member's counters show the flood was read (each status() is a signal round trip).
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        status = c.processes.status(leader.node)
+        rejected = sum(v for k, v in status["counters"].items() if k.startswith("rejected_"))
+        before_rejected = sum(v for k, v in before["counters"].items() if k.startswith("rejected_"))
+        if rejected - before_rejected >= sent * 0.9 or time.monotonic() > deadline:
+            break
+    assert rejected - before_rejected >= sent * 0.9, (sent, status["counters"])
+    assert status["is_leader"] and status["term"] == leader.term
+    assert c.processes.alive(leader.node)
+    assert not [e for e in c.processes.events[since:] if e.event in ("became_leader", "lost_leadership")]
+
+
+def _flood(transport: str, address: str, payloads: Iterator[bytes]) -> int:
+    """Send every payload to a member's address; return how many were sent."""
+    host, port = _address(address)
+    sent = 0
+    if transport == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for data in payloads:
+                if data:
+                    sock.sendto(data, (host, port))
+                    sent += 1
+                    if sent % 200 == 0:
+                        time.sleep(0.002)  # pacing only: stay under the socket's receive buffer
+        return sent
+    import zmq  # noqa: PLC0415
+
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(f"tcp://{host}:{port}")
+    try:
+        for data in payloads:
+            push.send(data)
+            sent += 1
+    finally:
+        push.close()
+        context.term()
+    return sent
+
+
+# ---------------------------------------------------------------------------- authentication
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("intruder", ["wrong_secret", "other_cluster"])
+def test_a_member_with_the_wrong_secret_or_cluster_cannot_get_votes(cluster, tmp_path, transport, intruder):
+    c = cluster(transport, 4, start=False, secret=SECRET)
+    for node_id in (1, 2, 3):
+        c.processes.start(node_id)
+    leader = c.leader_elected()
+    settings: dict[str, Any] = {"election_timeout": TIMEOUT, "cluster": "proc-test", "secret": SECRET}
+    if intruder == "wrong_secret":
+        settings["secret"] = "quite another secret, also long"
+    else:
+        settings["cluster"] = "another-cluster"
+    bad_file = write_cluster_file(str(tmp_path / "intruder.json"), c.members, transport=transport, **settings)
+    intruder_processes = MemberProcesses(bad_file, str(tmp_path / "intruder"), [4])
+    os.makedirs(intruder_processes.workdir)
+    try:
+        intruder_processes.start(4)
+        intruder_processes.wait_for(lambda e: e.event == "started", PATIENCE)
+        deadline = time.monotonic() + PATIENCE
+        while intruder_processes.status(4)["counters"].get("pre_votes_started", 0) < 3:
+            assert time.monotonic() < deadline, "the intruder never campaigned"
+        status = c.processes.status(leader.node)
+        reason = "rejected_bad_mac" if intruder == "wrong_secret" else "rejected_wrong_cluster"
+        assert status["counters"].get(reason, 0) > 0, status["counters"]
+        assert status["is_leader"] and status["term"] == leader.term
+        intruder_status = intruder_processes.status(4)
+        assert intruder_status["term"] == 0 and not intruder_status["is_leader"]
+    finally:
+        intruder_processes.close()
+
+
+# ---------------------------------------------------------------------------- configuration errors
+
+
+def _run_member(*args: str, cwd: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "raft_election", "run", *args], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=cwd)
+
+
+def _write(path: Any, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(("document", "node_id", "expected"), [
+    ('{"members": {"1": "127.0.0.1:1", "2": "127.0.0.1:2"}}', "3", "id: 3 is not a member"),
+    ('{"members": {"1": "127.0.0.1:1", "2": "127.0.0.1:1"}}', "1", "members: address"),
+    ('{"transport": "carrier-pigeon", "members": {"1": "127.0.0.1:1"}}', "1", "transport"),
+    ('{"secret_file": "missing.secret", "members": {"1": "127.0.0.1:1"}}', "1", "secret_file"),
+    ('{"members": {"1": "127.0.0.1:1"}, "heartbeat_interval": 1}', "1", "heartbeat_interval"),
+    ('{"members": ', "1", "path"),
+])
+def test_configuration_errors_give_one_clear_line_and_a_non_zero_exit(tmp_path, document, node_id, expected):
+    path = _write(tmp_path / "cluster.json", document)
+    result = _run_member("--cluster", path, "--id", node_id, "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("raft-election run: ") and expected in lines[0]
+    assert not result.stdout
+
+
+def test_a_missing_cluster_file_gives_one_clear_line(tmp_path):
+    result = _run_member("--cluster", str(tmp_path / "nowhere.toml"), "--id", "1")
+    assert result.returncode == 2
+    assert "nowhere.toml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_address_in_use_gives_one_clear_line(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        path = write_cluster_file(str(tmp_path / "cluster.json"), {1: f"127.0.0.1:{port}"}, transport="udp")
+        result = _run_member("--cluster", path, "--id", "1", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
