@@ -21,6 +21,8 @@ from raft_election.errors import (
     StorageError,
     TransportError,
 )
+from raft_election.leadership import Leadership
+from raft_election.lock import DistributedLock, LockError
 from raft_election.node import NodeStatus, RaftNode
 from raft_election.roles import Role
 from raft_election.storage import FileStorage, HardState, MemoryStorage, Storage
@@ -30,9 +32,12 @@ __all__ = [
     "ClusterFile",
     "ConfigError",
     "DecodeError",
+    "DistributedLock",
     "FileStorage",
     "HardState",
     "IllegalTransitionError",
+    "Leadership",
+    "LockError",
     "MemoryStorage",
     "NoTransferTargetError",
     "NodeStatus",

@@ -332,6 +332,23 @@ class RaftCore:
             self._become_follower(now, self._term, None, reason="candidacy_dropped")
         return self._flush()
 
+    def campaign(self, now: float) -> Output:
+        """Stand now instead of at the next election timeout (used when a lock is wanted).
+
+        Starts pre-vote (or, with pre-vote off, an election) unless this server leads, does not stand, or
+        heard from a live leader within ``election_timeout_min`` (the campaign could not win; with pre-vote
+        it would be harmless, without pre-vote it would disrupt that leader).
+        """
+        self._expire_leadership(now)
+        if (self._role is Role.LEADER or not self._candidate
+                or (self._leader_id is not None and now - self._last_leader_contact < self._timeout_min)):
+            return self._flush()
+        if self._pre_vote:
+            self._become_pre_candidate(now)
+        else:
+            self._become_candidate(now, transfer=False)
+        return self._flush()
+
     def stop(self, now: float) -> Output:
         """Report the end of a leadership because the server is stopping (no messages are sent)."""
         if self._role is Role.LEADER:

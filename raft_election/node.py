@@ -39,6 +39,7 @@ from raft_election.config import RaftConfig
 from raft_election.core import NoTransferTargetError, Output, RaftCore
 from raft_election.errors import DecodeError, RaftElectionError
 from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
+from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
 from raft_election.roles import Role
 from raft_election.storage import MemoryStorage, Storage
@@ -131,6 +132,9 @@ class RaftNode:
         self._stopping = False
         self._failure: Optional[BaseException] = None
         self._counters: collections.Counter[str] = collections.Counter()
+        self._candidate = config.candidate  # wanted candidacy, also before start
+        self._leadership: Optional[Leadership] = None
+        self._listeners: list[Callable[[Event], object]] = []
 
         self._callbacks: queue.SimpleQueue[Optional[_Callback]] = queue.SimpleQueue()
         self._timer_thread: Optional[threading.Thread] = None
@@ -155,7 +159,9 @@ class RaftNode:
             if self._started:
                 return self
             hard_state = self._storage.load()
-            self._core = RaftCore(self.config, hard_state, self._clock(), self._rng)
+            config = self.config if self._candidate == self.config.candidate else self.config.evolve(
+                candidate=self._candidate)
+            self._core = RaftCore(config, hard_state, self._clock(), self._rng)
             self._started = True
         name = f"raft-{self.node_id}"
         self._callback_thread = threading.Thread(target=self._run_callbacks, name=f"{name}-callbacks",
@@ -341,8 +347,85 @@ class RaftNode:
         return chosen[0]
 
     def set_candidate(self, candidate: bool) -> None:
-        """Stand for election or not (a non-candidate still votes).  Does not end a current leadership."""
+        """Stand for election or not (a non-candidate still votes).  Does not end a current leadership.
+
+        May be called before :meth:`start`; it then sets the candidacy the node starts with.
+        """
+        with self._lock:
+            self._candidate = candidate
+            if self._core is None:
+                return
         self._command(lambda core, now: core.set_candidate(candidate, now))
+
+    def campaign(self) -> None:
+        """Stand for election now rather than at the next election timeout (see RaftCore.campaign)."""
+        self._command(lambda core, now: core.campaign(now))
+
+    def add_listener(self, listener: Callable[[Event], object]) -> None:
+        """Also call ``listener`` with every core event, on the callback thread (like ``observer``)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def leadership(self) -> Optional[Leadership]:
+        """The current leadership while this node leads with a valid lease, else None."""
+        with self._lock:
+            return self._leadership_locked(self._clock())
+
+    def wait_for_leadership(self, timeout: Optional[float] = None) -> Leadership:
+        """Block until this node leads with a valid lease; return that leadership.
+
+        Args:
+            timeout: seconds to wait; None means wait forever.
+
+        Raises:
+            TimeoutError: not leader within ``timeout``.
+            RaftElectionError: the node is not running.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._lock:
+            while True:
+                self._check_running_locked()
+                leadership = self._leadership_locked(self._clock())
+                if leadership is not None:
+                    return leadership
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"node {self.node_id} did not become leader within {timeout} s")
+                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def lead(self, work: Callable[[Leadership], object], *, until: Optional[threading.Event] = None) -> None:
+        """Run ``work(leadership)`` each time this node becomes leader, until ``until`` is set or it stops.
+
+        Blocks the calling thread.  ``work`` must return once ``leadership.valid()`` is False (or
+        ``leadership.lost`` is set); it runs in the calling thread, so it may block.  Exceptions from
+        ``work`` propagate to the caller.
+        """
+        while until is None or not until.is_set():
+            try:
+                leadership = self.wait_for_leadership(timeout=0.2)
+            except TimeoutError:
+                continue
+            except RaftElectionError:
+                if self.status().running:
+                    raise
+                return
+            work(leadership)
+            while not leadership.lost.wait(0.1):  # run once per leadership
+                if until is not None and until.is_set():
+                    return
+
+    def _leadership_locked(self, now: float) -> Optional[Leadership]:
+        core = self._core
+        if core is None or not self._is_leader_locked(now):
+            return None
+        if self._leadership is None or self._leadership.term != core.term:
+            self._leadership = Leadership(core.term, self._leads)
+        return self._leadership
+
+    def _leads(self, term: int) -> bool:
+        with self._lock:
+            core = self._core
+            return core is not None and core.term == term and self._is_leader_locked(self._clock())
 
     # ------------------------------------------------------------------ internals
 
@@ -453,6 +536,8 @@ class RaftNode:
             self._failure = exc
             self._pending.clear()
             self._changed.notify_all()
+            if self._leadership is not None:
+                self._leadership.lost.set()
             core = self._core
             was_leader = core is not None and core.role is Role.LEADER
             term = core.term if core is not None else 0
@@ -462,9 +547,18 @@ class RaftNode:
 
     def _dispatch(self, event: Event) -> None:
         """Queue the user callbacks for one core event (run later on the callback thread)."""
+        if isinstance(event, LostLeadership):
+            with self._lock:
+                leadership = self._leadership
+            if leadership is not None and leadership.term == event.term:
+                leadership.lost.set()
         if self._observer is not None:
             observer = self._observer
             self._callbacks.put(lambda: observer(event))
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            self._callbacks.put(lambda listener=listener: listener(event))  # type: ignore[misc]
         if isinstance(event, BecameLeader) and self._on_become_leader is not None:
             become = self._on_become_leader
             self._callbacks.put(lambda: become(event.term))

@@ -227,6 +227,11 @@ class SimulatedCluster:
         node = self.nodes[node_id]
         self._apply(node, self._core(node_id).set_candidate(candidate, node.local(self.now)))
 
+    def campaign(self, node_id: int) -> None:
+        """Ask a server to stand now (see RaftCore.campaign)."""
+        node = self.nodes[node_id]
+        self._apply(node, self._core(node_id).campaign(node.local(self.now)))
+
     def _core(self, node_id: int) -> RaftCore:
         core = self.nodes[node_id].core
         if core is None:

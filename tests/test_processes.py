@@ -179,10 +179,13 @@ def _garbage(count: int, codec: Codec, recipient: int, seed: int) -> Iterator[by
         if kind == 0:
             yield rng.randbytes(rng.randint(0, 120))  # below ZeroMQ's frame limit: keep the link
         else:
-            data = bytearray(rng.choice(samples))
+            original = rng.choice(samples)
+            data = bytearray(original)
             if kind == 1:
                 for _ in range(rng.randint(1, 4)):
                     data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                if data == original:  # two flips of one bit: that would be a genuine, signed message
+                    data[0] ^= 0x80
             elif kind == 2:
                 data = data[: rng.randrange(len(data))]
             else:
