@@ -5,8 +5,11 @@ Subcommands:
 * ``demo`` — a 5-member cluster of real member processes on UDP loopback (or ZeroMQ, or threads over the
   in-memory network): the first election, three leader crashes (SIGKILL) with their failover times, a
   graceful handover, and a summary table.  No arguments needed.
-* ``run --cluster FILE --id N [--data-dir DIR] [--json]`` — one member as a process; SIGTERM/SIGINT stop it
-  gracefully (a leader hands over first) with exit status 0; SIGUSR1 reports a status snapshot.
+* ``run --cluster FILE --id N [--data-dir DIR] [--json] [--voter-only]`` — one member as a process;
+  SIGTERM/SIGINT stop it gracefully (a leader hands over first) with exit status 0; SIGUSR1 reports a
+  status snapshot.
+* ``lock --cluster FILE --id N [--timeout S] -- COMMAND [ARGS...]`` — run COMMAND while holding the
+  cluster's lock (see :mod:`raft_election.lockcmd`).
 
 Errors in the cluster file or the arguments end the command with one line naming the problem and exit
 status 2; a member that cannot start (storage unreadable, address in use) exits with status 1.
@@ -23,6 +26,7 @@ from typing import Optional
 
 from raft_election._version import __version__
 from raft_election.errors import ConfigError, RaftElectionError
+from raft_election.lockcmd import EXIT_LOST, EXIT_TIMEOUT
 
 __all__ = ["main"]
 
@@ -73,6 +77,24 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="where the term and vote are kept (default: raft-data/CLUSTER-N)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object per line for each event instead of human-readable lines")
+    run.add_argument("--voter-only", action="store_true",
+                     help="vote, but never stand for election (for the always-on members of a lock cluster)")
+
+    lock = commands.add_parser(
+        "lock", help="run a command while holding the cluster's lock (like flock, across machines)",
+        description="Join the cluster as member N, acquire the lock, run COMMAND with RAFT_FENCING_TOKEN set "
+                    "to the fencing token, release when it exits, and exit with its status. If the lock is "
+                    "lost meanwhile, COMMAND is terminated (SIGTERM, then SIGKILL after --grace seconds). "
+                    f"Exit status {EXIT_TIMEOUT}: not acquired within --timeout; {EXIT_LOST}: lock lost.")
+    lock.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (TOML or JSON)")
+    lock.add_argument("--id", required=True, type=int, metavar="N", help="this member's id in the file")
+    lock.add_argument("--data-dir", metavar="DIR",
+                      help="where the term and vote are kept (default: raft-data/CLUSTER-N)")
+    lock.add_argument("--timeout", type=float, default=None, metavar="S",
+                      help="give up after S seconds (default: wait forever)")
+    lock.add_argument("--grace", type=float, default=5.0, metavar="S",
+                      help="seconds between SIGTERM and SIGKILL when the lock is lost (default 5)")
+    lock.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     return parser
 
 
@@ -127,6 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "lock":
+            return _lock(args)
         return _demo(args)
     except ConfigError as exc:
         print(f"raft-election {args.command}: {exc}", file=sys.stderr)
@@ -146,4 +170,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.id not in cluster.members:
         raise ConfigError("id", f"{args.id} is not a member of {args.cluster} (members: "
                                 f"{', '.join(str(i) for i in sorted(cluster.members))})")
-    return run_member(cluster, args.id, args.data_dir, json_lines=args.json)
+    return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only)
+
+
+def _lock(args: argparse.Namespace) -> int:
+    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
+    from raft_election.lockcmd import run_locked  # noqa: PLC0415
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise ConfigError("command", "nothing to run: give it after --, e.g. raft-election lock --cluster "
+                                     "cluster.toml --id 4 -- backup.sh")
+    cluster = load_cluster_file(args.cluster)
+    if args.id not in cluster.members:
+        raise ConfigError("id", f"{args.id} is not a member of {args.cluster} (members: "
+                                f"{', '.join(str(i) for i in sorted(cluster.members))})")
+    return run_locked(cluster, args.id, command, data_dir=args.data_dir, timeout=args.timeout,
+                      grace=args.grace)

@@ -115,7 +115,7 @@ _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
 
 
 def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = None, *,
-               json_lines: bool = False, stream: TextIO = sys.stdout) -> int:
+               json_lines: bool = False, stream: TextIO = sys.stdout, candidate: bool = True) -> int:
     """Run member ``node_id`` of ``cluster`` until SIGTERM or SIGINT; return the exit status (0).
 
     Must be called from the main thread before any other thread starts: the signals are blocked in every
@@ -127,7 +127,7 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
         StorageError: the data directory's state cannot be read (the member does not start).
         TransportError: the member's address cannot be bound.
     """
-    config = cluster.config_for(node_id)
+    config = cluster.config_for(node_id, candidate=candidate)
     reporter = EventReporter(node_id, stream, json_lines=json_lines)
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # inherited by every thread started from here on
     transport = make_transport(cluster.transport)

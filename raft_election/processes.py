@@ -88,6 +88,7 @@ class MemberProcesses:
         members: the member ids (as in the cluster file).
         python: the interpreter to run members with.
         extra_args: more arguments for ``raft-election`` before ``run`` (e.g. ``["-v"]``).
+        run_args: more arguments for ``run`` (e.g. ``["--voter-only"]``).
         command_prefix: per-member words to run the command under, e.g.
             ``lambda i: ["ip", "netns", "exec", f"ns{i}"]`` (the prefix must exec the command, so that the
             PID signalled is the member's own).
@@ -96,7 +97,8 @@ class MemberProcesses:
     def __init__(self, cluster_file: str, workdir: str, members: Iterable[int], *,
                  python: str = sys.executable, extra_args: Iterable[str] = (),
                  env: Optional[Mapping[str, str]] = None,
-                 command_prefix: Optional[Callable[[int], list[str]]] = None) -> None:
+                 command_prefix: Optional[Callable[[int], list[str]]] = None,
+                 run_args: Iterable[str] = ()) -> None:
         self.cluster_file = cluster_file
         self.workdir = workdir
         self.member_ids = sorted(members)
@@ -104,6 +106,7 @@ class MemberProcesses:
         self._extra = list(extra_args)
         self._env = dict(os.environ if env is None else env)
         self._prefix = command_prefix
+        self._run_args = list(run_args)
         self._members: dict[int, _Member] = {}
         self._events: list[MemberEvent] = []
         self.garbage: list[tuple[int, str]] = []
@@ -123,7 +126,7 @@ class MemberProcesses:
             raise RuntimeError(f"member {node_id} is still running (pid {old.process.pid})")
         log = open(os.path.join(self.workdir, f"member-{node_id}.log"), "a", encoding="utf-8")  # noqa: SIM115
         command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster", self.cluster_file,
-                   "--id", str(node_id), "--data-dir", self.data_dir(node_id), "--json"]
+                   "--id", str(node_id), "--data-dir", self.data_dir(node_id), "--json", *self._run_args]
         if self._prefix is not None:
             command = [*self._prefix(node_id), *command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,

@@ -5,10 +5,11 @@ peer's address.  ZeroMQ does the framing, connects lazily and reconnects by itse
 
 Threads:
 
-* The **receive thread** owns the ``PULL`` socket.  It polls it together with the read end of a wake-up
-  socket pair (``zmq.Poller`` polls plain file descriptors too), so :meth:`ZmqTransport.close` wakes it at
-  once; it reads frames without blocking, drops bad ones (counted, logged at a limited rate) and hands the
-  others to ``deliver``, one at a time.  Nothing a peer sends can stop the loop.
+* The **receive thread** owns the ``PULL`` socket (and, with CURVE, the ZAP handler's ``REP`` socket).  It
+  polls it together with the read end of a wake-up socket pair (``zmq.Poller`` polls plain file
+  descriptors too), so :meth:`ZmqTransport.close` wakes it at once; it reads frames without blocking, drops
+  bad ones (counted, logged at a limited rate) and hands the others to ``deliver``, one at a time.  Nothing
+  a peer sends can stop the loop.
 * :meth:`ZmqTransport.send` may be called from any thread.  The ``PUSH`` sockets are guarded by one lock:
   libzmq sockets are not thread-safe, but may be used by several threads one after the other provided a
   full memory barrier separates the uses, which taking and releasing a lock is.  A send is a non-blocking
@@ -44,21 +45,26 @@ found instead by the kernel: ``TCP_MAXRT`` for connections with data in flight, 
 
 What can still arrive late, honestly: what the kernels already accepted.  A peer that is *paused* (SIGSTOP,
 a frozen VM) keeps its TCP connection, and its kernel keeps acknowledging data until its receive buffer is
-full.  Those bytes - about 40 messages of 100 bytes with :data:`KERNEL_BUFFER`, measured on Linux loopback -
-are read when it resumes, plus at most ``SEND_HWM`` more from the sender's pipe if the connection survived;
-the rest were dropped at the sender.  The same holds for a partition shorter than ``TCP_MAXRT``.  A
-*sender* that is paused may likewise flush up to ``SEND_HWM`` messages it queued before the pause.  Raft
+full; those bytes are read when it resumes.  If the pause outlasts ``TCP_MAXRT`` once the window is full,
+the sender's side is aborted and its own backlog discarded; otherwise the sender's send buffer and up to
+``SEND_HWM`` messages from its pipe follow too.  Measured on Linux loopback with 100-byte messages at 20 per
+second: a 6 s pause delivers ~50 stale messages on resume (~120 without ``TCP_MAXRT``, ~8,000 of a flood
+with 1 MiB buffers); every other message sent meanwhile is dropped.  The same holds for a partition shorter
+than ``TCP_MAXRT``.  A *sender* that is paused may likewise flush what it queued before the pause.  Raft
 tolerates this (every message carries its term; a stale one is rejected by term or is harmless), and the
-codec's cluster id and MAC still apply; the transport bounds it, it cannot prevent it.
+codec's cluster id and MAC still apply: the transport bounds late delivery, it cannot rule it out.
 
 Untrusted input: ``ZMQ_MAXMSGSIZE`` (:data:`MAX_FRAME_SIZE`, a little above the codec's
 ``MAX_MESSAGE_SIZE``) makes libzmq disconnect a peer that announces a larger frame before it allocates it;
 smaller frames that are still too long, empty frames and multipart messages are dropped by the receive loop
 and counted (``rejected_oversized``, ``rejected_empty``, ``rejected_multipart``).  Everything else goes to
-``deliver`` unjudged: the codec authenticates and validates it.  Anyone who can reach the port can connect
-and send; configure the codec's shared secret on untrusted networks, and keep the port behind a firewall:
-libzmq has had assertion failures reachable from the wire, and a flood is a flood.
-
+``deliver`` unjudged: the codec authenticates and validates it.  Without CURVE anyone who can reach the port
+can connect and send: configure the codec's shared secret on untrusted networks and keep the port behind a
+firewall (libzmq has had assertion failures reachable from the wire, and a flood is a flood).  With CURVE
+keys (see :class:`ZmqTransport`) only members complete the handshake; nobody else's bytes get past it.
+Without CURVE, bytes that do not start with the ZMTP 3 signature are read as legacy ZMTP 1.0
+(length-prefixed frames, no handshake), so raw TCP garbage may reach ``deliver`` as frames; that is no
+different from any other bad input.
 """
 
 from __future__ import annotations
@@ -72,9 +78,10 @@ import re
 import socket
 import threading
 from collections.abc import Mapping
-from typing import Dict, Optional
+from typing import Dict, FrozenSet, NamedTuple, Optional, Union
 
 import zmq
+from zmq.utils import z85
 
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
@@ -82,6 +89,7 @@ from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn, Transport
 
 __all__ = [
+    "CurveKey",
     "KERNEL_BUFFER",
     "MAX_FRAME_SIZE",
     "RECEIVE_HWM",
@@ -97,8 +105,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ``ZMQ_SNDHWM`` of each per-peer ``PUSH`` socket: at most this many messages wait in libzmq for one peer
-#: that is connected but not reading; further sends are dropped.  Raft sends a peer a handful of messages
-#: per heartbeat interval, so a healthy connection never comes near it.
+#: that is connected but not reading; further sends are dropped.  libzmq's reader acknowledges in batches of
+#: half the mark, so a burst of up to ``SEND_HWM // 2`` to a peer that keeps up is always accepted; Raft
+#: sends a peer two or three messages at a time.
 SEND_HWM = 16
 #: ``ZMQ_RCVHWM`` of the ``PULL`` socket (per connected peer): how many messages libzmq reads ahead of the
 #: receive thread.  Beyond it libzmq stops reading, TCP flow control pushes back and the sender drops.
@@ -140,6 +149,11 @@ _RECEIVE_BATCH = 64
 #: Pause after an unexpected error in the receive loop, so a persistent fault cannot spin a CPU.
 _ERROR_BACKOFF = 0.05
 
+#: Where libzmq looks for the ZAP handler (ZeroMQ RFC 27) of a context; one per context.
+_ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+#: A CURVE key in Z85 text (ZeroMQ RFC 32): 40 characters of the Z85 alphabet.
+_Z85_KEY = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+
 _ADDRESS = re.compile(
     r"(?:tcp://)?(?:\[(?P<v6>[^\[\]\s/]+)\]|(?P<host>[^\[\]\s/:]+)):(?P<port>[0-9]{1,5})",
     re.ASCII,
@@ -154,6 +168,7 @@ _COUNTER_NAMES = (
     "send_errors",
     "receive_errors",
     "deliver_errors",
+    "rejected_unauthenticated",
 )
 _BIND_HINTS = {
     errno.EADDRINUSE: "the port is already in use (by another process, or another socket of this one)",
@@ -206,6 +221,36 @@ def _to_bytes(data: object) -> bytes:
     raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
 
 
+#: A CURVE key as accepted by :class:`ZmqTransport`: 40 Z85 characters (``str`` or ``bytes``) or 32 raw bytes.
+CurveKey = Union[str, bytes]
+
+
+class _Curve(NamedTuple):
+    """CURVE settings, keys in Z85 text."""
+
+    secret: bytes
+    public: bytes
+    keys: Dict[int, bytes]
+    #: The members' public keys as the 32 raw bytes a ZAP request carries.
+    members: FrozenSet[bytes]
+
+
+def _curve_key(name: str, key: object) -> bytes:
+    """Return a CURVE key given as 40 Z85 characters or 32 raw bytes in Z85 form, or raise ValueError."""
+    if isinstance(key, str):
+        text = key.encode("ascii", "replace")
+        if _Z85_KEY.fullmatch(text):
+            return text
+    elif isinstance(key, (bytes, bytearray)):
+        key = bytes(key)
+        if len(key) == 32:
+            return z85.encode(key)
+        if _Z85_KEY.fullmatch(key):
+            return key
+    raise ValueError(f"{name} is not a CURVE key: give 40 Z85 characters or 32 bytes, as made by "
+                     "zmq.curve_keypair()")
+
+
 class ZmqTransport(Transport):
     """Moves opaque byte strings between nodes over ZeroMQ ``PUSH``/``PULL`` sockets on TCP.
 
@@ -214,6 +259,22 @@ class ZmqTransport(Transport):
             terminated by :meth:`close`; a context passed in is left running.
         ipv6: enable ``ZMQ_IPV6`` on every socket (needed for DNS names that resolve to IPv6 addresses).
             ``None`` (default) enables it only on sockets whose address is a bracketed IPv6 literal.
+        curve_secret_key: this node's CURVE secret key.  Together with ``curve_public_keys`` it turns on
+            CURVE (ZeroMQ RFC 26) for every connection: traffic is encrypted, this node connects only to
+            peers that prove they hold the secret key matching the public key listed for them, and it
+            accepts connections only from clients whose public key is one of the members' (checked by a ZAP
+            handler, RFC 27, that the receive thread answers between frames, so a handshake waits while
+            ``deliver`` runs; refusals are counted as ``rejected_unauthenticated``).  Nothing from anyone
+            else ever reaches the receive loop.  Keys are never shown by ``repr``.
+        curve_public_keys: every member's CURVE public key by node id, this node's included (the same
+            mapping serves every member).  Keys are 40 Z85 characters (``str`` or ``bytes``) or 32 raw bytes,
+            as made by ``zmq.curve_keypair()``.
+
+    Raises:
+        ValueError: only one of the CURVE settings is given, a key is malformed, or this libzmq has no CURVE.
+
+    With CURVE the transport needs a context of its own (the default): a context has one ZAP handler.  The
+    codec's HMAC (``RaftConfig.secret``) still applies on top of CURVE.
 
     The addresses given to :meth:`start` are those of :func:`normalize_address`.  Counters (see
     :meth:`counters`) are kept from start to close and stay readable afterwards.
@@ -224,9 +285,22 @@ class ZmqTransport(Transport):
         context: Optional[zmq.Context[zmq.Socket[bytes]]] = None,
         *,
         ipv6: Optional[bool] = None,
+        curve_secret_key: Optional[CurveKey] = None,
+        curve_public_keys: Optional[Mapping[int, CurveKey]] = None,
     ) -> None:
         self._given_context = context
         self._ipv6 = ipv6
+        self._curve: Optional[_Curve] = None
+        if (curve_secret_key is None) != (curve_public_keys is None):
+            raise ValueError("curve_secret_key and curve_public_keys go together: give both or neither")
+        if curve_secret_key is not None and curve_public_keys is not None:
+            if not zmq.has("curve"):
+                raise ValueError("this libzmq was built without CURVE; drop the CURVE keys or rebuild it")
+            secret = _curve_key("curve_secret_key", curve_secret_key)
+            keys = {node_id: _curve_key(f"curve_public_keys[{node_id!r}]", key)
+                    for node_id, key in curve_public_keys.items()}
+            self._curve = _Curve(secret=secret, public=zmq.curve_public(secret), keys=keys,
+                                 members=frozenset(z85.decode(key) for key in keys.values()))
         self._name = f"ZmqTransport-{next(_transport_numbers)}"
         self._log = RateLimitedLog(logger)
 
@@ -239,8 +313,10 @@ class ZmqTransport(Transport):
         self._address: Optional[str] = None
         self._context: Optional[zmq.Context[zmq.Socket[bytes]]] = None
         self._push: Dict[int, zmq.Socket[bytes]] = {}
-        # Owned by the receive thread once it runs; released by it when it exits.
+        # Used by the receive thread only, once it runs.
         self._pull: Optional[zmq.Socket[bytes]] = None
+        self._zap: Optional[zmq.Socket[bytes]] = None
+        self._in_multipart = False
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
         self._deliver: Optional[DeliverFn] = None
@@ -262,9 +338,10 @@ class ZmqTransport(Transport):
 
         Raises:
             TransportError: the transport was already started or closed; ``node_id`` has no address; an
-                address is malformed; or this node's address cannot be bound (the message names the
-                address and the reason: port in use, address not local, ...).  After a bind failure the
-                transport is closed: create a new one to try again.
+                address is malformed; a member has no CURVE key, or this node's key pair does not match;
+                or this node's address cannot be bound (the message names the address and the reason:
+                port in use, address not local, ...), or, with CURVE, the context already has a ZAP
+                handler.  After a failure to bind the transport is closed: create a new one to try again.
         """
         with self._lifecycle:
             with self._lock:
@@ -278,7 +355,8 @@ class ZmqTransport(Transport):
                 with self._lock:
                     self._state = "closed"
                 raise
-            thread = threading.Thread(target=self._run, name=f"zmq-transport-{node_id}-receive", daemon=True)
+            name = f"{self._name}-node{node_id}-receive"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
             with self._lock:
                 self._state = "started"
                 self._thread = thread
@@ -391,6 +469,11 @@ class ZmqTransport(Transport):
         return self._address
 
     @property
+    def name(self) -> str:
+        """The transport's unique name; its receive thread's name starts with it."""
+        return self._name
+
+    @property
     def node_id(self) -> Optional[int]:
         """The node id given to :meth:`start`, or None before."""
         return self._node_id
@@ -406,7 +489,8 @@ class ZmqTransport(Transport):
             state = self._state
             peers = sorted(self._push)
         where = "" if self._address is None else f" on {self._address}"
-        return f"<ZmqTransport {self._name} node_id={self._node_id} {state}{where} peers={peers}>"
+        curve = " curve" if self._curve is not None else ""
+        return f"<ZmqTransport {self._name} node_id={self._node_id} {state}{where} peers={peers}{curve}>"
 
     # ---------------------------------------------------------------- setup and teardown
 
@@ -419,6 +503,15 @@ class ZmqTransport(Transport):
                 endpoints[peer_id] = normalize_address(address)
             except ValueError as exc:
                 raise TransportError(f"address of node {peer_id}: {exc}") from None
+        curve = self._curve
+        if curve is not None:
+            missing = sorted(set(peers) - set(curve.keys))
+            if missing:
+                raise TransportError(f"curve_public_keys has no key for node(s) {missing}; every member "
+                                     "needs one")
+            if curve.keys[node_id] != curve.public:
+                raise TransportError(f"curve_public_keys[{node_id}] is not the public key of "
+                                     f"curve_secret_key; node {node_id} was given someone else's key pair")
         return endpoints
 
     def _open(self, node_id: int, endpoints: Mapping[int, str], deliver: DeliverFn) -> None:
@@ -428,11 +521,16 @@ class ZmqTransport(Transport):
         context = self._given_context if self._given_context is not None else zmq.Context()
         self._context = context
         own = endpoints[node_id]
+        if self._curve is not None:
+            self._zap = self._bind_zap_handler(context)
         pull = context.socket(zmq.PULL)
         self._pull = pull
         self._configure(pull, own)
         pull.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         pull.setsockopt(zmq.RCVBUF, KERNEL_BUFFER)
+        if self._curve is not None:
+            pull.setsockopt(zmq.CURVE_SERVER, 1)
+            pull.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
         try:
             pull.bind(own)
         except zmq.ZMQError as exc:
@@ -443,24 +541,46 @@ class ZmqTransport(Transport):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         for peer_id, endpoint in endpoints.items():
-            if peer_id == node_id:
-                continue
-            push = context.socket(zmq.PUSH)
-            with self._lock:
-                self._push[peer_id] = push
+            if peer_id != node_id:
+                push = self._connect(context, peer_id, endpoint)
+                with self._lock:  # published only once set up: send() may run in other threads already
+                    self._push[peer_id] = push
+
+    def _connect(self, context: zmq.Context[zmq.Socket[bytes]], peer_id: int,
+                 endpoint: str) -> zmq.Socket[bytes]:
+        """A PUSH socket connecting (in the background, again and again) to ``peer_id`` at ``endpoint``."""
+        push = context.socket(zmq.PUSH)
+        try:
             self._configure(push, endpoint)
             push.setsockopt(zmq.IMMEDIATE, 1)
             push.setsockopt(zmq.SNDHWM, SEND_HWM)
-            push.setsockopt(zmq.RCVHWM, 1)
+            push.setsockopt(zmq.RCVHWM, 1)  # a PUSH socket never reads; its peer has nothing to send
             push.setsockopt(zmq.SNDBUF, KERNEL_BUFFER)
             push.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
             push.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
             push.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
-            try:
-                push.connect(endpoint)
-            except zmq.ZMQError as exc:
-                raise TransportError(f"node {node_id} cannot connect to node {peer_id} at {endpoint}: "
-                                     f"{exc.strerror}") from exc
+            if self._curve is not None:
+                push.setsockopt(zmq.CURVE_SERVERKEY, self._curve.keys[peer_id])
+                push.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+                push.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+            push.connect(endpoint)
+        except zmq.ZMQError as exc:
+            push.close(linger=0)
+            raise TransportError(f"node {self._node_id} cannot connect to node {peer_id} at {endpoint}: "
+                                 f"{exc.strerror}") from exc
+        return push
+
+    def _bind_zap_handler(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+        """The REP socket on which libzmq asks this transport whether a CURVE client may connect."""
+        zap = context.socket(zmq.REP)
+        zap.setsockopt(zmq.LINGER, 0)
+        try:
+            zap.bind(_ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            zap.close(linger=0)
+            raise TransportError(f"the zmq context already has a ZAP handler ({exc.strerror}); a transport "
+                                 "with CURVE keys needs a context of its own: leave context=None") from exc
+        return zap
 
     def _configure(self, sock: zmq.Socket[bytes], endpoint: str) -> None:
         """Options shared by every socket (see the module docstring for why)."""
@@ -485,9 +605,10 @@ class ZmqTransport(Transport):
             push, self._push = self._push, {}
             for sock in push.values():
                 sock.close(linger=0)
-        pull, self._pull = self._pull, None
-        if pull is not None:
-            pull.close(linger=0)
+        for own in (self._pull, self._zap):
+            if own is not None:
+                own.close(linger=0)
+        self._pull = self._zap = None
         for end in (self._wake_r, self._wake_w):
             if end is not None:
                 end.close()
@@ -507,18 +628,21 @@ class ZmqTransport(Transport):
 
     def _run(self) -> None:
         """Receive frames until close.  Never lets an exception end the loop early."""
-        pull, wake = self._pull, self._wake_r
+        pull, wake, zap = self._pull, self._wake_r, self._zap
         assert pull is not None and wake is not None
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
-        in_multipart = False
+        if zap is not None:
+            poller.register(zap, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 try:
                     ready = dict(poller.poll(_POLL_TIMEOUT_MS))
+                    if zap is not None and zap in ready:
+                        self._answer_zap(zap)
                     if pull in ready:
-                        in_multipart = self._receive_batch(pull, in_multipart)
+                        self._receive_batch(pull)
                 except zmq.ContextTerminated:
                     if not self._stopping.is_set():
                         logger.error("%s: the zmq context was terminated under the transport; node %s "
@@ -532,11 +656,12 @@ class ZmqTransport(Transport):
             if self._release_on_exit:
                 self._release_all()
 
-    def _receive_batch(self, pull: zmq.Socket[bytes], in_multipart: bool) -> bool:
-        """Read up to ``_RECEIVE_BATCH`` frames without blocking; return whether a multipart is open.
+    def _receive_batch(self, pull: zmq.Socket[bytes]) -> None:
+        """Read up to ``_RECEIVE_BATCH`` frames without blocking, and deliver the good ones.
 
         Frames are read one at a time (never a whole multipart message at once), so a sender cannot make
-        this thread hold more than one frame of at most :data:`MAX_FRAME_SIZE` bytes.
+        this thread hold more than one frame of at most :data:`MAX_FRAME_SIZE` bytes.  Whether the last
+        frame read announced more parts is kept across calls (and errors) in ``_in_multipart``.
         """
         for _ in range(_RECEIVE_BATCH):
             if self._stopping.is_set():
@@ -546,11 +671,11 @@ class ZmqTransport(Transport):
             except zmq.Again:
                 break
             more = bool(pull.getsockopt(zmq.RCVMORE))
-            if in_multipart or more:
+            if self._in_multipart or more:
                 # Every frame of a multipart message is discarded; it is counted once, at its first frame.
-                if not in_multipart:
+                if not self._in_multipart:
                     self._reject("multipart", "a multipart message")
-                in_multipart = more
+                self._in_multipart = more
                 continue
             if not frame:
                 self._reject("empty", "an empty frame")
@@ -559,7 +684,32 @@ class ZmqTransport(Transport):
             else:
                 self._count("frames_received")
                 self._deliver_one(frame)
-        return in_multipart
+
+    def _answer_zap(self, zap: zmq.Socket[bytes]) -> None:
+        """Answer pending ZAP requests (RFC 27): admit CURVE clients that hold a member's key, refuse others.
+
+        A request is ``[version, request id, domain, address, identity, mechanism, credentials...]``; for
+        CURVE the one credential is the client's 32-byte public key.  Every request gets a reply, or the
+        REP socket would stop answering.
+        """
+        curve = self._curve
+        assert curve is not None
+        for _ in range(_RECEIVE_BATCH):
+            try:
+                request = zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            request_id = request[1] if len(request) > 1 else b""
+            mechanism = request[5] if len(request) > 5 else b""
+            credentials = request[6:]
+            if mechanism == b"CURVE" and len(credentials) == 1 and credentials[0] in curve.members:
+                reply = [b"200", b"OK"]
+            else:
+                peer = request[3].decode("ascii", "replace") if len(request) > 3 else "?"
+                self._reject("unauthenticated", f"a {mechanism.decode('ascii', 'replace') or '?'} client "
+                             f"at {peer} whose key is not a member's")
+                reply = [b"400", b"not a member of this cluster"]
+            zap.send_multipart([b"1.0", request_id, *reply, b"", b""])
 
     def _deliver_one(self, frame: bytes) -> None:
         deliver = self._deliver
