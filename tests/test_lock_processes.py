@@ -24,7 +24,7 @@ from raft_election.processes import free_ports, write_cluster_file
 
 TRANSPORTS = ["udp", "zmq"]
 PATIENCE = 60.0
-CONTENDER = os.path.join(os.path.dirname(__file__), "lock_contender.py")
+CONTENDER = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "lock_contender.py")
 
 
 class Contenders:

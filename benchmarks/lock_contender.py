@@ -1,4 +1,5 @@
-"""A lock contender process for tests/test_lock_processes.py (run as ``python tests/lock_contender.py``).
+"""A lock contender process (``python benchmarks/lock_contender.py``): for tests/test_lock_processes.py and
+benchmarks/lock_handover.py.
 
 Loops: acquire the lock, wait ``hold`` seconds holding it, write its token to the fenced file, release.
 Prints one JSON line per fact on stdout: ``acquired``, ``write`` (accepted or refused by the fenced file),
