@@ -11,69 +11,14 @@ counters), whether it stayed leader in the same term, and how many leader change
 from __future__ import annotations
 
 import argparse
-import random
-import socket
 import tempfile
 import time
-from collections.abc import Iterator
 
 from raft_election.codec import Codec
-from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest
+from raft_election.garbage import flood, garbage_messages
 from raft_election.processes import MemberProcesses, free_ports, write_cluster_file
 
 SECRET = "benchmark secret, long enough to use"
-
-
-def garbage(count: int, codec: Codec, recipient: int, seed: int) -> Iterator[bytes]:
-    """Random byte strings and mutations of valid encoded messages (never empty, at most 120 bytes)."""
-    rng = random.Random(seed)
-    samples = [codec.encode(Envelope(sender=2, recipient=recipient, message=message)) for message in (
-        Heartbeat(term=10**6, round=1), VoteRequest(term=10**6, round=2),
-        HeartbeatResponse(term=10**6, round=3, candidate=True))]
-    for index in range(count):
-        kind = index % 4
-        if kind == 0:
-            yield rng.randbytes(rng.randint(1, 120))
-            continue
-        original = rng.choice(samples)
-        data = bytearray(original)
-        if kind == 1:
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-            if data == original:  # two flips of one bit: that would be a genuine, signed message
-                data[0] ^= 0x80
-        elif kind == 2:
-            data = data[: rng.randint(1, len(data) - 1)]
-        else:
-            data += rng.randbytes(rng.randint(1, 40))
-        yield bytes(data)
-
-
-def send_all(transport: str, host: str, port: int, payloads: Iterator[bytes]) -> int:
-    """Send every payload to ``host:port``; return how many were sent."""
-    sent = 0
-    if transport == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for data in payloads:
-                sock.sendto(data, (host, port))
-                sent += 1
-                if sent % 200 == 0:
-                    time.sleep(0.002)  # pacing: stay within the receiver's socket buffer
-        return sent
-    import zmq  # noqa: PLC0415
-
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 5000)
-    push.connect(f"tcp://{host}:{port}")
-    try:
-        for data in payloads:
-            push.send(data)
-            sent += 1
-    finally:
-        push.close()
-        context.term()
-    return sent
 
 
 def rejected(counters: dict[str, int]) -> int:
@@ -98,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             since = processes.mark()
             codec = Codec("flood", SECRET.encode())
             started = time.monotonic()
-            sent = send_all(args.transport, "127.0.0.1", ports[leader.node - 1],
-                            garbage(args.count, codec, leader.node, args.seed))
+            sent = flood(args.transport, "127.0.0.1", ports[leader.node - 1],
+                         garbage_messages(args.count, codec, leader.node, args.seed))
             deadline = time.monotonic() + 60
             while True:
                 status = processes.status(leader.node)

@@ -8,7 +8,6 @@ started by the test's fixture and ended by PID in its finalizer, also when the t
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from raft_election.codec import Codec
-from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest
+from raft_election.garbage import flood, garbage_messages
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 
 TRANSPORTS = ["udp", "zmq"]
@@ -168,31 +167,6 @@ def test_sigterm_stops_a_leader_gracefully_with_a_handover(cluster, transport):
 # ---------------------------------------------------------------------------- bad input on live sockets
 
 
-def _garbage(count: int, codec: Codec, recipient: int, seed: int) -> Iterator[bytes]:
-    """Random byte strings and mutations of real encoded messages (bit flips, cuts, splices)."""
-    rng = random.Random(seed)
-    samples = [codec.encode(Envelope(sender=2, recipient=recipient, message=m)) for m in (
-        Heartbeat(term=10**6, round=1), VoteRequest(term=10**6, round=2),
-        HeartbeatResponse(term=10**6, round=3, candidate=True))]
-    for index in range(count):
-        kind = index % 4
-        if kind == 0:
-            yield rng.randbytes(rng.randint(0, 120))  # below ZeroMQ's frame limit: keep the link
-        else:
-            original = rng.choice(samples)
-            data = bytearray(original)
-            if kind == 1:
-                for _ in range(rng.randint(1, 4)):
-                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-                if data == original:  # two flips of one bit: that would be a genuine, signed message
-                    data[0] ^= 0x80
-            elif kind == 2:
-                data = data[: rng.randrange(len(data))]
-            else:
-                data += rng.randbytes(rng.randint(1, 40))
-            yield bytes(data)
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_garbage_flood_at_the_leader_changes_nothing_and_is_counted(cluster, transport):
     c = cluster(transport, 3, secret=SECRET)
@@ -201,7 +175,8 @@ def test_a_garbage_flood_at_the_leader_changes_nothing_and_is_counted(cluster, t
     since = c.processes.mark()
     codec = Codec("proc-test", SECRET.encode())
     count = 5000
-    sent = _flood(transport, c.members[leader.node], _garbage(count, codec, leader.node, seed=1))
+    host, port = _address(c.members[leader.node])
+    sent = flood(transport, host, port, garbage_messages(count, codec, leader.node, seed=1))
     # Wait until the member's counters show the flood was read (each status() is a signal round trip).
     deadline = time.monotonic() + PATIENCE
     while True:
@@ -214,35 +189,6 @@ def test_a_garbage_flood_at_the_leader_changes_nothing_and_is_counted(cluster, t
     assert status["is_leader"] and status["term"] == leader.term
     assert c.processes.alive(leader.node)
     assert not [e for e in c.processes.events[since:] if e.event in ("became_leader", "lost_leadership")]
-
-
-def _flood(transport: str, address: str, payloads: Iterator[bytes]) -> int:
-    """Send every payload to a member's address; return how many were sent."""
-    host, port = _address(address)
-    sent = 0
-    if transport == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for data in payloads:
-                if data:
-                    sock.sendto(data, (host, port))
-                    sent += 1
-                    if sent % 200 == 0:
-                        time.sleep(0.002)  # pacing only: stay under the socket's receive buffer
-        return sent
-    import zmq  # noqa: PLC0415
-
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 2000)
-    push.connect(f"tcp://{host}:{port}")
-    try:
-        for data in payloads:
-            push.send(data)
-            sent += 1
-    finally:
-        push.close()
-        context.term()
-    return sent
 
 
 # ---------------------------------------------------------------------------- authentication
