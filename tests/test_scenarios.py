@@ -237,6 +237,8 @@ def test_sim_graceful_handover_is_faster_than_an_election_timeout(seed):
 def test_threaded_graceful_stop_of_the_leader_hands_over_without_an_election_timeout(threaded):
     c = threaded(5)
     old = c.wait_for_stable_leader()
+    # Heartbeat answers tell the leader which followers stand for election; wait until it has them all.
+    c.wait_for(lambda: len(c.nodes[old].status().followers) == 4, what="answers from all four followers")
     term = c.nodes[old].term
     pre_votes = c.counter("pre_votes_started")
     c.nodes[old].stop()
