@@ -20,7 +20,7 @@ Layout, all integers big-endian::
         Heartbeat          round u32
         HeartbeatResponse  round u32, flags u8 (bit 0 candidate)
         VoteRequest        round u32, flags u8 (bit 0 pre_vote, bit 1 transfer)
-        VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote)
+        VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote, bit 2 candidate)
         TimeoutNow         (empty)
         Resign             successor u32 (0: none)
     mac (32 bytes, only when header flag bit 0 is set)
@@ -107,7 +107,7 @@ _LAYOUTS: dict[type[Message], _Layout] = {
     Heartbeat: _layout(Heartbeat, ("round",), ()),
     HeartbeatResponse: _layout(HeartbeatResponse, ("round",), ("candidate",)),
     VoteRequest: _layout(VoteRequest, ("round",), ("pre_vote", "transfer")),
-    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote")),
+    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate")),
     TimeoutNow: _layout(TimeoutNow, (), ()),
     Resign: _layout(Resign, ("successor",), ()),
 }

@@ -152,6 +152,7 @@ class RaftCore:
         self._campaign_round = -1
         self._campaign_started = _NEVER
         self._votes: set[int] = set()
+        self._voter_candidate: dict[int, bool] = {}  # candidacy reported with the votes of this campaign
 
         # Leader state.
         self._heartbeat_deadline = _NEVER
@@ -389,7 +390,7 @@ class RaftCore:
                                                      candidate=self._candidate))
             elif isinstance(message, VoteRequest):
                 self._send(sender, VoteResponse(term=self._term, round=message.round, granted=False,
-                                                pre_vote=message.pre_vote))
+                                                pre_vote=message.pre_vote, candidate=self._candidate))
             return False
         return True
 
@@ -407,7 +408,7 @@ class RaftCore:
             granted = message.term > self._term and not sticky
             self.counters["pre_votes_granted" if granted else "pre_votes_refused"] += 1
             self._send(sender, VoteResponse(term=message.term if granted else self._term, round=message.round,
-                                            granted=granted, pre_vote=True))
+                                            granted=granted, pre_vote=True, candidate=self._candidate))
             return
         if self._voted_for == sender and self._role is Role.FOLLOWER:
             sticky = False  # a repeat of the request we granted (Raft §5.2: votedFor is candidateId)
@@ -422,7 +423,8 @@ class RaftCore:
             self._reset_election_timer(now)
             logger.debug("%d votes for %d in term %d", self._id, sender, self._term)
         self.counters["votes_granted" if granted else "votes_refused"] += 1
-        self._send(sender, VoteResponse(term=self._term, round=message.round, granted=granted))
+        self._send(sender, VoteResponse(term=self._term, round=message.round, granted=granted,
+                                        candidate=self._candidate))
 
     # ------------------------------------------------------------------ phase 3: the rest
 
@@ -470,6 +472,7 @@ class RaftCore:
             self.counters["rejected_duplicate_response"] += 1
             return
         self._votes.add(sender)
+        self._voter_candidate[sender] = message.candidate
         self._maybe_win(now)
 
     def _handle_timeout_now(self, sender: int, message: TimeoutNow, now: float) -> None:
@@ -619,6 +622,7 @@ class RaftCore:
         self._campaign_round = self._next_round()
         self._campaign_started = now
         self._votes = {self._id}
+        self._voter_candidate = {}
         self._reset_election_timer(now)
 
     def _maybe_win(self, now: float) -> None:
@@ -649,7 +653,7 @@ class RaftCore:
         self._round_sent = {self._campaign_round: self._campaign_started}
         self._acked_at = dict.fromkeys(voters, self._campaign_started)
         self._last_heard = dict.fromkeys(voters, now)
-        self._peer_candidate = {}
+        self._peer_candidate = {voter: self._voter_candidate.get(voter, False) for voter in voters}
         self._lease_start = self._campaign_started
         self._votes = set()
         self.counters["became_leader"] += 1

@@ -102,12 +102,15 @@ class VoteResponse:
     """Voter → candidate: the answer to a :class:`VoteRequest` with the same ``round`` and ``pre_vote``.
 
     A granted pre-vote echoes the request's term; a rejection carries the voter's own current term.
+    ``candidate`` tells the candidate whether this voter stands for election itself, so a new leader can
+    hand over (a leadership transfer) before its first heartbeat round has been answered.
     """
 
     term: int = attrs.field(validator=_check_term)
     round: int = attrs.field(validator=_check_round)
     granted: bool = attrs.field(validator=_bool)
     pre_vote: bool = attrs.field(default=False, validator=_bool)
+    candidate: bool = attrs.field(default=False, validator=_bool)
 
 
 @attrs.frozen(kw_only=True)

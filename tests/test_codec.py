@@ -78,7 +78,8 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
         VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans()
     ),
     VoteResponse: st.builds(
-        VoteResponse, term=terms, round=rounds, granted=st.booleans(), pre_vote=st.booleans()
+        VoteResponse, term=terms, round=rounds, granted=st.booleans(), pre_vote=st.booleans(),
+        candidate=st.booleans(),
     ),
     TimeoutNow: st.builds(TimeoutNow, term=terms),
     Resign: st.builds(Resign, term=terms, successor=st.integers(0, MAX_NODE_ID)),
@@ -215,6 +216,7 @@ def test_sizes_are_compact():
         (VoteResponse(term=5, round=7, granted=True), "0000000701"),
         (VoteResponse(term=5, round=7, granted=False, pre_vote=True), "0000000702"),
         (VoteResponse(term=5, round=7, granted=True, pre_vote=True), "0000000703"),
+        (VoteResponse(term=5, round=7, granted=True, candidate=True), "0000000705"),
         (TimeoutNow(term=5), ""),
         (Resign(term=5), "00000000"),
         (Resign(term=5, successor=3), "00000003"),

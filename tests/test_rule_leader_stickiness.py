@@ -60,7 +60,7 @@ def test_a_pre_vote_soon_after_a_heartbeat_is_refused():
     core = follower_of_2()
     out = core.receive(3, VoteRequest(term=TERM + 1, round=5, pre_vote=True), HEARD_AT + window(core) - STEP)
     assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=TERM, round=5, granted=False,
-                                                                   pre_vote=True)
+                                                                   pre_vote=True, candidate=True)
     assert core.term == TERM and out.hard_state is None
 
 
@@ -128,7 +128,9 @@ def test_a_leadership_transfer_request_bypasses_the_window():
     leader gave up its lease before asking for it)."""
     core = follower_of_2()
     out = core.receive(3, VoteRequest(term=TERM + 1, round=5, transfer=True), HEARD_AT + STEP)
-    assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=TERM + 1, round=5, granted=True)
+    assert only(messages(out, VoteResponse, to=3)) == (
+        VoteResponse(term=TERM + 1, round=5, granted=True, candidate=True)
+    )
     assert core.term == TERM + 1 and core.voted_for == 3
     assert out.hard_state == HardState(term=TERM + 1, voted_for=3)
 
@@ -146,7 +148,7 @@ def test_a_leader_refuses_every_vote_and_pre_vote():
     assert_ignored(core, ignored, term=term, voted_for=core.node_id)
     pre = core.receive(2, VoteRequest(term=term + 1, round=6, pre_vote=True), at)
     assert only(messages(pre, VoteResponse, to=2)) == VoteResponse(term=term, round=6, granted=False,
-                                                                   pre_vote=True)
+                                                                   pre_vote=True, candidate=True)
     same = core.receive(3, VoteRequest(term=term, round=7), at)
     assert not only(messages(same, VoteResponse, to=3)).granted
     assert core.role is Role.LEADER and core.is_leader(at)

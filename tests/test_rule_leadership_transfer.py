@@ -248,3 +248,24 @@ def test_a_late_heartbeat_response_after_transfer_is_stale():
     core.receive(2, HeartbeatResponse(term=beat.term, round=beat.round, candidate=True), election.won_at)
     assert core.counters["rejected_stale_response"] == 1
     assert core.role is Role.FOLLOWER
+
+
+@pytest.mark.parametrize("voter_stands", [True, False])
+def test_a_new_leader_can_hand_over_to_a_voter_before_any_heartbeat_is_answered(voter_stands):
+    """Thesis §3.10 with candidacy from the votes: a leader stopped right after winning still transfers.
+
+    Voters report whether they stand for election with their vote, so the target is known before the
+    first heartbeat round is answered; a voter that does not stand is never chosen.
+    """
+    core = make_core(members=3, pre_vote=False)
+    at = core.next_deadline
+    request = only(messages(core.tick(at), VoteRequest, to=2))
+    core.receive(2, VoteResponse(term=request.term, round=request.round, granted=True,
+                                 candidate=voter_stands), at + STEP)
+    assert core.role is Role.LEADER
+    if voter_stands:
+        target, out = core.transfer_leadership(at + 2 * STEP)
+        assert target == 2 and only(messages(out, TimeoutNow, to=2)).term == request.term
+    else:
+        with pytest.raises(NoTransferTargetError):
+            core.transfer_leadership(at + 2 * STEP)

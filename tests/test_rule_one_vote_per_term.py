@@ -24,7 +24,9 @@ def test_a_granted_vote_is_persisted_in_the_same_output():
     """Raft §5.2, Figure 2: votedFor is on stable storage before the vote is sent (same Output)."""
     core = make_core(hard_state=HardState(term=2))
     out = core.receive(2, VoteRequest(term=3, round=9), LATER)
-    assert only(messages(out, VoteResponse, to=2)) == VoteResponse(term=3, round=9, granted=True)
+    assert only(messages(out, VoteResponse, to=2)) == (
+        VoteResponse(term=3, round=9, granted=True, candidate=True)
+    )
     assert out.hard_state == HardState(term=3, voted_for=2)
     assert core.voted_for == 2 and core.hard_state == HardState(term=3, voted_for=2)
 
@@ -57,7 +59,8 @@ def test_a_second_candidate_in_the_same_term_is_refused():
     core.receive(2, VoteRequest(term=1, round=1), LATER)
     for asked_at in (LATER + STEP, LATER + config.election_timeout_min):
         out = core.receive(3, VoteRequest(term=1, round=2), asked_at)
-        assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=1, round=2, granted=False)
+        refusal = VoteResponse(term=1, round=2, granted=False, candidate=True)
+        assert only(messages(out, VoteResponse, to=3)) == refusal
         assert out.hard_state is None
         assert core.voted_for == 2
 

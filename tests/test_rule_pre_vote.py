@@ -49,7 +49,7 @@ def test_a_receiver_grants_a_pre_vote_without_adopting_its_term(proposed_shift):
     proposed = 4 + proposed_shift
     out = core.receive(3, VoteRequest(term=proposed, round=8, pre_vote=True), LATER)
     assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=proposed, round=8, granted=True,
-                                                                   pre_vote=True)
+                                                                   pre_vote=True, candidate=True)
     assert core.term == 4 and core.voted_for == 2
     assert out.hard_state is None and events(out) == []
     assert core.next_deadline == deadline
@@ -70,7 +70,7 @@ def test_a_refused_pre_vote_does_not_change_the_receivers_term():
     core.receive(2, Heartbeat(term=4, round=1), LATER)
     out = core.receive(3, VoteRequest(term=9, round=2, pre_vote=True), LATER + STEP)
     assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=4, round=2, granted=False,
-                                                                   pre_vote=True)
+                                                                   pre_vote=True, candidate=True)
     assert core.term == 4 and out.hard_state is None and events(out) == []
 
 
@@ -79,7 +79,7 @@ def test_a_pre_vote_for_a_term_not_above_the_receivers_is_refused_with_its_term(
     core = make_core(hard_state=HardState(term=5))
     out = core.receive(3, VoteRequest(term=5, round=2, pre_vote=True), LATER)
     assert only(messages(out, VoteResponse, to=3)) == VoteResponse(term=5, round=2, granted=False,
-                                                                   pre_vote=True)
+                                                                   pre_vote=True, candidate=True)
 
 
 def test_a_pre_vote_rejected_with_a_higher_term_makes_the_pre_candidate_follow_that_term():

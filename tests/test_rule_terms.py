@@ -132,7 +132,7 @@ def test_a_lower_term_vote_request_is_refused_with_the_current_term(pre_vote):
     core = make_core(members=3, hard_state=HardState(term=TERM))
     out = core.receive(2, VoteRequest(term=TERM - 1, round=6, pre_vote=pre_vote), LATER)
     assert [(o.to, o.message) for o in out.messages] == [
-        (2, VoteResponse(term=TERM, round=6, granted=False, pre_vote=pre_vote))]
+        (2, VoteResponse(term=TERM, round=6, granted=False, pre_vote=pre_vote, candidate=True))]
     assert core.voted_for is None and out.hard_state is None
 
 
