@@ -141,6 +141,7 @@ class RaftCore:
         self._role = Role.FOLLOWER
         self._leader_id: Optional[int] = None
         self._leader_term = self._term  # the term in which _leader_id was learned
+        self._resigned: tuple[int, int] = (0, -1)  # (leader, term) that resigned: its heartbeats are stale
         self._candidate = config.candidate
         # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
         self._last_leader_contact = now
@@ -336,13 +337,21 @@ class RaftCore:
     def campaign(self, now: float) -> Output:
         """Stand now instead of at the next election timeout (used when a lock is wanted).
 
-        Starts pre-vote (or, with pre-vote off, an election) unless this server leads, does not stand, or
-        heard from a live leader within ``election_timeout_min`` (the campaign could not win; with pre-vote
-        it would be harmless, without pre-vote it would disrupt that leader).
+        Starts pre-vote (or, with pre-vote off, an election) unless this server leads or does not stand.
+        Inside its own stickiness window (it heard from a leader, granted a vote or started within
+        ``election_timeout_min``) it instead moves its election timer to the end of that window: its own
+        vote may be part of a live leader's lease, so voting for itself earlier would break the lease.
         """
         self._expire_leadership(now)
-        if (self._role is Role.LEADER or not self._candidate
-                or (self._leader_id is not None and now - self._last_leader_contact < self._timeout_min)):
+        if self._role is Role.LEADER or not self._candidate:
+            return self._flush()
+        window_end = self._last_leader_contact + self._timeout_min
+        if now < window_end:
+            # Inside our own stickiness window (we heard from a leader, granted a vote, or just started) our
+            # own vote may be part of a live leader's lease, so we must not vote for ourselves yet either
+            # (thesis §6.4.1).  Campaign as soon as the window closes instead of at the full timeout.
+            self._election_deadline = min(self._election_deadline,
+                                          window_end + self._rng.uniform(0.0, self._heartbeat_interval))
             return self._flush()
         if self._pre_vote:
             self._become_pre_candidate(now)
@@ -436,6 +445,9 @@ class RaftCore:
             logger.error("%d is leader of term %d but got a heartbeat from %d for the same term",
                          self._id, self._term, sender)
             return
+        if self._resigned == (sender, self._term):
+            self.counters["rejected_stale_heartbeat"] += 1  # overtaken by its sender's Resign
+            return
         if self._role is not Role.FOLLOWER or self._leader_id != sender:
             self._become_follower(now, self._term, sender, reason="heartbeat")
         self._last_leader_contact = now
@@ -492,6 +504,8 @@ class RaftCore:
         """
         if self._role is Role.LEADER or self._leader_id not in (None, sender):
             return
+        # It will not lead again in this term: a heartbeat of its that arrives later was sent earlier.
+        self._resigned = (sender, self._term)
         if message.successor:
             self._set_leader(None)
             return

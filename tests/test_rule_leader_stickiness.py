@@ -161,3 +161,26 @@ def test_an_ignored_request_leaves_the_follower_following_its_leader():
     out = core.receive(2, Heartbeat(term=TERM, round=2), HEARD_AT + 2 * STEP)
     assert only(messages(out, HeartbeatResponse, to=2)).term == TERM
     assert core.leader_id == 2 and core.term == TERM
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_a_server_never_votes_for_itself_inside_its_own_window(pre_vote):
+    """Thesis §4.2.3 with §6.4.1: a vote this server granted may be part of the winner's lease, so it may not
+    vote for itself (start an election) within election_timeout_min of that grant either, even when asked
+    to campaign at once (a lock's acquire()); it campaigns as soon as the window closes instead.
+
+    Regression: found by the lock simulation, where a waiter that had just voted for the new holder (and
+    not yet heard its first heartbeat) campaigned at once and won a second lease alongside the holder's.
+    """
+    core = make_core(members=3, pre_vote=pre_vote, now=0.0)
+    config = config_of(core)
+    granted_at = config.election_timeout_min + STEP  # past the start-up window
+    out = core.receive(2, VoteRequest(term=1, round=3), granted_at)
+    assert only(messages(out, VoteResponse, to=2)).granted
+    out = core.campaign(granted_at + STEP)
+    assert not messages(out, VoteRequest) and core.term == 1 and core.voted_for == 2
+    window_end = granted_at + config.election_timeout_min
+    assert window_end <= core.next_deadline <= window_end + config.heartbeat_interval
+    out = core.tick(core.next_deadline)
+    request = only(messages(out, VoteRequest, to=3))
+    assert request.pre_vote is pre_vote

@@ -164,3 +164,24 @@ def test_a_leader_that_steps_down_votes_at_once(pre_vote):
     core.step_down(START + 2 * STEP)
     out = core.receive(3, VoteRequest(term=TERM + 2, round=9, pre_vote=pre_vote), START + 3 * STEP)
     assert only(messages(out, VoteResponse, to=3)).granted
+
+
+@pytest.mark.parametrize("successor", [0, 3])
+def test_a_heartbeat_overtaken_by_its_senders_resign_is_ignored(successor):
+    """A leader that resigned (or handed over) never leads that term again, so its heartbeat arriving after
+    its Resign was sent before it: following it again would name a gone leader and renew stickiness.
+
+    Regression: found by the lock simulation, where such a reordered heartbeat kept a member from
+    acquiring a just-released lock for a whole election timeout.
+    """
+    core = make_core(members=3, hard_state=HardState(term=4))
+    config = config_of(core)
+    at = config.election_timeout_min + STEP
+    core.receive(2, Heartbeat(term=4, round=1), at)
+    core.receive(2, Resign(term=4, successor=successor), at + STEP)
+    assert core.leader_id is None
+    out = core.receive(2, Heartbeat(term=4, round=2), at + 2 * STEP)  # reordered: sent before the Resign
+    assert core.leader_id is None and not messages(out, Heartbeat) and not out.messages
+    assert core.counters["rejected_stale_heartbeat"] == 1
+    out = core.receive(2, Heartbeat(term=5, round=3), at + 3 * STEP)  # it may lead a later term
+    assert core.leader_id == 2
