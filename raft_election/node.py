@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Optional
+from typing import Optional, TypeVar
 
 import attrs
 
@@ -50,6 +50,7 @@ __all__ = ["NodeStatus", "RaftNode"]
 logger = logging.getLogger(__name__)
 
 _Callback = Callable[[], object]
+_T = TypeVar("_T")
 
 
 @attrs.frozen(kw_only=True)
@@ -292,20 +293,35 @@ class RaftNode:
             TimeoutError: no leader within ``timeout``.
             RaftElectionError: the node is not running (not started, stopped, or halted by a failure).
         """
+        def stalled() -> str:
+            core = self._core
+            assert core is not None
+            return (f"node {self.node_id} knows no leader after {timeout} s "
+                    f"(role {core.role}, term {core.term})")
+
+        return self._wait_locked(self._leader_locked, timeout, stalled)
+
+    def _wait_locked(self, probe: Callable[[float], Optional[_T]], timeout: Optional[float],
+                     stalled: Callable[[], str]) -> _T:
+        """Wait until ``probe(now)`` (called under the lock) gives a value; return it.
+
+        Wakes on every change to the core and at least every 50 ms, because a lease can lapse without any
+        call into the core.
+
+        Raises:
+            TimeoutError: with ``stalled()`` as message, when ``timeout`` (None: forever) ran out.
+            RaftElectionError: the node is not running.
+        """
         deadline = None if timeout is None else self._clock() + timeout
         with self._lock:
             while True:
                 self._check_running_locked()
-                leader = self._leader_locked(self._clock())
-                if leader is not None:
-                    return leader
+                found = probe(self._clock())
+                if found is not None:
+                    return found
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
-                    core = self._core
-                    assert core is not None
-                    raise TimeoutError(f"node {self.node_id} knows no leader after {timeout} s "
-                                       f"(role {core.role}, term {core.term})")
-                # Wake at least every 50 ms: a lease can lapse without any call into the core.
+                    raise TimeoutError(stalled())
                 self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
 
     def __repr__(self) -> str:
@@ -381,17 +397,9 @@ class RaftNode:
             TimeoutError: not leader within ``timeout``.
             RaftElectionError: the node is not running.
         """
-        deadline = None if timeout is None else self._clock() + timeout
-        with self._lock:
-            while True:
-                self._check_running_locked()
-                leadership = self._leadership_locked(self._clock())
-                if leadership is not None:
-                    return leadership
-                remaining = None if deadline is None else deadline - self._clock()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"node {self.node_id} did not become leader within {timeout} s")
-                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+        return self._wait_locked(
+            self._leadership_locked, timeout,
+            lambda: f"node {self.node_id} did not become leader within {timeout} s")
 
     def lead(self, work: Callable[[Leadership], object], *, until: Optional[threading.Event] = None) -> None:
         """Run ``work(leadership)`` each time this node becomes leader, until ``until`` is set or it stops.

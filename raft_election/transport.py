@@ -12,11 +12,28 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Optional, TypeVar
 
-__all__ = ["DeliverFn", "Transport"]
+__all__ = ["DeliverFn", "Transport", "as_bytes"]
 
 #: Called by the transport with each datagram that arrived for this node.
 DeliverFn = Callable[[bytes], None]
+
+_T = TypeVar("_T", bound="Transport")
+
+
+def as_bytes(data: object) -> bytes:
+    """``data`` as immutable bytes; a bytearray or memoryview is copied, so the caller cannot change it later.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like (a caller bug, never a network condition).
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
 
 
 class Transport(abc.ABC):
@@ -46,6 +63,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop delivering, release resources and join the transport's threads.  Idempotent."""
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
 
     def counters(self) -> Mapping[str, int]:
         """Transport-level counters, merged into :meth:`RaftNode.status` (optional; default: none).

@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Set, Tuple, Type, Union
 import attrs
 
 from raft_election.errors import TransportError
-from raft_election.transport import DeliverFn, Transport
+from raft_election.transport import DeliverFn, Transport, as_bytes
 
 __all__ = ["InMemoryNetwork", "MemoryTransport", "NetworkStats"]
 
@@ -342,7 +342,7 @@ class InMemoryNetwork:
         Raises:
             TypeError: ``data`` is not bytes-like.
         """
-        payload = _to_bytes(data)
+        payload = as_bytes(data)
         with self._cond:
             self._injected += 1
             if self._closed or not self._accepting(dst):
@@ -496,14 +496,6 @@ class InMemoryNetwork:
                 self._cond.wait()
 
 
-def _to_bytes(data: object) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
-
-
 class MemoryTransport(Transport):
     """One node's endpoint on an :class:`InMemoryNetwork`; create it with :meth:`InMemoryNetwork.transport`.
 
@@ -545,7 +537,7 @@ class MemoryTransport(Transport):
         Raises:
             TypeError: ``data`` is not bytes-like (a programming error, not a network condition).
         """
-        self._network._send(self, peer_id, _to_bytes(data))
+        self._network._send(self, peer_id, as_bytes(data))
 
     def close(self) -> None:
         """Stop delivery to this node.  Idempotent.

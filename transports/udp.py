@@ -33,8 +33,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
@@ -277,17 +276,6 @@ class UdpTransport(Transport):
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-
-    def __enter__(self) -> UdpTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- sending
 

@@ -86,7 +86,7 @@ from zmq.utils import z85
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from raft_election.transport import DeliverFn, Transport
+from raft_election.transport import DeliverFn, Transport, as_bytes
 
 __all__ = [
     "CurveKey",
@@ -211,14 +211,6 @@ def normalize_address(address: str) -> str:
 
 def _is_ipv6(endpoint: str) -> bool:
     return endpoint.startswith("tcp://[")
-
-
-def _to_bytes(data: object) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
 
 
 #: A CURVE key as accepted by :class:`ZmqTransport`: 40 Z85 characters (``str`` or ``bytes``) or 32 raw bytes.
@@ -376,7 +368,7 @@ class ZmqTransport(Transport):
             ValueError: ``data`` is empty or longer than the codec's ``MAX_MESSAGE_SIZE`` (a peer would drop
                 it); both are programming errors, not network conditions.
         """
-        payload = _to_bytes(data)
+        payload = as_bytes(data)
         if not 0 < len(payload) <= MAX_MESSAGE_SIZE:
             raise ValueError(f"a message must be 1 to {MAX_MESSAGE_SIZE} bytes long, got {len(payload)}")
         error: Optional[zmq.ZMQError] = None
