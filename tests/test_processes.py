@@ -19,6 +19,7 @@ import pytest
 
 from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
+from raft_election.oracle import ElectionOracle
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 
 TRANSPORTS = ["udp", "zmq"]
@@ -56,12 +57,7 @@ class Cluster:
                 end = min(later) if later else float("inf")
             intervals.append((start, end, node, term))
         intervals.sort()
-        latest = None  # the interval seen so far that ends last
-        for interval in intervals:
-            if latest is not None:
-                assert latest[1] <= interval[0], f"leaderships overlap: {latest} and {interval}"
-            if latest is None or interval[1] > latest[1]:
-                latest = interval
+        check_intervals(intervals)
         terms = [term for _, _, _, term in intervals]
         assert terms == sorted(terms) and len(set(terms)) == len(terms), f"terms not increasing: {terms}"
 
@@ -85,6 +81,15 @@ def cluster(tmp_path) -> Iterator[Callable[..., Cluster]]:
     yield make
     for processes in made:
         processes.close()
+
+
+def check_intervals(intervals: list[tuple[float, float, int, int]]) -> None:
+    """``(start, end, node, term)`` leaderships: one leader per term, and no two overlap in time."""
+    oracle = ElectionOracle()
+    for start, end, node, term in intervals:
+        oracle.became_leader(node, term, start)
+        oracle.lost_leadership(node, term, end)
+    oracle.check_intervals()
 
 
 def _address(text: str) -> tuple[str, int]:
