@@ -1,22 +1,30 @@
-"""A lock contender process (``python benchmarks/lock_contender.py``): for tests/test_lock_processes.py and
-benchmarks/lock_handover.py.
+"""Lock contenders as processes: for tests/test_lock_processes.py and benchmarks/lock_handover.py.
 
-Loops: acquire the lock, wait ``hold`` seconds holding it, write its token to the fenced file, release.
-Prints one JSON line per fact on stdout: ``acquired``, ``write`` (accepted or refused by the fenced file),
-``released``, and ``lease`` (from the member's own events: when the lease began and ended).
+Run as a script (``python benchmarks/lock_contender.py CLUSTER ID DATA_DIR FENCED HOLD ROUNDS``), one
+contender loops: acquire the lock, wait ``hold`` seconds holding it, write its token to the fenced file,
+release.  It prints one JSON line per fact on stdout: ``acquired``, ``write`` (accepted or refused by the
+fenced file), ``released``, and ``lease_start`` / ``lease_end`` (from the member's own events).
+
+:class:`Contenders` starts three such processes on 127.0.0.1 and collects their records.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import IO, Any
 
 from raft_election import DistributedLock, FileStorage, RaftNode, load_cluster_file
 from raft_election.events import BecameLeader, Event, LostLeadership
 from raft_election.member import make_transport
+from raft_election.processes import free_ports, write_cluster_file
 
 _OUTPUT = threading.Lock()
 
@@ -69,6 +77,95 @@ def main() -> None:
                 lock.lost.wait(5)
             emit(event="released", node=int(node_id), token=token, at=time.monotonic())
 
+
+
+class Contenders:
+    """Three contender processes on 127.0.0.1 over ``transport``, and every record they printed.
+
+    Each keeps its data directory and its log (stderr) in ``workdir``; they share ``workdir/fenced.txt``.
+    """
+
+    def __init__(self, transport: str, workdir: str, *, hold: float, rounds: int = 1_000_000) -> None:
+        ports = free_ports(3, kind="udp" if transport == "udp" else "tcp")
+        members = {i: f"127.0.0.1:{port}" for i, port in enumerate(ports, 1)}
+        self.cluster_file = write_cluster_file(os.path.join(workdir, "cluster.json"), members,
+                                               transport=transport, cluster="contend")
+        self.workdir = workdir
+        self.fenced = os.path.join(workdir, "fenced.txt")
+        self.hold = hold
+        self.rounds = rounds
+        self.records: list[dict[str, Any]] = []
+        self.changed = threading.Condition()
+        self.processes: dict[int, subprocess.Popen[str]] = {}
+        self._logs: list[IO[str]] = []
+        for node_id in members:
+            self.start(node_id)
+
+    def start(self, node_id: int) -> None:
+        """Start (or restart) contender ``node_id`` with its data directory."""
+        log = open(os.path.join(self.workdir, f"contender-{node_id}.log"), "a")  # noqa: SIM115 (see close)
+        self._logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), self.cluster_file, str(node_id),
+             os.path.join(self.workdir, f"data-{node_id}"), self.fenced, str(self.hold), str(self.rounds)],
+            stdout=subprocess.PIPE, stderr=log, text=True)
+        self.processes[node_id] = process
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            record = json.loads(line)
+            with self.changed:
+                self.records.append(record)
+                self.changed.notify_all()
+
+    def mark(self) -> int:
+        """An index for :meth:`wait`'s ``since``: only records read after this call."""
+        with self.changed:
+            return len(self.records)
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], since: int = 0,
+             timeout: float = 60.0) -> dict[str, Any]:
+        """The first record from index ``since`` on (in arrival order) satisfying ``predicate``.
+
+        Raises:
+            TimeoutError: none within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for record in self.records[since:]:
+                    if predicate(record):
+                        return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching contender record in {timeout} s: {self.records[-10:]}")
+                self.changed.wait(remaining)
+
+    def leases(self) -> list[tuple[float, float, int, int]]:
+        """Every completed lease ``(start, end, node, term)``, from the members' own events, by start."""
+        starts: dict[tuple[int, int], float] = {}
+        result = []
+        with self.changed:
+            records = list(self.records)
+        for record in records:
+            key = (record.get("node"), record.get("term"))
+            if record["event"] == "lease_start":
+                starts[key] = record["at"]
+            elif record["event"] == "lease_end" and key in starts:
+                result.append((starts.pop(key), record["at"], key[0], key[1]))
+        return sorted(result)
+
+    def close(self) -> None:
+        """End every contender (SIGCONT first, in case one is stopped) and close the logs."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+            process.wait(30)
+        for log in self._logs:
+            log.close()
 
 if __name__ == "__main__":
     main()

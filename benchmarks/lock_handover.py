@@ -17,21 +17,14 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from typing import Any
 
+from benchmarks.lock_contender import Contenders
 from raft_election import DistributedLock, MemoryStorage, RaftConfig, RaftNode
-from raft_election.processes import free_ports, write_cluster_file
-
-CONTENDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lock_contender.py")
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -85,81 +78,31 @@ def memory_handovers(count: int, hold: float) -> list[float]:
     return gaps[:count]
 
 
-class ContenderRun:
-    """Three contender processes and their JSON records."""
-
-    def __init__(self, transport: str, workdir: str, hold: float) -> None:
-        ports = free_ports(3, kind="udp" if transport == "udp" else "tcp")
-        members = {i: f"127.0.0.1:{port}" for i, port in enumerate(ports, 1)}
-        self.cluster_file = write_cluster_file(f"{workdir}/cluster.json", members, transport=transport,
-                                               cluster="handover")
-        self.workdir = workdir
-        self.hold = hold
-        self.records: list[dict[str, Any]] = []
-        self.changed = threading.Condition()
-        self.processes: dict[int, subprocess.Popen[str]] = {}
-        for node_id in members:
-            self.start(node_id)
-
-    def start(self, node_id: int) -> None:
-        process = subprocess.Popen(
-            [sys.executable, CONTENDER, self.cluster_file, str(node_id), f"{self.workdir}/data-{node_id}",
-             f"{self.workdir}/fenced.txt", str(self.hold), "1000000"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.processes[node_id] = process
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            with self.changed:
-                self.records.append(json.loads(line))
-                self.changed.notify_all()
-
-    def wait(self, predicate: Any, since: int = 0, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for record in self.records[since:]:
-                    if predicate(record):
-                        return record
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no matching contender record")
-                self.changed.wait(remaining)
-
-    def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-
-    def release_gaps(self) -> list[float]:
-        """Lease end of a releasing holder → lease start of the next holder (another member)."""
-        with self.changed:
-            leases = sorted((r["at"], r["event"], r["node"]) for r in self.records
-                            if r["event"] in ("lease_start", "lease_end"))
-        gaps = []
-        for (end_at, end_kind, end_node), (start_at, start_kind, start_node) in zip(leases, leases[1:]):
-            if end_kind == "lease_end" and start_kind == "lease_start" and start_node != end_node:
-                gaps.append(start_at - end_at)
-        return gaps
+def release_gaps(contenders: Contenders) -> list[float]:
+    """Lease end of a releasing holder → lease start of the next holder (another member)."""
+    with contenders.changed:
+        leases = sorted((r["at"], r["event"], r["node"]) for r in contenders.records
+                        if r["event"] in ("lease_start", "lease_end"))
+    gaps = []
+    for (end_at, end_kind, end_node), (start_at, start_kind, start_node) in zip(leases, leases[1:]):
+        if end_kind == "lease_end" and start_kind == "lease_start" and start_node != end_node:
+            gaps.append(start_at - end_at)
+    return gaps
 
 
 def process_handovers(
     transport: str, count: int, crashes: int, hold: float
 ) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory(prefix="raft-handover-") as workdir:
-        run = ContenderRun(transport, workdir, hold)
+        run = Contenders(transport, workdir, hold=hold)
         try:
-            while len(run.release_gaps()) < count:
+            while len(release_gaps(run)) < count:
                 with run.changed:
                     run.changed.wait(0.5)
-            gaps = run.release_gaps()[:count]
+            gaps = release_gaps(run)[:count]
             crash_times = []
             for _ in range(crashes):
-                with run.changed:
-                    since = len(run.records)
+                since = run.mark()
                 holder = run.wait(lambda r: r["event"] == "acquired", since)
                 killed_at = time.monotonic()
                 run.processes[holder["node"]].send_signal(signal.SIGKILL)
