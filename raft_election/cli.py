@@ -22,11 +22,14 @@ import logging
 import statistics
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from raft_election._version import __version__
 from raft_election.errors import ConfigError, RaftElectionError
 from raft_election.lockcmd import EXIT_LOST, EXIT_TIMEOUT
+
+if TYPE_CHECKING:
+    from raft_election.clusterfile import ClusterFile
 
 __all__ = ["main"]
 
@@ -162,28 +165,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _load_member(args: argparse.Namespace) -> ClusterFile:
+    """The cluster file of ``--cluster``, checked to list ``--id``."""
     from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
-    from raft_election.member import run_member  # noqa: PLC0415
 
     cluster = load_cluster_file(args.cluster)
     if args.id not in cluster.members:
         raise ConfigError("id", f"{args.id} is not a member of {args.cluster} (members: "
                                 f"{', '.join(str(i) for i in sorted(cluster.members))})")
+    return cluster
+
+
+def _run(args: argparse.Namespace) -> int:
+    from raft_election.member import run_member  # noqa: PLC0415
+
+    cluster = _load_member(args)
     return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only)
 
 
 def _lock(args: argparse.Namespace) -> int:
-    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
     from raft_election.lockcmd import run_locked  # noqa: PLC0415
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not command:
         raise ConfigError("command", "nothing to run: give it after --, e.g. raft-election lock --cluster "
                                      "cluster.toml --id 4 -- backup.sh")
-    cluster = load_cluster_file(args.cluster)
-    if args.id not in cluster.members:
-        raise ConfigError("id", f"{args.id} is not a member of {args.cluster} (members: "
-                                f"{', '.join(str(i) for i in sorted(cluster.members))})")
+    cluster = _load_member(args)
     return run_locked(cluster, args.id, command, data_dir=args.data_dir, timeout=args.timeout,
                       grace=args.grace)

@@ -269,16 +269,17 @@ class RaftNode:
             if core is not None:
                 counters.update(core.counters)
             counters.update(self._transport.counters())
+            leading = core is not None and self._is_leader_locked(now)
             return NodeStatus(
                 node_id=self.node_id,
                 role=core.role if core is not None else Role.FOLLOWER,
                 term=core.term if core is not None else 0,
                 leader_id=self._leader_locked(now),
                 voted_for=core.voted_for if core is not None else None,
-                is_leader=self._is_leader_locked(now),
-                lease_remaining=core.lease_remaining(now) if self._is_leader_locked(now) and core else 0.0,
-                followers=core.followers(now) if self._is_leader_locked(now) and core else (),
-                candidate=core.candidate if core is not None else self.config.candidate,
+                is_leader=leading,
+                lease_remaining=core.lease_remaining(now) if leading and core else 0.0,
+                followers=core.followers(now) if leading and core else (),
+                candidate=core.candidate if core is not None else self._candidate,
                 running=self._started and not self._stopping and self._failure is None,
                 counters=MappingProxyType(dict(counters)),
             )
