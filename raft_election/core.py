@@ -31,6 +31,7 @@ import collections
 import logging
 import math
 import random
+import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 
@@ -80,6 +81,20 @@ _TRANSITIONS: Mapping[Role, frozenset[Role]] = {
 #: How many heartbeat rounds a leader remembers the send time of; acknowledgements of older rounds
 #: cannot extend the lease any more and are ignored.
 _ROUNDS_KEPT = 64
+
+#: How many recent heartbeat round trips :meth:`RaftCore.round_trip` takes the median of.
+ROUND_TRIP_SAMPLES = 32
+
+#: The counter each kind of message sent adds to, besides ``messages_sent`` (messages per election are
+#: the vote requests and responses sent).
+_SENT_COUNTER: Mapping[type[Message], str] = {
+    VoteRequest: "vote_requests_sent",
+    VoteResponse: "vote_responses_sent",
+    Heartbeat: "heartbeats_sent",
+    HeartbeatResponse: "heartbeat_responses_sent",
+    TimeoutNow: "timeout_nows_sent",
+    Resign: "resigns_sent",
+}
 
 
 class NoTransferTargetError(RaftElectionError):
@@ -154,6 +169,8 @@ class RaftCore:
         self._campaign_started = _NEVER
         self._votes: set[int] = set()
         self._voter_candidate: dict[int, bool] = {}  # candidacy reported with the votes of this campaign
+        self._campaign_request: Optional[VoteRequest] = None  # what this campaign asks, for resends
+        self._resend_deadline = _NEVER
 
         # Leader state.
         self._heartbeat_deadline = _NEVER
@@ -162,6 +179,8 @@ class RaftCore:
         self._last_heard: dict[int, float] = {}
         self._peer_candidate: dict[int, bool] = {}
         self._lease_start = _NEVER
+        #: Recent heartbeat round trips (send to acknowledgement), for status and the benchmarks.
+        self._round_trips: collections.deque[float] = collections.deque(maxlen=ROUND_TRIP_SAMPLES)
 
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
@@ -209,6 +228,13 @@ class RaftCore:
         """The time at which the core wants :meth:`tick` called next."""
         if self._role is Role.LEADER:
             return min(self._heartbeat_deadline, self.lease_expiry)
+        if self._campaign_request is not None:
+            return min(self._election_deadline, self._resend_deadline)
+        return self._election_deadline
+
+    @property
+    def election_deadline(self) -> float:
+        """When the election timer fires unless reset (meaningless while leading)."""
         return self._election_deadline
 
     @property
@@ -229,6 +255,13 @@ class RaftCore:
         return tuple(sorted(peer for peer, heard in self._last_heard.items()
                             if now - heard < self._timeout_min))
 
+    def round_trip(self) -> Optional[float]:
+        """The median of this server's recent heartbeat round trips as leader, in seconds (None before any).
+
+        Send to acknowledgement, over the last :data:`ROUND_TRIP_SAMPLES`; the benchmarks' model uses it.
+        """
+        return statistics.median(self._round_trips) if self._round_trips else None
+
     def lease_remaining(self, now: float) -> float:
         """Seconds of lease left at ``now`` (0 when not leading)."""
         return max(0.0, self.lease_expiry - now) if self._role is Role.LEADER else 0.0
@@ -248,6 +281,8 @@ class RaftCore:
                 self._broadcast_heartbeat(now)
         elif now >= self._election_deadline:
             self._on_election_timeout(now)
+        elif self._campaign_request is not None and now >= self._resend_deadline:
+            self._resend_vote_requests(now)
         return self._flush()
 
     def receive(self, sender: int, message: Message, now: float) -> Output:
@@ -463,6 +498,7 @@ class RaftCore:
             self.counters["rejected_stale_response"] += 1
             return
         self._last_heard[sender] = max(self._last_heard.get(sender, _NEVER), now)
+        self._round_trips.append(now - sent_at)
         self._peer_candidate[sender] = message.candidate
         if sent_at > self._acked_at.get(sender, _NEVER):
             self._acked_at[sender] = sent_at
@@ -599,8 +635,7 @@ class RaftCore:
             self._voted_for = None
             self._events.append(TermChanged(term=term))
         self._transition(Role.FOLLOWER)
-        self._votes.clear()
-        self._campaign_round = -1
+        self._end_campaign()
         self._set_leader(leader_id)
         self._reset_election_timer(now)
         if was_leader:
@@ -613,9 +648,7 @@ class RaftCore:
         self._start_campaign(now)
         self.counters["pre_votes_started"] += 1
         logger.debug("%d became pre-candidate at term %d", self._id, self._term)
-        for peer in self._peers:
-            self._send(peer, VoteRequest(term=self._term + 1, round=self._campaign_round, pre_vote=True))
-        self._maybe_win(now)
+        self._ask_for_votes(now, VoteRequest(term=self._term + 1, round=self._campaign_round, pre_vote=True))
 
     def _become_candidate(self, now: float, *, transfer: bool) -> None:
         """Raise the term, vote for ourselves and ask for votes (Raft §5.2)."""
@@ -628,9 +661,31 @@ class RaftCore:
         self.counters["elections_started"] += 1
         logger.info("%d became candidate at term %d%s", self._id, self._term,
                     " (leadership transfer)" if transfer else "")
+        self._ask_for_votes(now, VoteRequest(term=self._term, round=self._campaign_round, transfer=transfer))
+
+    def _ask_for_votes(self, now: float, request: VoteRequest) -> None:
+        """Send ``request`` to every peer, and again every heartbeat interval to those that did not grant."""
+        self._campaign_request = request
+        self._resend_deadline = now + self._heartbeat_interval
         for peer in self._peers:
-            self._send(peer, VoteRequest(term=self._term, round=self._campaign_round, transfer=transfer))
+            self._send(peer, request)
         self._maybe_win(now)
+
+    def _resend_vote_requests(self, now: float) -> None:
+        """Repeat this campaign's request to the peers that have not granted it (Raft §5.1: retry RPCs).
+
+        A request or its answer lost on the way (a datagram dropped, a connection still being made) would
+        otherwise cost a whole election timeout and a new term.  The repeat carries the same term and round,
+        so a voter answers it as it answered the first (a vote already granted to us is granted again) and
+        the lease of a win still starts when the campaign did, before any voter's grant.
+        """
+        request = self._campaign_request
+        assert request is not None
+        self._resend_deadline = now + self._heartbeat_interval
+        for peer in self._peers:
+            if peer not in self._votes:
+                self._send(peer, request)
+                self.counters["vote_requests_resent"] += 1
 
     def _start_campaign(self, now: float) -> None:
         self._campaign_round = self._next_round()
@@ -638,6 +693,12 @@ class RaftCore:
         self._votes = {self._id}
         self._voter_candidate = {}
         self._reset_election_timer(now)
+
+    def _end_campaign(self) -> None:
+        self._votes = set()
+        self._campaign_round = -1
+        self._campaign_request = None
+        self._resend_deadline = _NEVER
 
     def _maybe_win(self, now: float) -> None:
         if len(self._votes) < self._quorum:
@@ -652,8 +713,7 @@ class RaftCore:
                 self.counters["late_wins_declined"] += 1
                 logger.warning("%d declines term %d: its votes took %.3f s, longer than the %.3f s lease",
                                self._id, self._term, now - self._campaign_started, self._lease_duration)
-                self._votes.clear()
-                self._campaign_round = -1
+                self._end_campaign()
                 return
             self._become_leader(now)
 
@@ -669,7 +729,7 @@ class RaftCore:
         self._last_heard = dict.fromkeys(voters, now)
         self._peer_candidate = {voter: self._voter_candidate.get(voter, False) for voter in voters}
         self._lease_start = self._campaign_started
-        self._votes = set()
+        self._end_campaign()
         self.counters["became_leader"] += 1
         logger.info("%d became leader at term %d", self._id, self._term)
         self._events.append(BecameLeader(term=self._term, at=now))
@@ -708,4 +768,6 @@ class RaftCore:
         self._outbox.clear()
         self._events.clear()
         self.counters["messages_sent"] += len(output.messages)
+        for outgoing in output.messages:
+            self.counters[_SENT_COUNTER[type(outgoing.message)]] += 1
         return output

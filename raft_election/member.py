@@ -156,5 +156,5 @@ def _report_status(reporter: EventReporter, node: RaftNode) -> None:
     reporter.report("status", term=status.term, leader=status.leader_id, role=str(status.role),
                     is_leader=status.is_leader, voted_for=status.voted_for,
                     lease_remaining=status.lease_remaining, followers=list(status.followers),
-                    candidate=status.candidate,
+                    candidate=status.candidate, round_trip=status.round_trip,
                     counters=dict(status.counters))

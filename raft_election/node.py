@@ -58,7 +58,8 @@ class NodeStatus:
     """An immutable snapshot of a node, taken atomically under its lock.
 
     ``counters`` holds, among others: ``elections_started``, ``pre_votes_started``, ``became_leader``,
-    ``messages_sent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``, and one
+    ``messages_sent`` (and per kind: ``vote_requests_sent``, ``vote_responses_sent``, ``heartbeats_sent``,
+    ...), ``vote_requests_resent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``, and one
     ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,
     ``rejected_wrong_cluster``, ``rejected_unknown_sender``, ``rejected_stale_term``, ...).
     """
@@ -75,6 +76,8 @@ class NodeStatus:
     candidate: bool
     running: bool
     counters: Mapping[str, int]
+    #: Median of this member's recent heartbeat round trips as leader, in seconds (None before the first).
+    round_trip: Optional[float] = None
 
     def rejected(self) -> int:
         """Total messages rejected for any reason."""
@@ -282,6 +285,7 @@ class RaftNode:
                 candidate=core.candidate if core is not None else self._candidate,
                 running=self._started and not self._stopping and self._failure is None,
                 counters=MappingProxyType(dict(counters)),
+                round_trip=core.round_trip() if core is not None else None,
             )
 
     def wait_for_leader(self, timeout: Optional[float] = None) -> int:

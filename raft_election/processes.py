@@ -92,13 +92,16 @@ class MemberProcesses:
         command_prefix: per-member words to run the command under, e.g.
             ``lambda i: ["ip", "netns", "exec", f"ns{i}"]`` (the prefix must exec the command, so that the
             PID signalled is the member's own).
+        command: per-member command that replaces ``python -m raft_election run ...`` altogether: another
+            program that prints the same JSON event lines (the benchmarks run PySyncObj members this way).
     """
 
     def __init__(self, cluster_file: str, workdir: str, members: Iterable[int], *,
                  python: str = sys.executable, extra_args: Iterable[str] = (),
                  env: Optional[Mapping[str, str]] = None,
                  command_prefix: Optional[Callable[[int], list[str]]] = None,
-                 run_args: Iterable[str] = ()) -> None:
+                 run_args: Iterable[str] = (),
+                 command: Optional[Callable[[int], list[str]]] = None) -> None:
         self.cluster_file = cluster_file
         self.workdir = workdir
         self.member_ids = sorted(members)
@@ -107,6 +110,7 @@ class MemberProcesses:
         self._env = dict(os.environ if env is None else env)
         self._prefix = command_prefix
         self._run_args = list(run_args)
+        self._command = command
         self._members: dict[int, _Member] = {}
         self._events: list[MemberEvent] = []
         self.garbage: list[tuple[int, str]] = []
@@ -125,8 +129,11 @@ class MemberProcesses:
         if old is not None and old.process.poll() is None:
             raise RuntimeError(f"member {node_id} is still running (pid {old.process.pid})")
         log = open(os.path.join(self.workdir, f"member-{node_id}.log"), "a", encoding="utf-8")  # noqa: SIM115
-        command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster", self.cluster_file,
-                   "--id", str(node_id), "--data-dir", self.data_dir(node_id), "--json", *self._run_args]
+        if self._command is not None:
+            command = self._command(node_id)
+        else:
+            command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster", self.cluster_file,
+                       "--id", str(node_id), "--data-dir", self.data_dir(node_id), "--json", *self._run_args]
         if self._prefix is not None:
             command = [*self._prefix(node_id), *command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,

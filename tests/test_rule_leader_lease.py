@@ -76,13 +76,13 @@ def test_a_campaign_won_after_its_lease_would_have_run_out_is_declined():
     campaign_start = max(START, core.next_deadline)
     request = only(messages(core.tick(campaign_start), VoteRequest, to=2))
     late = campaign_start + lease_of(core) + STEP  # still before the candidate's own retry
-    assert late < core.next_deadline
+    assert late < core.election_deadline
     out = core.receive(2, VoteResponse(term=request.term, round=request.round, granted=True), late)
     assert not events(out, BecameLeader)
     assert core.role is Role.CANDIDATE and not core.is_leader(late)
     assert core.counters["late_wins_declined"] == 1
     # The election timer retries in a new term; a prompt majority there does win.
-    retry = core.next_deadline
+    retry = core.election_deadline
     again = only(messages(core.tick(retry), VoteRequest, to=2))
     assert again.term == request.term + 1
     out = core.receive(2, VoteResponse(term=again.term, round=again.round, granted=True), retry + STEP)

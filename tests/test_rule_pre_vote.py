@@ -127,7 +127,7 @@ def test_without_pre_vote_the_term_rises_on_every_timeout():
     """Raft §5.2 (pre_vote=False): each timeout starts an election, raising the term each time."""
     core = make_core(hard_state=HardState(term=4), pre_vote=False)
     for timeouts in range(1, 51):
-        out = core.tick(core.next_deadline)
+        out = core.tick(core.election_deadline)
         assert core.role is Role.CANDIDATE
         assert core.term == 4 + timeouts
         assert out.hard_state == HardState(term=4 + timeouts, voted_for=core.node_id)

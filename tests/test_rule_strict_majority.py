@@ -124,7 +124,7 @@ def test_a_grant_for_another_round_does_not_count(pre_vote, shift):
 def test_pre_vote_grants_of_an_earlier_pre_campaign_do_not_count():
     """A pre-candidate that times out asks again for the *same* term; only the new round's grants count."""
     core, first = campaign(3, pre_vote=True)
-    second = only(messages(core.tick(core.next_deadline), VoteRequest, to=2))
+    second = only(messages(core.tick(core.election_deadline), VoteRequest, to=2))
     assert second.term == first.term and second.round != first.round
     core.receive(2, grant(first), core.next_deadline - STEP)
     assert core.role is Role.PRE_CANDIDATE
@@ -135,7 +135,7 @@ def test_pre_vote_grants_of_an_earlier_pre_campaign_do_not_count():
 def test_votes_of_an_earlier_election_do_not_count():
     """Raft §5.2: votes are for one term; grants for the previous election's term are dropped."""
     core, first = campaign(3, pre_vote=False)
-    core.tick(core.next_deadline)  # the first election times out; a new one, one term higher
+    core.tick(core.election_deadline)  # the first election times out; a new one, one term higher
     assert core.term == first.term + 1
     core.receive(2, grant(first), core.next_deadline - STEP)
     core.receive(3, grant(first), core.next_deadline - STEP)

@@ -1063,3 +1063,17 @@ def test_three_raft_nodes_elect_one_leader_over_zeromq(curve: bool) -> None:
     for transport in transports.values():
         assert transport.closed
         assert receive_threads(transport) == []
+
+
+def test_messages_sent_just_before_close_still_reach_a_connected_peer(pair: tuple[Inbox, Inbox]) -> None:
+    """A leader that stops sends TimeoutNow and Resign, then closes its transport at once; both must arrive.
+
+    Closing with ``ZMQ_LINGER=0`` discarded whatever the I/O thread had not written yet, so the last messages
+    of a stopping node were often lost and its successor waited out an election timeout instead.
+    """
+    a, b = pair
+    last = [b"last:%d" % i for i in range(SEND_HWM // 2)]
+    for data in last:
+        a.send(2, data)
+    a.close()
+    assert [b.get() for _ in last] == last

@@ -118,10 +118,13 @@ RECEIVE_HWM = 32
 KERNEL_BUFFER = 4096
 #: ``ZMQ_RECONNECT_IVL``: first retry this long after a connection fails or breaks (libzmq adds a random
 #: jitter of up to the same amount) ...
-RECONNECT_IVL_MS = 100
-#: ... doubling on every failure up to ``ZMQ_RECONNECT_IVL_MAX``, so a restarted peer is reached within
-#: about a second without hammering one that stays down.
-RECONNECT_IVL_MAX_MS = 1000
+RECONNECT_IVL_MS = 50
+#: ... doubling on every failure up to ``ZMQ_RECONNECT_IVL_MAX``.  Short, so that members started a moment
+#: apart are all connected before their first election is over (with a 1 s cap a vote answered by a member
+#: that started first could be dropped, its connection to the candidate still waiting to retry), and a
+#: restarted peer is reached within a few hundred milliseconds.  A retry against a live host is one SYN
+#: answered by one RST; against a vanished one, ``CONNECT_TIMEOUT_MS`` bounds each attempt.
+RECONNECT_IVL_MAX_MS = 200
 #: ``ZMQ_CONNECT_TIMEOUT``: give up a TCP connect that got no answer (a dead host drops SYNs) and retry,
 #: rather than wait for the kernel's own timeout of about two minutes.
 CONNECT_TIMEOUT_MS = 2000
