@@ -21,7 +21,7 @@ import argparse
 import logging
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional
 
 from raft_election._version import __version__
@@ -98,6 +98,30 @@ def _build_parser() -> argparse.ArgumentParser:
     lock.add_argument("--grace", type=float, default=5.0, metavar="S",
                       help="seconds between SIGTERM and SIGKILL when the lock is lost (default 5)")
     lock.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
+    bench = commands.add_parser(
+        "bench", help="measure failover times: crash the leader many times for each timeout range",
+        description="For each --timeout range, start a fresh cluster, SIGKILL its leader --trials times at "
+                    "random moments (restarting it each time), time each failover from the kill until a new "
+                    "leader holds a lease, then stop the leader --handovers times gracefully; print a "
+                    "markdown table with the distribution, split votes and the ideal model "
+                    "a + (b-a)/n - h/2 + 2r.  Needs the bench extra: pip install 'raft-election[bench]'.")
+    bench.add_argument("--transport", choices=("udp", "zmq", "memory"), default="udp",
+                       help="member processes over UDP (default) or ZeroMQ on loopback, or threads over the "
+                            "in-memory network")
+    bench.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
+    bench.add_argument("--timeout", type=_parse_timeout, action="append", metavar="MIN-MAX",
+                       help="election timeout range in ms; repeat for a family of ranges (default 150-300)")
+    bench.add_argument("--heartbeat", type=float, default=None, metavar="MS",
+                       help="heartbeat interval in ms (default: a third of each range's minimum)")
+    bench.add_argument("--trials", type=int, default=30, help="leader crashes per range (default 30)")
+    bench.add_argument("--handovers", type=int, default=10,
+                       help="graceful stops of the leader per range (default 10)")
+    bench.add_argument("--seed", type=int, default=0, help="seeds the random crash moments (default 0)")
+    bench.add_argument("--json", metavar="FILE", help="also write every result and sample to FILE")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="draw the cumulative distribution per range, like the Raft paper's Figure 16")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -154,6 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run(args)
         if args.command == "lock":
             return _lock(args)
+        if args.command == "bench":
+            return _bench(args)
         return _demo(args)
     except ConfigError as exc:
         print(f"raft-election {args.command}: {exc}", file=sys.stderr)
@@ -193,3 +219,47 @@ def _lock(args: argparse.Namespace) -> int:
     cluster = _load_member(args)
     return run_locked(cluster, args.id, command, data_dir=args.data_dir, timeout=args.timeout,
                       grace=args.grace)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import contextlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    import attrs  # noqa: PLC0415
+
+    from raft_election.bench import BenchSettings, describe, run_bench, steps  # noqa: PLC0415
+    from raft_election.bench.report import markdown_table, to_json  # noqa: PLC0415
+
+    settings = BenchSettings(transport=args.transport, nodes=args.nodes,
+                             timeouts=tuple(args.timeout or [(0.150, 0.300)]),
+                             heartbeat=None if args.heartbeat is None else args.heartbeat / 1000.0,
+                             trials=args.trials, handovers=args.handovers, seed=args.seed)
+    settings.check()
+    print(f"raft-election {__version__} bench: {describe(settings)}", flush=True)
+    with contextlib.ExitStack() as stack:
+        progress: Callable[[], object] = lambda: None  # noqa: E731
+        if not args.no_progress:
+            try:
+                from tqdm import tqdm  # noqa: PLC0415
+            except ImportError:
+                raise ConfigError("progress", "the progress bar needs tqdm: pip install "
+                                              "'raft-election[bench]', or pass --no-progress") from None
+            progress = stack.enter_context(tqdm(total=steps(settings), unit="trial", file=sys.stderr)).update
+        results = run_bench(settings, progress=progress)
+    print()
+    print(markdown_table(results))
+    print("\nTimes in ms.  Failover: SIGKILL of the leader until another member's lease began.  split votes: "
+          "failovers that took more than one term.  r: the leader's median heartbeat round trip.  ideal: "
+          "a + (b-a)/n - h/2 + 2r.  first election: from a quorum of members started until a leader.  "
+          "unprovoked: leaders elected while the old one was alive (a restarted member deposing it, or a "
+          "spurious timeout) / members restarted.")
+    if args.json:
+        document = to_json(results, {**attrs.asdict(settings), "command": ["raft-election", *sys.argv[1:]]})
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(document, file, indent=1)
+            file.write("\n")
+    if args.plot:
+        from raft_election.bench.plot import plot_cdf  # noqa: PLC0415
+
+        plot_cdf(args.plot, [(describe(settings), results)])
+    return 0

@@ -25,7 +25,7 @@ from typing import IO, Any, Optional
 
 import attrs
 
-__all__ = ["MemberEvent", "MemberProcesses", "free_ports", "write_cluster_file"]
+__all__ = ["EventLog", "MemberEvent", "MemberProcesses", "free_ports", "write_cluster_file"]
 
 
 def free_ports(count: int, *, kind: str = "udp", host: str = "127.0.0.1") -> list[int]:
@@ -70,6 +70,61 @@ class MemberEvent:
     received: float = attrs.field(repr=False)
 
 
+class EventLog:
+    """Member events in the order they arrived, with a wait for the first one that matches.
+
+    Shared by threads: readers of member processes (or node observers) append, the caller waits.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[MemberEvent] = []
+        self._changed = threading.Condition()
+
+    def append(self, event: MemberEvent) -> None:
+        """Add ``event`` and wake every waiter."""
+        with self._changed:
+            self._events.append(event)
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiter (a stream ended)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def events(self) -> list[MemberEvent]:
+        """Every event so far, in the order it arrived."""
+        with self._changed:
+            return list(self._events)
+
+    def mark(self) -> int:
+        """An index for :meth:`wait_for`'s ``since``: only events after this call."""
+        with self._changed:
+            return len(self._events)
+
+    def wait_for(self, predicate: Callable[[MemberEvent], bool], timeout: float = 30.0,
+                 since: int = 0) -> MemberEvent:
+        """Wait for the first event (at index ``since`` or later) satisfying ``predicate``; return it.
+
+        Raises:
+            TimeoutError: none within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            index = since
+            while True:
+                while index < len(self._events):
+                    event = self._events[index]
+                    index += 1
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching member event within {timeout} s; last events: "
+                                       f"{self._events[-5:]}")
+                self._changed.wait(remaining)
+
+
 class _Member:
     def __init__(self, node_id: int, process: subprocess.Popen[str], log: IO[str]) -> None:
         self.node_id = node_id
@@ -112,9 +167,8 @@ class MemberProcesses:
         self._run_args = list(run_args)
         self._command = command
         self._members: dict[int, _Member] = {}
-        self._events: list[MemberEvent] = []
+        self._log = EventLog()
         self.garbage: list[tuple[int, str]] = []
-        self._changed = threading.Condition()
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,8 +186,9 @@ class MemberProcesses:
         if self._command is not None:
             command = self._command(node_id)
         else:
-            command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster", self.cluster_file,
-                       "--id", str(node_id), "--data-dir", self.data_dir(node_id), "--json", *self._run_args]
+            command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster",
+                       self.cluster_file, "--id", str(node_id), "--data-dir", self.data_dir(node_id),
+                       "--json", *self._run_args]
         if self._prefix is not None:
             command = [*self._prefix(node_id), *command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
@@ -235,20 +290,20 @@ class MemberProcesses:
                                     term=int(record["term"]), leader=record["leader"],
                                     monotonic=float(record["monotonic"]), record=record, received=received)
             except (ValueError, KeyError, TypeError):
-                with self._changed:
-                    self.garbage.append((member.node_id, line))
+                self.garbage.append((member.node_id, line))
                 continue
-            with self._changed:
-                self._events.append(event)
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
+            self._log.append(event)
+        self._log.wake()
 
     @property
     def events(self) -> list[MemberEvent]:
         """Every event read so far, in the order read."""
-        with self._changed:
-            return list(self._events)
+        return self._log.events
+
+    @property
+    def log(self) -> EventLog:
+        """The log every member's events are read into."""
+        return self._log
 
     def wait_for(self, predicate: Callable[[MemberEvent], bool], timeout: float = 30.0,
                  since: int = 0) -> MemberEvent:
@@ -257,25 +312,11 @@ class MemberProcesses:
         Raises:
             TimeoutError: none within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            index = since
-            while True:
-                while index < len(self._events):
-                    event = self._events[index]
-                    index += 1
-                    if predicate(event):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no matching member event within {timeout} s; last events: "
-                                       f"{self._events[-5:]}")
-                self._changed.wait(remaining)
+        return self._log.wait_for(predicate, timeout, since)
 
     def mark(self) -> int:
         """An index for :meth:`wait_for`'s ``since``: only events read after this call."""
-        with self._changed:
-            return len(self._events)
+        return self._log.mark()
 
     def status(self, node_id: int, timeout: float = 30.0) -> Mapping[str, Any]:
         """Ask member ``node_id`` for a status snapshot (SIGUSR1) and return its record."""

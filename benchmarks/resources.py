@@ -1,0 +1,922 @@
+"""Resource costs of the election: idle CPU and memory per member, messages per election, handling speed.
+
+Three parts, each runnable alone (subcommands), or all in a row (``all``, the default):
+
+* ``idle``: five member processes (``raft-election run``) on loopback elect a leader and settle; then
+  each member's CPU time (``utime + stime`` from ``/proc/<pid>/stat``) is sampled at the start and the end
+  of a window, and its ``VmRSS`` (``/proc/<pid>/status``) at the end.  Reported per member with its role
+  (from the members' own events) and, from SIGUSR1 status snapshots around the window, its message rates.
+  It answers "what does an idle cluster cost", which short timeouts make worse.  ``--pysyncobj`` measures
+  PySyncObj members (``benchmarks/pysyncobj_member.py``) the same way, if that script exists.
+* ``sweep``: election time and election messages against cluster size, with threaded members over the
+  in-memory network: the leader is crashed (cut off the network, then stopped, no handover) and the time
+  until another member becomes leader is taken from ``on_become_leader`` (``time.monotonic()`` in the
+  callback).  The messages of the failover are the vote requests and vote responses (pre-votes included)
+  the surviving members sent between just before the crash and the win (and until every survivor follows
+  the new leader); the terms it took tell split votes apart.
+* ``throughput``: a plain ``time.perf_counter`` loop driving :class:`~raft_election.core.RaftCore`
+  directly (a follower answering heartbeats, a leader of five taking heartbeat responses), then the codec
+  around it (bytes in, bytes out, as ``RaftNode`` does), then a real ``RaftNode`` fed through its
+  transport's deliver callback.  It bounds how many members and how short a heartbeat one core can serve.
+
+Every part prints markdown tables with its settings; ``--json FILE`` also writes every number.  Run::
+
+    python -m benchmarks.resources idle --seconds 30
+    python -m benchmarks.resources idle --seconds 30 --timeout 12-24 --heartbeat 4
+    python -m benchmarks.resources sweep --trials 20
+    python -m benchmarks.resources throughput
+    python -m benchmarks.resources --quick        # everything, tiny, to check the script works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import attrs
+
+from raft_election import MemoryStorage, RaftConfig, RaftNode
+from raft_election.codec import Codec
+from raft_election.core import RaftCore
+from raft_election.events import BecameLeader, Event
+from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
+from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.roles import Role
+from raft_election.storage import HardState
+from raft_election.transport import DeliverFn, Transport
+from transports.memory import InMemoryNetwork
+
+logger = logging.getLogger("benchmarks.resources")
+
+PYSYNCOBJ_MEMBER = Path(__file__).resolve().parent / "pysyncobj_member.py"
+#: The counters whose sum over the survivors is "messages per election" (pre-votes are VoteRequests too).
+ELECTION_COUNTERS = ("vote_requests_sent", "vote_responses_sent")
+#: Everything else the sweep records per failover.
+SWEEP_COUNTERS = (*ELECTION_COUNTERS, "vote_requests_resent", "pre_votes_started", "elections_started",
+                  "heartbeats_sent", "heartbeat_responses_sent")
+#: Generous limit for waits that normally take well under a second: only there to avoid hanging.
+PATIENCE = 20.0
+
+
+# ---------------------------------------------------------------------- small helpers
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def parse_timeout(text: str) -> tuple[float, float]:
+    """``"150-300"`` (ms) -> ``(0.150, 0.300)`` seconds."""
+    try:
+        low, high = (float(part) / 1000 for part in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX in ms, like 150-300, got {text!r}") from None
+    if not 0 < low < high:
+        raise argparse.ArgumentTypeError(f"need 0 < MIN < MAX, got {text!r}")
+    return low, high
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 3,5,7, got {text!r}") from None
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"every size must be at least 2, got {text!r}")
+    return sizes
+
+
+def ms_range(timeout: tuple[float, float]) -> str:
+    return f"{timeout[0] * 1000:g}–{timeout[1] * 1000:g} ms"
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"python": f"{platform.python_implementation()} {platform.python_version()}",
+            "machine": platform.machine(), "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}
+
+
+def machine_line() -> str:
+    info = machine()
+    return (f"{info['python']} on {info['machine']}, {info['cpus']} CPUs, load average "
+            f"{' / '.join(f'{x:.2f}' for x in info['loadavg'])} (1/5/15 min) at the start")
+
+
+#: A table cell that is a number (or a range or percentage of numbers, or a dash for none).
+_NUMBER = re.compile(r"[0-9.,–% -]+|—")
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A markdown table: columns of numbers right-aligned, the others left-aligned."""
+    texts = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(header[i]), *(len(row[i]) for row in texts)) for i in range(len(header))]
+    numeric = [bool(texts) and all(_NUMBER.fullmatch(row[i]) for row in texts) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
+                                 for i, cell in enumerate(cells)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if numeric[i] else ("-" * (w + 2))
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in texts)])
+
+
+# ---------------------------------------------------------------------- part 1: idle CPU and RSS
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of process ``pid`` so far, from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        data = file.read()
+    # The command name (field 2) may contain spaces and parentheses: split after its closing one.
+    fields = data[data.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5); fields[0] is field 3
+    return (utime + stime) / CLOCK_TICKS
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status", encoding="ascii") as file:
+        return dict(line.split(":", 1) for line in file.read().splitlines() if ":" in line)
+
+
+def rss_mib(status: Mapping[str, str]) -> float:
+    value, unit = status["VmRSS"].split()
+    assert unit == "kB", unit
+    return int(value) / 1024
+
+
+def roles_from_events(events: Iterable[MemberEvent], members: Iterable[int]) -> dict[int, str]:
+    """Each member's role after the given events: leader from ``became_leader`` until ``lost_leadership``."""
+    roles = dict.fromkeys(members, "follower")
+    for event in events:
+        if event.event == "became_leader":
+            roles[event.node] = "leader"
+        elif event.event in ("lost_leadership", "stopped"):
+            roles[event.node] = "follower"
+    return roles
+
+
+@attrs.frozen(kw_only=True)
+class IdleSettings:
+    implementation: str  # "raft_election" or "pysyncobj"
+    transport: str
+    members: int
+    election_timeout: tuple[float, float]
+    heartbeat: float
+    seconds: float
+    settle: float
+    pysyncobj_tick: Optional[float] = None
+
+
+def idle_run(settings: IdleSettings) -> dict[str, Any]:
+    """Start the members, wait for a leader and settling, then measure one window; return the results."""
+    ids = list(range(1, settings.members + 1))
+    ours = settings.implementation == "raft_election"
+    kind = "udp" if ours and settings.transport == "udp" else "tcp"
+    with tempfile.TemporaryDirectory(prefix="raft-resources-") as workdir:
+        ports = free_ports(settings.members, kind=kind)
+        members = {i: f"127.0.0.1:{port}" for i, port in zip(ids, ports)}
+        path = write_cluster_file(os.path.join(workdir, "cluster.json"), members,
+                                  transport=settings.transport, election_timeout=settings.election_timeout,
+                                  heartbeat_interval=settings.heartbeat)
+        command: Optional[Callable[[int], list[str]]] = None
+        if not ours:
+            tick = str(settings.pysyncobj_tick)
+
+            def command(node_id: int) -> list[str]:
+                return [sys.executable, str(PYSYNCOBJ_MEMBER), "--cluster", path, "--id", str(node_id),
+                        "--tick", tick, "--connection-timeout", "30"]
+
+        with MemberProcesses(path, workdir, ids, command=command) as processes:
+            started = time.monotonic()
+            processes.start_all()
+            first = processes.wait_for(lambda e: e.event == "became_leader", timeout=60)
+            logger.info("%s: member %d leads term %d after %.0f ms; settling %.1f s",
+                        settings.implementation, first.node, first.term,
+                        (first.monotonic - started) * 1000, settings.settle)
+            time.sleep(settings.settle)
+            before = {i: processes.status(i) for i in ids} if ours else {}
+            mark = processes.mark()
+            pids = {i: processes.pid(i) for i in ids}
+            cpu_start = {i: cpu_seconds(pids[i]) for i in ids}
+            window_start = time.monotonic()
+            logger.info("measuring for %.1f s", settings.seconds)
+            time.sleep(settings.seconds)
+            cpu_end = {i: cpu_seconds(pids[i]) for i in ids}
+            window = time.monotonic() - window_start
+            statuses = {i: proc_status(pids[i]) for i in ids}
+            after = {i: processes.status(i) for i in ids} if ours else {}
+            events = processes.events
+            alive = {i: processes.alive(i) for i in ids}
+    roles = roles_from_events(events, ids)
+    changes = [e for e in events[mark:] if e.event in ("became_leader", "lost_leadership")]
+    rows = []
+    for i in ids:
+        row: dict[str, Any] = {
+            "member": i, "pid": pids[i], "role": roles[i], "alive": alive[i],
+            "cpu_seconds": cpu_end[i] - cpu_start[i],
+            "cpu_percent": (cpu_end[i] - cpu_start[i]) / window * 100,
+            "rss_mib": rss_mib(statuses[i]), "threads": int(statuses[i]["Threads"]),
+        }
+        if ours:
+            span = float(after[i]["monotonic"]) - float(before[i]["monotonic"])
+            for name in ("messages_sent", "messages_received"):
+                delta = after[i]["counters"].get(name, 0) - before[i]["counters"].get(name, 0)
+                row[f"{name}_per_second"] = delta / span
+        rows.append(row)
+    followers = [row for row in rows if row["role"] == "follower"]
+    leaders = [row for row in rows if row["role"] == "leader"]
+    return {
+        "settings": attrs.asdict(settings), "window_seconds": window, "rows": rows,
+        "followers_mean": {key: statistics.fmean(row[key] for row in followers)
+                           for key in ("cpu_percent", "rss_mib")} if followers else None,
+        "leader": {key: leaders[0][key] for key in ("member", "cpu_percent", "rss_mib")} if leaders else None,
+        "leaders_at_end": len(leaders),
+        "leadership_events_in_window": [
+            {"node": e.node, "event": e.event, "term": e.term, "monotonic": e.monotonic} for e in changes],
+    }
+
+
+def idle_report(result: Mapping[str, Any]) -> str:
+    settings = result["settings"]
+    ours = settings["implementation"] == "raft_election"
+    name = "raft_election (`raft-election run`)" if ours else "PySyncObj (`benchmarks/pysyncobj_member.py`)"
+    tick = "" if ours else f", PySyncObj tick {settings['pysyncobj_tick'] * 1000:g} ms"
+    lines = [
+        f"### Idle cost per member: {name}, {settings['members']} processes, {settings['transport'].upper()} "
+        "loopback",
+        "",
+        f"Election timeout {ms_range(settings['election_timeout'])}, heartbeat "
+        f"{settings['heartbeat'] * 1000:g} ms{tick}; after the first leader, {settings['settle']:g} s of "
+        f"settling, then a {result['window_seconds']:.1f} s window.  CPU % is of one core (utime + stime "
+        f"from /proc/PID/stat, {CLOCK_TICKS} ticks/s); RSS is VmRSS at the end of the window (MiB).",
+        "",
+    ]
+    header = ["member", "role", "CPU % of one core", "RSS MiB", "threads"]
+    if ours:
+        header += ["msgs sent/s", "msgs received/s"]
+    rows = []
+    for row in result["rows"]:
+        cells = [row["member"], row["role"], f"{row['cpu_percent']:.2f}", f"{row['rss_mib']:.1f}",
+                 row["threads"]]
+        if ours:
+            cells += [f"{row['messages_sent_per_second']:.1f}", f"{row['messages_received_per_second']:.1f}"]
+        rows.append(cells)
+    lines.append(markdown(header, rows))
+    lines.append("")
+    summary = []
+    if result["followers_mean"] is not None:
+        mean = result["followers_mean"]
+        summary.append(["followers (mean)", f"{mean['cpu_percent']:.2f}", f"{mean['rss_mib']:.1f}"])
+    if result["leader"] is not None:
+        leader = result["leader"]
+        summary.append([f"leader (member {leader['member']})", f"{leader['cpu_percent']:.2f}",
+                        f"{leader['rss_mib']:.1f}"])
+    lines.append(markdown(["", "CPU % of one core", "RSS MiB"], summary))
+    events = result["leadership_events_in_window"]
+    lines.append("")
+    if events:
+        described = ", ".join(f"{e['event']} {e['node']} (term {e['term']})" for e in events)
+        lines.append(f"Leadership changed during the window ({len(events)} events): {described}.")
+    else:
+        lines.append("No leadership change during the window.")
+    if result["leaders_at_end"] != 1:
+        lines.append(f"Warning: {result['leaders_at_end']} members considered themselves leader at the end.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- part 2: cluster-size sweep
+
+
+@attrs.define
+class _Armed:
+    """One failover being measured: who crashed, when, and the counters at the win (set by the callback)."""
+
+    crashed: int
+    since: float
+    survivors: tuple[int, ...]
+    at_win: Optional[dict[str, int]] = None
+
+
+@attrs.frozen(kw_only=True)
+class Win:
+    node: int
+    term: int
+    #: ``time.monotonic()`` in the ``on_become_leader`` callback.
+    callback_at: float
+    #: ``BecameLeader.at``: the core's own time of the win (before persisting, sending and dispatching).
+    event_at: Optional[float]
+
+
+class SweepCluster:
+    """Threaded members (MemoryStorage) over one InMemoryNetwork, recording every win and its counters."""
+
+    def __init__(self, size: int, *, seed: int, delay: tuple[float, float],
+                 election_timeout: tuple[float, float], heartbeat: float) -> None:
+        self.network = InMemoryNetwork(seed=seed, delay=delay)
+        self.peers = {i: f"memory:{i}" for i in range(1, size + 1)}
+        self.configs = {i: RaftConfig(node_id=i, peers=self.peers, election_timeout=election_timeout,
+                                      heartbeat_interval=heartbeat, transfer_on_stop=False)
+                        for i in self.peers}
+        self.storages = {i: MemoryStorage() for i in self.peers}
+        self.nodes: dict[int, RaftNode] = {}
+        self.down: set[int] = set()
+        self.wins: list[Win] = []
+        self._event_at: dict[tuple[int, int], float] = {}
+        self._armed: Optional[_Armed] = None
+        self._changed = threading.Condition()
+        self._rng = random.Random(seed)
+
+    def start(self, node_id: int) -> None:
+        def observe(event: Event) -> None:
+            if isinstance(event, BecameLeader):
+                with self._changed:
+                    self._event_at[(node_id, event.term)] = event.at
+
+        def became_leader(term: int) -> None:
+            now = time.monotonic()
+            with self._changed:
+                armed = self._armed
+            counts = None
+            if armed is not None and armed.at_win is None and node_id != armed.crashed and now >= armed.since:
+                counts = self.totals(armed.survivors)  # as soon as the winner knows: "just after" the win
+            with self._changed:
+                if counts is not None and armed is not None and armed.at_win is None:
+                    armed.at_win = counts
+                self.wins.append(Win(node=node_id, term=term, callback_at=now,
+                                     event_at=self._event_at.get((node_id, term))))
+                self._changed.notify_all()
+
+        node = RaftNode(self.configs[node_id], self.network.transport(node_id), self.storages[node_id],
+                        on_become_leader=became_leader, observer=observe,
+                        rng=random.Random(self._rng.getrandbits(64)))
+        self.nodes[node_id] = node.start()
+        self.down.discard(node_id)
+
+    def start_all(self) -> None:
+        for node_id in self.peers:
+            self.start(node_id)
+
+    def crash(self, node_id: int) -> None:
+        """Cut the member off first, so nothing it says on the way down gets out, then stop it."""
+        self.network.isolate(node_id)
+        self.down.add(node_id)
+        self.nodes[node_id].stop()
+
+    def restart(self, node_id: int) -> None:
+        self.network.rejoin(node_id)
+        self.start(node_id)
+
+    def totals(self, ids: Iterable[int]) -> dict[str, int]:
+        """The sums of :data:`SWEEP_COUNTERS` over members ``ids``."""
+        sums = dict.fromkeys(SWEEP_COUNTERS, 0)
+        for node_id in ids:
+            counters = self.nodes[node_id].status().counters
+            for name in SWEEP_COUNTERS:
+                sums[name] += counters.get(name, 0)
+        return sums
+
+    def stable_leader(self) -> Optional[int]:
+        """The member that holds a lease and that every running member follows, if any."""
+        running = [node for node_id, node in self.nodes.items() if node_id not in self.down]
+        holders = [node.node_id for node in running if node.is_leader]
+        if len(holders) == 1 and all(node.leader_id == holders[0] for node in running):
+            return holders[0]
+        return None
+
+    def wait_stable(self, timeout: float = PATIENCE) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.stable_leader()
+            if leader is not None:
+                return leader
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no stable leader within {timeout} s: "
+                                   + ", ".join(repr(node) for node in self.nodes.values()))
+            time.sleep(0.01)
+
+    def arm(self, crashed: int, since: float) -> _Armed:
+        armed = _Armed(crashed=crashed, since=since,
+                       survivors=tuple(i for i in self.peers if i != crashed))
+        with self._changed:
+            self._armed = armed
+        return armed
+
+    def wait_for_win(self, armed: _Armed, timeout: float = PATIENCE) -> Win:
+        """The first win after ``armed.since`` by a member other than the crashed one."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for win in self.wins:
+                    if win.node != armed.crashed and win.callback_at >= armed.since \
+                            and armed.at_win is not None:
+                        self._armed = None
+                        return win
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no new leader within {timeout} s")
+                self._changed.wait(remaining)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.network.close()
+
+
+def sweep_size(size: int, trials: int, *, seed: int, delay: tuple[float, float],
+               election_timeout: tuple[float, float], heartbeat: float) -> dict[str, Any]:
+    """Crash the leader of one ``size``-member cluster ``trials`` times; return every failover."""
+    cluster = SweepCluster(size, seed=seed, delay=delay, election_timeout=election_timeout,
+                           heartbeat=heartbeat)
+    rng = random.Random(seed)
+    failovers: list[dict[str, Any]] = []
+    error = None
+    try:
+        cluster.start_all()
+        for trial in range(trials):
+            old = cluster.wait_stable()
+            # A crash at a random phase of the heartbeat cycle, once any restart has settled.
+            time.sleep(0.1 + rng.uniform(0, heartbeat))
+            if cluster.stable_leader() != old:
+                old = cluster.wait_stable()
+            term_before = cluster.nodes[old].term
+            survivors = [i for i in cluster.peers if i != old]
+            before = cluster.totals(survivors)
+            crashed_at = time.monotonic()
+            armed = cluster.arm(old, crashed_at)
+            cluster.crash(old)
+            win = cluster.wait_for_win(armed)
+            at_win = armed.at_win
+            assert at_win is not None
+            new = cluster.wait_stable()
+            settled = cluster.totals(survivors)
+            failover = {
+                "trial": trial, "old_leader": old, "new_leader": win.node, "settled_leader": new,
+                "term_before": term_before, "term": win.term, "terms": win.term - term_before,
+                "ms": (win.callback_at - crashed_at) * 1000,
+                "event_ms": None if win.event_at is None else (win.event_at - crashed_at) * 1000,
+                "at_win": {name: at_win[name] - before[name] for name in SWEEP_COUNTERS},
+                "settled": {name: settled[name] - before[name] for name in SWEEP_COUNTERS},
+            }
+            failovers.append(failover)
+            logger.info("%d members, trial %d/%d: %d -> %d in %.1f ms, %d term(s), %d election messages",
+                        size, trial + 1, trials, old, win.node, failover["ms"], failover["terms"],
+                        sum(failover["at_win"][name] for name in ELECTION_COUNTERS))
+            cluster.restart(old)
+    except TimeoutError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.error("%d members: stopped after %d trials: %s", size, len(failovers), error)
+    finally:
+        cluster.close()
+    return summarize_size(size, failovers, election_timeout, heartbeat, error)
+
+
+def summarize_size(size: int, failovers: list[dict[str, Any]], election_timeout: tuple[float, float],
+                   heartbeat: float, error: Optional[str]) -> dict[str, Any]:
+    low, high = election_timeout
+    summary: dict[str, Any] = {
+        "size": size, "trials": len(failovers), "error": error,
+        # Expected minimum of n - 1 survivors' uniform timeouts, started on average h/2 before the crash.
+        "model_ms": (low + (high - low) / size - heartbeat / 2) * 1000,
+        "failovers": failovers,
+    }
+    if not failovers:
+        return summary
+
+    def messages(kind: str) -> list[int]:
+        return [sum(f[kind][name] for name in ELECTION_COUNTERS) for f in failovers]
+
+    times = [f["ms"] for f in failovers]
+    summary.update({
+        "ms_min": min(times), "ms_median": statistics.median(times), "ms_p90": percentile(times, 0.9),
+        "ms_max": max(times),
+        "event_ms_median": statistics.median(f["event_ms"] for f in failovers if f["event_ms"] is not None),
+        "messages_at_win_median": statistics.median(messages("at_win")),
+        "messages_settled_median": statistics.median(messages("settled")),
+        "messages_settled_max": max(messages("settled")),
+        "resent_median": statistics.median(f["settled"]["vote_requests_resent"] for f in failovers),
+        "pre_votes_mean": statistics.fmean(f["settled"]["pre_votes_started"] for f in failovers),
+        "candidacies_mean": statistics.fmean(f["settled"]["elections_started"] for f in failovers),
+        "terms_max": max(f["terms"] for f in failovers),
+        "split_vote_share": sum(1 for f in failovers if f["terms"] > 1) / len(failovers),
+    })
+    return summary
+
+
+def sweep_report(result: Mapping[str, Any]) -> str:
+    settings = result["settings"]
+    lines = [
+        "### Failover time and election messages against cluster size (threaded members, in-memory network)",
+        "",
+        f"Election timeout {ms_range(settings['election_timeout'])}, "
+        f"heartbeat {settings['heartbeat'] * 1000:g} ms, pre-vote on, network delay "
+        f"{settings['delay'][0] * 1000:g}–{settings['delay'][1] * 1000:g} ms, "
+        f"up to {settings['trials']} crashes per size (one cluster per size, the crashed leader restarted "
+        "after each failover).  Time: crash → `on_become_leader` of the successor (`time.monotonic()` in "
+        "the callback).  Messages: vote requests + vote responses (pre-votes included) sent by all "
+        "survivors, from just before the crash to the win (callback), and to when every survivor follows "
+        "the new leader (settled).  Model: a + (b − a)/n − h/2 (no network time).  Split vote: the failover "
+        "took more than one term.",
+        "",
+    ]
+    header = ["members", "crashes", "median ms", "p90 ms", "max ms", "model ms", "msgs at win",
+              "msgs settled", "msgs/member", "resent", "pre-votes", "candidacies", "split-vote share"]
+    rows = []
+    for size in result["sizes"]:
+        if not size["trials"]:
+            rows.append([size["size"], 0, *["—"] * (len(header) - 2)])
+            continue
+        rows.append([
+            size["size"], size["trials"], f"{size['ms_median']:.1f}", f"{size['ms_p90']:.1f}",
+            f"{size['ms_max']:.1f}", f"{size['model_ms']:.1f}", f"{size['messages_at_win_median']:g}",
+            f"{size['messages_settled_median']:g}",
+            f"{size['messages_settled_median'] / (size['size'] - 1):.2f}", f"{size['resent_median']:g}",
+            f"{size['pre_votes_mean']:.2f}", f"{size['candidacies_mean']:.2f}",
+            f"{size['split_vote_share'] * 100:.0f} %",
+        ])
+    lines.append(markdown(header, rows))
+    lines.append("")
+    lines.append("Medians except: pre-votes and candidacies (pre-vote rounds and real campaigns started by "
+                 "survivors per failover) are means; resent = vote requests resent (already in the "
+                 "counts); msgs/member = settled median / survivors.")
+    for size in result["sizes"]:
+        if size["error"]:
+            lines.append(f"- {size['size']} members: stopped after {size['trials']} crashes: {size['error']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- part 3: message-handling speed
+
+
+PEERS5 = {i: f"bench:{i}" for i in range(1, 6)}
+ROUNDS = 64
+
+
+def follower_core() -> RaftCore:
+    """Member 1 of 5, fresh at term 0: the first heartbeat (term 1) makes it follow member 2."""
+    return RaftCore(RaftConfig(node_id=1, peers=PEERS5), HardState(), 0.0, random.Random(1))
+
+
+def leader_core() -> RaftCore:
+    """Member 1 of 5, elected through a pre-vote and a vote granted by members 2 and 3."""
+    core = RaftCore(RaftConfig(node_id=1, peers=PEERS5), HardState(), 0.0, random.Random(1))
+    now = core.next_deadline
+    output = core.tick(now)
+    for _ in range(2):  # the pre-vote round, then the real one
+        request = next(out.message for out in output.messages if isinstance(out.message, VoteRequest))
+        role = core.role
+        for voter in (2, 3):
+            output = core.receive(voter, VoteResponse(term=request.term, round=request.round, granted=True,
+                                                      pre_vote=request.pre_vote), now)
+            if core.role is not role:
+                break
+    assert core.role is Role.LEADER, core
+    return core
+
+
+def heartbeats(term: int = 1) -> list[Heartbeat]:
+    return [Heartbeat(term=term, round=r) for r in range(ROUNDS)]
+
+
+def time_core_follower(count: int, codec: Optional[Codec] = None) -> float:
+    """A follower answering ``count`` heartbeats: ``core.receive`` only, or with ``codec``: bytes in, out."""
+    core = follower_core()
+    messages = heartbeats()
+    step = 0.001  # 1 ms between heartbeats: far inside the election timeout, which each one resets
+    now = 0.0
+    if codec is None:
+        receive = core.receive
+        started = time.perf_counter()
+        for n in range(count):
+            now += step
+            output = receive(2, messages[n % ROUNDS], now)
+        elapsed = time.perf_counter() - started
+    else:
+        data = [codec.encode(Envelope(sender=2, recipient=1, message=m)) for m in messages]
+        decode, encode = codec.decode, codec.encode
+        started = time.perf_counter()
+        for n in range(count):
+            now += step
+            envelope = decode(data[n % ROUNDS])
+            if envelope.recipient != 1:
+                raise AssertionError(envelope)
+            output = core.receive(envelope.sender, envelope.message, now)
+            for out in output.messages:
+                encode(Envelope(sender=1, recipient=out.to, message=out.message))
+        elapsed = time.perf_counter() - started
+    assert core.role is Role.FOLLOWER and core.leader_id == 2, core
+    assert len(output.messages) == 1 and isinstance(output.messages[0].message, HeartbeatResponse), output
+    return elapsed
+
+
+def time_core_leader(count: int, codec: Optional[Codec] = None) -> float:
+    """A leader of 5 taking ``count`` heartbeat responses, 4 per heartbeat round (ticks not timed)."""
+    core = leader_core()
+    term = core.term
+    peers = (2, 3, 4, 5)
+    encoded: dict[int, list[bytes]] = {}
+    elapsed = 0.0
+    handled = 0
+    while handled < count:
+        now = core.next_deadline
+        sent = core.tick(now).messages
+        round_ = sent[0].message.round
+        now += 0.0005
+        if codec is None:
+            responses = [HeartbeatResponse(term=term, round=round_, candidate=True) for _ in peers]
+            started = time.perf_counter()
+            for peer, response in zip(peers, responses):
+                core.receive(peer, response, now)
+            elapsed += time.perf_counter() - started
+        else:
+            data = encoded.get(round_)
+            if data is None:
+                data = encoded[round_] = [
+                    codec.encode(Envelope(sender=peer, recipient=1,
+                                          message=HeartbeatResponse(term=term, round=round_, candidate=True)))
+                    for peer in peers]
+            started = time.perf_counter()
+            for item in data:
+                envelope = codec.decode(item)
+                if envelope.recipient != 1:
+                    raise AssertionError(envelope)
+                core.receive(envelope.sender, envelope.message, now)
+            elapsed += time.perf_counter() - started
+        handled += len(peers)
+    assert core.is_leader(core.next_deadline - 1e-6) and core.term == term, core
+    return elapsed * count / handled
+
+
+def time_decode(count: int, codec: Codec) -> float:
+    data = [codec.encode(Envelope(sender=2, recipient=1, message=m)) for m in heartbeats()]
+    decode = codec.decode
+    started = time.perf_counter()
+    for n in range(count):
+        decode(data[n % ROUNDS])
+    return time.perf_counter() - started
+
+
+def time_encode(count: int, codec: Codec) -> float:
+    envelopes = [Envelope(sender=1, recipient=2, message=HeartbeatResponse(term=1, round=r, candidate=True))
+                 for r in range(ROUNDS)]
+    encode = codec.encode
+    started = time.perf_counter()
+    for n in range(count):
+        encode(envelopes[n % ROUNDS])
+    return time.perf_counter() - started
+
+
+class _CountingTransport(Transport):
+    """Captures the node's deliver callback (what a real transport calls per datagram) and counts sends."""
+
+    def __init__(self) -> None:
+        self.deliver: Optional[DeliverFn] = None
+        self.sent = 0
+
+    def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
+        self.deliver = deliver
+
+    def send(self, peer_id: int, data: bytes) -> None:
+        self.sent += 1
+
+    def close(self) -> None:
+        self.deliver = None
+
+
+def time_node_follower(count: int, secret: Optional[bytes] = None) -> float:
+    """A started RaftNode (timer and callback threads running) fed ``count`` heartbeat datagrams."""
+    config = RaftConfig(node_id=1, peers=PEERS5, secret=secret)
+    codec = Codec(config.cluster, secret)
+    data = [codec.encode(Envelope(sender=2, recipient=1, message=m)) for m in heartbeats()]
+    transport = _CountingTransport()
+    node = RaftNode(config, transport, MemoryStorage()).start()
+    try:
+        deliver = transport.deliver
+        assert deliver is not None
+        deliver(data[0])  # the first one changes term and leader (a save and events): not steady state
+        transport.sent = 0
+        started = time.perf_counter()
+        for n in range(count):
+            deliver(data[n % ROUNDS])
+        elapsed = time.perf_counter() - started
+        assert transport.sent == count and node.leader_id == 2, (transport.sent, node)
+    finally:
+        node.stop()
+    return elapsed
+
+
+SECRET = b"benchmark secret, long enough to use"
+
+
+def throughput_cases() -> list[tuple[str, Callable[[int], float]]]:
+    plain, signed = Codec("default"), Codec("default", SECRET)
+    return [
+        ("core: follower ← Heartbeat (receive → HeartbeatResponse)", time_core_follower),
+        ("core: leader of 5 ← HeartbeatResponse", time_core_leader),
+        ("codec: decode Heartbeat", lambda n: time_decode(n, plain)),
+        ("codec: encode HeartbeatResponse", lambda n: time_encode(n, plain)),
+        ("codec + core: follower, bytes in → bytes out", lambda n: time_core_follower(n, plain)),
+        ("codec + core: leader of 5, bytes in", lambda n: time_core_leader(n, plain)),
+        ("codec + core: follower, bytes in → bytes out, HMAC", lambda n: time_core_follower(n, signed)),
+        ("RaftNode: follower, transport deliver callback", time_node_follower),
+        ("RaftNode: follower, deliver callback, HMAC", lambda n: time_node_follower(n, SECRET)),
+    ]
+
+
+def throughput_run(messages: int, repeats: int) -> dict[str, Any]:
+    results = []
+    for name, case in throughput_cases():
+        case(max(1, messages // 10))  # warm-up
+        per_message = []
+        for _ in range(repeats):
+            per_message.append(case(messages) / messages)
+        median = statistics.median(per_message)
+        results.append({"case": name, "us_per_message": median * 1e6, "messages_per_second": 1 / median,
+                        "us_min": min(per_message) * 1e6, "us_max": max(per_message) * 1e6,
+                        "repeats_us": [x * 1e6 for x in per_message]})
+        logger.info("%s: %.2f µs per message", name, median * 1e6)
+    return {"settings": {"messages": messages, "repeats": repeats}, "cases": results}
+
+
+def throughput_report(result: Mapping[str, Any]) -> str:
+    settings = result["settings"]
+    lines = [
+        "### Message handling speed (one thread, `time.perf_counter` loop)",
+        "",
+        f"{settings['messages']:,} messages per repetition, median of {settings['repeats']} repetitions "
+        "(after a warm-up); garbage collector on.  Core: `RaftCore.receive` on a member of 5 (default "
+        "150–300 ms / 50 ms settings), the message objects built beforehand.  Codec + core: what the node "
+        "does per datagram (decode, check the recipient, `receive`, encode each reply), without locks or "
+        "threads.  RaftNode: a started node fed through its transport's deliver callback (decode, lock, "
+        "`receive`, persist-before-send queue, encode, `send` to a transport that only counts), with its "
+        "timer thread woken on every message as in real use.  HMAC: a 36-byte shared secret "
+        "(HMAC-SHA256 checked on the way in and added on the way out).",
+        "",
+    ]
+    rows = [[case["case"], f"{case['us_per_message']:.2f}", f"{case['us_min']:.2f}–{case['us_max']:.2f}",
+             f"{case['messages_per_second']:,.0f}"] for case in result["cases"]]
+    lines.append(markdown(["path", "µs per message", "range µs", "messages per second"], rows))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+@attrs.frozen(kw_only=True)
+class Quick:
+    """The tiny settings of ``--quick``, used for every option not given explicitly."""
+
+    seconds: float = 3.0
+    settle: float = 1.0
+    sizes: tuple[int, ...] = (3, 5)
+    trials: int = 3
+    messages: int = 2000
+    repeats: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class Full:
+    seconds: float = 30.0
+    settle: float = 2.0
+    sizes: tuple[int, ...] = (3, 5, 7, 9, 15, 25, 51)
+    trials: int = 20
+    messages: int = 50_000
+    repeats: int = 7
+
+
+def resolve(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name, None)
+    if value is not None:
+        return value
+    return getattr(Quick() if args.quick else Full(), name)
+
+
+def run_idle(args: argparse.Namespace) -> dict[str, Any]:
+    settings = IdleSettings(implementation="raft_election", transport=args.transport, members=args.members,
+                            election_timeout=args.timeout, heartbeat=args.heartbeat / 1000,
+                            seconds=resolve(args, "seconds"), settle=resolve(args, "settle"))
+    results: dict[str, Any] = {"raft_election": idle_run(settings)}
+    print(idle_report(results["raft_election"]), end="\n\n", flush=True)
+    if args.pysyncobj:
+        if not PYSYNCOBJ_MEMBER.exists():
+            note = f"PySyncObj part skipped: {PYSYNCOBJ_MEMBER.name} does not exist."
+            results["pysyncobj"] = {"skipped": note}
+            print(note, end="\n\n", flush=True)
+        else:
+            tick = args.pysyncobj_tick / 1000 if args.pysyncobj_tick is not None else args.heartbeat / 1000
+            theirs = attrs.evolve(settings, implementation="pysyncobj", transport="tcp", pysyncobj_tick=tick)
+            try:
+                results["pysyncobj"] = idle_run(theirs)
+                print(idle_report(results["pysyncobj"]), end="\n\n", flush=True)
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                note = f"PySyncObj part failed: {type(exc).__name__}: {exc}"
+                logger.error("%s", note)
+                results["pysyncobj"] = {"skipped": note}
+                print(note, end="\n\n", flush=True)
+    return results
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    sizes, trials = resolve(args, "sizes"), resolve(args, "trials")
+    delay = (0.0002, 0.001)
+    sweep = []
+    for size in sizes:
+        sweep.append(sweep_size(size, trials, seed=args.seed + size, delay=delay,
+                                election_timeout=args.timeout, heartbeat=args.heartbeat / 1000))
+    result = {"settings": {"election_timeout": args.timeout, "heartbeat": args.heartbeat / 1000,
+                           "delay": delay, "trials": trials, "sizes": list(sizes), "seed": args.seed},
+              "sizes": sweep}
+    print(sweep_report(result), end="\n\n", flush=True)
+    return result
+
+
+def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    result = throughput_run(resolve(args, "messages"), resolve(args, "repeats"))
+    print(throughput_report(result), end="\n\n", flush=True)
+    return result
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "idle": run_idle, "sweep": run_sweep, "throughput": run_throughput,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true",
+                        help="tiny settings for every option not given (3 s window, sizes 3,5, 3 trials)")
+    common.add_argument("--json", metavar="FILE", help="also write every result to FILE")
+    common.add_argument("-v", "--verbose", action="store_true", help="log the library's INFO lines too")
+    timing = argparse.ArgumentParser(add_help=False)
+    timing.add_argument("--timeout", type=parse_timeout, default=(0.150, 0.300),
+                        help="MIN-MAX election timeout in ms (default 150-300)")
+    timing.add_argument("--heartbeat", type=float, default=50.0, help="heartbeat interval in ms (default 50)")
+    idle = argparse.ArgumentParser(add_help=False)
+    idle.add_argument("--seconds", type=float, help="measurement window (default 30; --quick: 3)")
+    idle.add_argument("--settle", type=float, help="seconds after the first leader (default 2; --quick: 1)")
+    idle.add_argument("--members", type=int, default=5)
+    idle.add_argument("--transport", choices=("udp", "zmq"), default="udp")
+    idle.add_argument("--pysyncobj", action="store_true",
+                      help="also measure PySyncObj members (benchmarks/pysyncobj_member.py), if it exists")
+    idle.add_argument("--pysyncobj-tick", type=float,
+                      help="PySyncObj --tick in ms (default: the --heartbeat value)")
+    sweep = argparse.ArgumentParser(add_help=False)
+    sweep.add_argument("--sizes", type=parse_sizes, help="cluster sizes (default 3,5,7,9,15,25,51)")
+    sweep.add_argument("--trials", type=int, help="crashes per size (default 20; --quick: 3)")
+    sweep.add_argument("--seed", type=int, default=1)
+    speed = argparse.ArgumentParser(add_help=False)
+    speed.add_argument("--messages", type=int, help="messages per repetition (default 50000)")
+    speed.add_argument("--repeats", type=int, help="repetitions, the median is reported (default 7)")
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.resources",
+                                     description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("idle", parents=[common, timing, idle], help="idle CPU and RSS per member process")
+    commands.add_parser("sweep", parents=[common, timing, sweep],
+                        help="failover time and messages against cluster size (in-memory)")
+    commands.add_parser("throughput", parents=[common, speed], help="message-handling speed of the core")
+    commands.add_parser("all", parents=[common, timing, idle, sweep, speed], help="all three (the default)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(word in (*PARTS, "all", "-h", "--help") for word in argv):
+        argv.insert(0, "all")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logger.setLevel(logging.INFO)
+    parts = list(PARTS) if args.command == "all" else [args.command]
+    print(f"## Resource benchmarks ({', '.join(parts)}{', quick' if args.quick else ''})\n\n"
+          f"{machine_line()}.\n", flush=True)
+    results: dict[str, Any] = {"machine": machine(), "argv": argv, "quick": args.quick}
+    for part in parts:
+        results[part] = PARTS[part](args)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(results, file, indent=2)
+            file.write("\n")
+        logger.info("wrote %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

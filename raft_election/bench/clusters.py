@@ -1,0 +1,231 @@
+"""The clusters a benchmark runs trials on: member processes, or threaded members in this process.
+
+Both kinds give the trial loop the same things: member events as :class:`MemberEvent` records in one
+:class:`EventLog` (``became_leader`` with the moment the lease began, ``leader_changed``), ways to crash,
+restart and gracefully stop a member, the election messages sent so far, and the leader's measured round
+trip.  Times are ``time.monotonic()``; member processes on one machine share that clock with the caller.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+from raft_election.config import RaftConfig
+from raft_election.events import BecameLeader, Event, LeaderChanged
+from raft_election.node import RaftNode
+from raft_election.processes import EventLog, MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.storage import MemoryStorage
+
+__all__ = ["BenchCluster", "MemoryCluster", "ProcessCluster", "election_messages"]
+
+#: Counters whose sum is the number of messages an election costs (pre-vote and vote rounds, repeats too).
+ELECTION_COUNTERS = ("vote_requests_sent", "vote_responses_sent")
+
+#: Called with a member id and the cluster file; gives the command line of a member that prints the same
+#: JSON events as ``raft-election run --json`` (None: that command itself).
+MemberCommand = Callable[[int, str], list[str]]
+
+
+def election_messages(counters: Mapping[str, Any]) -> int:
+    """The election messages a member has sent, from its status counters."""
+    return sum(int(counters.get(name, 0)) for name in ELECTION_COUNTERS)
+
+
+class BenchCluster(abc.ABC):
+    """A cluster of ``size`` members (ids 1..size) under test."""
+
+    def __init__(self, size: int) -> None:
+        self.members = tuple(range(1, size + 1))
+        self.log = EventLog()
+        self.down: set[int] = set()
+
+    @abc.abstractmethod
+    def start(self) -> float:
+        """Start every member; return the monotonic time at which a quorum of them had started."""
+
+    @abc.abstractmethod
+    def crash(self, node_id: int) -> float:
+        """End ``node_id`` abruptly (nothing it says gets out afterwards); return when (monotonic)."""
+
+    @abc.abstractmethod
+    def stop_gracefully(self, node_id: int) -> float:
+        """Stop ``node_id`` the way an operator would (a leader hands over first); return when."""
+
+    @abc.abstractmethod
+    def wait_stopped(self, node_id: int) -> None:
+        """Wait until a gracefully stopped ``node_id`` has ended."""
+
+    @abc.abstractmethod
+    def restart(self, node_id: int) -> None:
+        """Start ``node_id`` again (with its stored term and vote)."""
+
+    @abc.abstractmethod
+    def election_messages(self) -> Optional[dict[int, int]]:
+        """Election messages sent so far by each running member (None: this cluster cannot tell)."""
+
+    @abc.abstractmethod
+    def round_trip(self, leader: int) -> Optional[float]:
+        """The leader's recent median heartbeat round trip in seconds (None: unknown)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End every member and free what the cluster holds."""
+
+    def __enter__(self) -> BenchCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ProcessCluster(BenchCluster):
+    """Members as OS processes (``raft-election run --json``, or ``member_command``) on loopback.
+
+    A crash is a SIGKILL; a graceful stop a SIGTERM.  Every process is ended by :meth:`close`, and the
+    cluster file and data directories live in ``workdir``.
+    """
+
+    def __init__(self, size: int, workdir: str, *, transport: str, election_timeout: tuple[float, float],
+                 heartbeat_interval: float, member_command: Optional[MemberCommand] = None) -> None:
+        super().__init__(size)
+        # Other member programs (PySyncObj) listen on TCP whatever the file says.
+        ports = free_ports(size, kind="udp" if transport == "udp" and member_command is None else "tcp")
+        self.addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in zip(self.members, ports)}
+        self.cluster_file = write_cluster_file(
+            os.path.join(workdir, "cluster.json"), self.addresses, transport=transport, cluster="bench",
+            election_timeout=election_timeout, heartbeat_interval=heartbeat_interval)
+        command = None
+        if member_command is not None:
+            path = self.cluster_file
+            command = lambda node_id: member_command(node_id, path)  # noqa: E731
+        self.processes = MemberProcesses(self.cluster_file, workdir, self.members, command=command)
+        self.log = self.processes.log  # one log: the processes' readers fill it
+        self._counts = member_command is None  # only our members report counters
+
+    def start(self) -> float:
+        since = self.log.mark()
+        self.processes.start_all()
+        started = sorted(self.log.wait_for(_started(node_id), since=since).monotonic
+                         for node_id in self.members)
+        return started[len(self.members) // 2]
+
+    def crash(self, node_id: int) -> float:
+        self.down.add(node_id)
+        return self.processes.kill(node_id)
+
+    def stop_gracefully(self, node_id: int) -> float:
+        self.down.add(node_id)
+        return self.processes.signal(node_id, signal.SIGTERM)
+
+    def wait_stopped(self, node_id: int) -> None:
+        self.processes.wait_exit(node_id)
+
+    def restart(self, node_id: int) -> None:
+        self.processes.start(node_id)
+        self.down.discard(node_id)
+
+    def election_messages(self) -> Optional[dict[int, int]]:
+        if not self._counts:
+            return None
+        return {i: election_messages(self.processes.status(i)["counters"])
+                for i in self.members if i not in self.down}
+
+    def round_trip(self, leader: int) -> Optional[float]:
+        if not self._counts:
+            return None
+        value = self.processes.status(leader).get("round_trip")
+        return float(value) if value is not None else None
+
+    def close(self) -> None:
+        self.processes.close()
+
+
+class MemoryCluster(BenchCluster):
+    """Threaded :class:`RaftNode` members over an in-memory network (0.2-1 ms delays) in this process.
+
+    A crash cuts the member off the network, then stops it: nothing it says gets out any more, as with a
+    killed process.  Its :class:`MemoryStorage` survives for the restart.
+    """
+
+    def __init__(self, size: int, *, election_timeout: tuple[float, float], heartbeat_interval: float,
+                 seed: Optional[int] = None) -> None:
+        from transports.memory import InMemoryNetwork  # noqa: PLC0415 (applications pick transports)
+
+        super().__init__(size)
+        self.network = InMemoryNetwork(seed=seed, delay=(0.0002, 0.001))
+        peers = {node_id: f"memory:{node_id}" for node_id in self.members}
+        self.configs = {node_id: RaftConfig(node_id=node_id, peers=peers, election_timeout=election_timeout,
+                                            heartbeat_interval=heartbeat_interval)
+                        for node_id in self.members}
+        self.storages = {node_id: MemoryStorage() for node_id in self.members}
+        self.nodes: dict[int, RaftNode] = {}
+
+    def _observer(self, node_id: int) -> Callable[[Event], None]:
+        def observe(event: Event) -> None:
+            now = time.monotonic()
+            if isinstance(event, BecameLeader):
+                record = MemberEvent(node=node_id, event="became_leader", term=event.term, leader=node_id,
+                                     monotonic=event.at, record={}, received=now)
+            elif isinstance(event, LeaderChanged):
+                record = MemberEvent(node=node_id, event="leader_changed", term=event.term,
+                                     leader=event.leader_id, monotonic=now, record={}, received=now)
+            else:
+                return
+            self.log.append(record)
+
+        return observe
+
+    def _start(self, node_id: int) -> None:
+        node = RaftNode(self.configs[node_id], self.network.transport(node_id), self.storages[node_id],
+                        observer=self._observer(node_id))
+        self.nodes[node_id] = node.start()
+
+    def start(self) -> float:
+        started = []
+        for node_id in self.members:
+            self._start(node_id)
+            started.append(time.monotonic())
+        return started[len(self.members) // 2]
+
+    def crash(self, node_id: int) -> float:
+        at = time.monotonic()
+        self.network.isolate(node_id)
+        self.down.add(node_id)
+        self.nodes[node_id].stop()
+        return at
+
+    def stop_gracefully(self, node_id: int) -> float:
+        at = time.monotonic()
+        self.down.add(node_id)
+        self.nodes[node_id].stop()
+        return at
+
+    def wait_stopped(self, node_id: int) -> None:
+        """``stop()`` returns once the member has stopped."""
+
+    def restart(self, node_id: int) -> None:
+        self.network.rejoin(node_id)
+        self._start(node_id)
+        self.down.discard(node_id)
+
+    def election_messages(self) -> Optional[dict[int, int]]:
+        return {i: election_messages(self.nodes[i].status().counters) for i in self.members
+                if i not in self.down}
+
+    def round_trip(self, leader: int) -> Optional[float]:
+        return self.nodes[leader].status().round_trip
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.network.close()
+
+
+
+def _started(node_id: int) -> Callable[[MemberEvent], bool]:
+    return lambda event: event.node == node_id and event.event == "started"

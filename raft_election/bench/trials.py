@@ -1,0 +1,148 @@
+"""The benchmark's trial loop: crash a stable leader at a random moment, time the failover, restart.
+
+Each trial waits until every running member follows the same leader, lets the cluster run for ``settle``
+seconds (plus ``idle`` more, for clusters that change when left alone), then crashes the leader at a
+uniformly random moment within one heartbeat interval (the Raft paper's §9.3 method) and waits for another
+member to take office.  The failover time runs from the crash (the caller's ``time.monotonic()`` just
+before the signal) to the new leader's ``became_leader`` event: for our members the moment its lease
+began, on the same clock.  The crashed member is then restarted with its stored term and vote and must
+rejoin as a follower.  A leader elected while the old one was healthy (after a restart, say) is counted as
+a deposition.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Optional
+
+import attrs
+
+from raft_election.bench.clusters import BenchCluster
+from raft_election.processes import MemberEvent
+
+__all__ = ["Failover", "RangeResult", "run_range"]
+
+
+@attrs.frozen(kw_only=True)
+class Failover:
+    """One leader change caused by the benchmark."""
+
+    old_leader: int
+    new_leader: int
+    old_term: int
+    new_term: int
+    seconds: float
+    #: Election messages (vote and pre-vote requests and answers, repeats too) sent meanwhile, if known.
+    messages: Optional[int] = None
+    #: The old leader's median heartbeat round trip just before the crash, in seconds, if known.
+    round_trip: Optional[float] = None
+
+    @property
+    def terms(self) -> int:
+        """How many terms the election took (more than one: a split vote or a lost round)."""
+        return self.new_term - self.old_term
+
+
+@attrs.frozen(kw_only=True)
+class RangeResult:
+    """Everything measured for one election-timeout range."""
+
+    election_timeout: tuple[float, float]
+    heartbeat_interval: float
+    nodes: int
+    #: From the moment a quorum of members had started until the first leader took office (seconds).
+    initial_election: float
+    failovers: tuple[Failover, ...]
+    handovers: tuple[Failover, ...]
+    #: Leaders elected that the benchmark did not cause: the previous leader was alive and connected
+    #: (a restarted member deposed it, or a follower timed out spuriously).
+    unprovoked: int
+    #: Members restarted (after each crash and graceful stop).
+    restarts: int
+
+
+def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_interval: float,
+              election_timeout: tuple[float, float], rng: random.Random, settle: float = 0.0,
+              idle: float = 0.0, patience: float = 60.0,
+              progress: Callable[[], object] = lambda: None) -> RangeResult:
+    """Start ``cluster`` and run ``trials`` crash failovers and then ``handovers`` graceful stops on it.
+
+    Args:
+        cluster: a cluster not yet started; the caller closes it.
+        trials: leader crashes.
+        handovers: graceful stops of the leader, after the crashes.
+        heartbeat_interval: the members' heartbeat interval: each crash comes at a uniformly random
+            moment within one.
+        election_timeout: the members' range (reported with the results).
+        rng: draws the crash moments.
+        settle: seconds a stable cluster runs before each crash (besides the random moment).
+        idle: more seconds of that, for clusters whose behaviour changes when idle.
+        patience: the longest any one wait may take before the run is abandoned (TimeoutError).
+        progress: called after every trial and handover.
+    """
+    log = cluster.log
+    ready = cluster.start()
+    first = log.wait_for(lambda e: e.event == "became_leader", patience)
+    started = dict.fromkeys(cluster.members, 0)  # event index at each member's latest start
+    results: dict[str, list[Failover]] = {"crash": [], "stop": []}
+    discarded = 0
+    for kind in ["crash"] * trials + ["stop"] * handovers:
+        while True:
+            leader, term = _wait_stable(cluster, started, patience)
+            time.sleep(settle + (idle if kind == "crash" else 0.0) + rng.uniform(0.0, heartbeat_interval))
+            leader, term = _wait_stable(cluster, started, patience)
+            before = cluster.election_messages() if kind == "crash" else None
+            round_trip = cluster.round_trip(leader) if kind == "crash" else None
+            since = log.mark()
+            at = cluster.crash(leader) if kind == "crash" else cluster.stop_gracefully(leader)
+            won = log.wait_for(_new_leader(leader, term), patience, since)
+            cluster.wait_stopped(leader)
+            _wait_stable(cluster, started, patience)
+            after = cluster.election_messages() if kind == "crash" else None
+            started[leader] = log.mark()
+            cluster.restart(leader)
+            if won.monotonic >= at:
+                break
+            discarded += 1  # another member had taken over just before: not a failover we caused
+        messages = None
+        if before is not None and after is not None:  # what the survivors sent (the crashed sent nothing)
+            messages = sum(after[member] - before[member] for member in after)
+        results[kind].append(Failover(old_leader=leader, new_leader=won.node, old_term=term,
+                                      new_term=won.term, seconds=won.monotonic - at, round_trip=round_trip,
+                                      messages=messages))
+        progress()
+    _wait_stable(cluster, started, patience)
+    caused = {(f.new_leader, f.new_term) for f in results["crash"] + results["stop"]}
+    caused.add((first.node, first.term))
+    elected = [e for e in log.events if e.event == "became_leader"]
+    return RangeResult(election_timeout=election_timeout, heartbeat_interval=heartbeat_interval,
+                       nodes=len(cluster.members), initial_election=max(0.0, first.monotonic - ready),
+                       failovers=tuple(results["crash"]), handovers=tuple(results["stop"]),
+                       unprovoked=sum((e.node, e.term) not in caused for e in elected),
+                       restarts=len(results["crash"]) + len(results["stop"]) + discarded)
+
+
+def _wait_stable(cluster: BenchCluster, started: dict[int, int], patience: float) -> tuple[int, int]:
+    """Wait until the latest leader runs and every other running member follows it; return it and its term.
+
+    A member counts as following once it reported the leader after its own latest start.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        mark = cluster.log.mark()
+        events = cluster.log.events[:mark]
+        elected = [e for e in events if e.event == "became_leader"]
+        if elected and elected[-1].node not in cluster.down:
+            leader, term = elected[-1].node, elected[-1].term
+            follows = {e.node for index, e in enumerate(events) if e.event == "leader_changed"
+                       and e.leader == leader and e.term == term and index >= started[e.node]}
+            if all(m in follows for m in cluster.members if m != leader and m not in cluster.down):
+                return leader, term
+        cluster.log.wait_for(lambda e: True, max(0.0, deadline - time.monotonic()), mark)
+
+
+def _new_leader(old: int, term: int) -> Callable[[MemberEvent], bool]:
+    """Matches a member other than ``old`` taking office in a term above ``term``."""
+    return lambda event: event.event == "became_leader" and event.node != old and event.term > term
