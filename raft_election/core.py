@@ -45,6 +45,7 @@ from raft_election.events import (
     LostLeadership,
     RoleChanged,
     TermChanged,
+    VoteGranted,
 )
 from raft_election.messages import (
     MAX_ROUND,
@@ -462,6 +463,7 @@ class RaftCore:
             if self._role is not Role.FOLLOWER:
                 self._become_follower(now, self._term, None, reason="voted")
             self._voted_for = sender
+            self._events.append(VoteGranted(term=self._term, candidate=sender))
             # A granted vote may become part of the winner's lease: count it as hearing from a leader.
             self._last_leader_contact = now
             self._reset_election_timer(now)
@@ -656,6 +658,7 @@ class RaftCore:
         self._term += 1
         self._voted_for = self._id
         self._events.append(TermChanged(term=self._term))
+        self._events.append(VoteGranted(term=self._term, candidate=self._id))
         self._set_leader(None)
         self._start_campaign(now)
         self.counters["elections_started"] += 1

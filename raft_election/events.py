@@ -12,7 +12,8 @@ import attrs
 
 from raft_election.roles import Role
 
-__all__ = ["BecameLeader", "Event", "LeaderChanged", "LostLeadership", "RoleChanged", "TermChanged"]
+__all__ = ["BecameLeader", "Event", "LeaderChanged", "LostLeadership", "RoleChanged", "TermChanged",
+           "VoteGranted"]
 
 
 @attrs.frozen(kw_only=True)
@@ -62,4 +63,16 @@ class RoleChanged:
     term: int
 
 
-Event = Union[BecameLeader, LostLeadership, LeaderChanged, TermChanged, RoleChanged]
+@attrs.frozen(kw_only=True)
+class VoteGranted:
+    """This server voted for ``candidate`` in ``term``: itself when it campaigns, or a peer.
+
+    Reported again for a repeated request it grants again, and only after the vote is durable; for audits
+    such as the nemesis checker's "never two votes in one term".
+    """
+
+    term: int
+    candidate: int
+
+
+Event = Union[BecameLeader, LostLeadership, LeaderChanged, TermChanged, RoleChanged, VoteGranted]

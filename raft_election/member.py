@@ -27,7 +27,7 @@ from typing import Any, Optional, TextIO
 
 from raft_election.clusterfile import ClusterFile
 from raft_election.errors import ConfigError
-from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
+from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership, VoteGranted
 from raft_election.node import RaftNode
 from raft_election.storage import FileStorage
 from raft_election.transport import Transport
@@ -108,6 +108,8 @@ class EventReporter:
                         lease_end=event.lease_end, reason=event.reason)
         elif isinstance(event, LeaderChanged):
             self.report("leader_changed", term=event.term, leader=event.leader_id)
+        elif isinstance(event, VoteGranted):
+            self.report("voted", term=event.term, leader=None, candidate=event.candidate)
 
 
 #: Signals a member handles: SIGTERM and SIGINT stop it gracefully, SIGUSR1 reports its status.
@@ -140,7 +142,7 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
         transport.close()
         raise
     reporter.report("started", term=node.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
-                    transport=cluster.transport)
+                    transport=cluster.transport, voted_for=node.status().voted_for)
     try:
         while signal.sigwait(_SIGNALS) == signal.SIGUSR1:
             _report_status(reporter, node)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 
 from raft_election.core import RaftCore
 from raft_election.errors import RaftElectionError
-from raft_election.events import BecameLeader, LeaderChanged, LostLeadership, TermChanged
+from raft_election.events import BecameLeader, LeaderChanged, LostLeadership, TermChanged, VoteGranted
 from raft_election.messages import Heartbeat, HeartbeatResponse, VoteRequest
 from raft_election.roles import Role
 from raft_election.storage import HardState
@@ -24,6 +24,7 @@ from tests.coretools import (
     actions,
     drive,
     elect,
+    events,
     leader_events,
     make_core,
     messages,
@@ -204,3 +205,24 @@ def test_giving_up_an_already_expired_lease_reports_the_expiry(command):
         LeaderChanged(leader_id=None, term=election.term),
     ]
     assert not any(type(o.message).__name__ in ("TimeoutNow", "Resign") for out in outs for o in out.messages)
+
+
+def test_every_vote_cast_is_reported_after_its_term_and_pre_votes_are_not():
+    """VoteGranted (an audit event): a candidate's vote for itself, each grant to a peer (again for a repeated
+    request), never a pre-vote or a refusal."""
+    core = make_core(members=3, hard_state=HardState(term=TERM))
+    assert events(core.tick(core.next_deadline), VoteGranted) == []  # the pre-vote phase
+    voter = make_core(node_id=3, members=3, pre_vote=False, hard_state=HardState(term=TERM))
+    at = START + 10.0  # past the voter's start-up stickiness
+    pre_vote = VoteRequest(term=TERM + 1, round=1, pre_vote=True)
+    assert events(voter.receive(2, pre_vote, at), VoteGranted) == []
+    granted = voter.receive(2, VoteRequest(term=TERM + 1, round=1), at)
+    assert events(granted, VoteGranted) == [VoteGranted(term=TERM + 1, candidate=2)]
+    assert granted.hard_state is not None  # reported with the output that persists it
+    assert events(voter.receive(2, VoteRequest(term=TERM + 1, round=1), at), VoteGranted) == [
+        VoteGranted(term=TERM + 1, candidate=2)]
+    assert events(voter.receive(1, VoteRequest(term=TERM + 1, round=1), at), VoteGranted) == []
+    campaign = voter.tick(voter.election_deadline)
+    assert voter.role is Role.CANDIDATE
+    assert events(campaign, (TermChanged, VoteGranted)) == [TermChanged(term=TERM + 2),
+                                                            VoteGranted(term=TERM + 2, candidate=3)]
