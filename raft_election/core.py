@@ -575,7 +575,10 @@ class RaftCore:
         self._round_sent[round_] = now
         if len(self._round_sent) > _ROUNDS_KEPT:
             del self._round_sent[next(iter(self._round_sent))]
-        self._heartbeat_deadline = now + self._heartbeat_interval
+        # Keep the cadence: a tick that came late (the timer thread's wake-up delay) must not push every
+        # later round back too; after a longer stall the rounds start afresh from now.
+        due = self._heartbeat_deadline + self._heartbeat_interval
+        self._heartbeat_deadline = due if now < due else now + self._heartbeat_interval
         for peer in self._peers:
             self._send(peer, Heartbeat(term=self._term, round=round_))
         self._extend_lease()  # a one-member cluster is its own majority

@@ -219,3 +219,23 @@ def test_a_leader_heartbeats_every_heartbeat_interval():
             core.receive(peer, ack(beat), sent_at + STEP / 4)
         assert core.role is Role.LEADER
     assert len(set(rounds)) == len(rounds), "heartbeat rounds must be told apart"
+
+
+def test_late_ticks_do_not_slow_the_heartbeat_cadence():
+    """A timer thread wakes a little late; the next round stays due one interval after the last *due* time,
+    so heartbeats keep their rate, while a stall longer than an interval starts the rounds afresh."""
+    core = make_core(members=3)
+    interval = config_of(core).heartbeat_interval
+    election = elect(core, now=1.0)
+    due = core.next_deadline
+    assert due == pytest.approx(election.won_at + interval)
+    lateness = interval / 10
+    for _ in range(5):
+        beat = only(messages(core.tick(due + lateness), Heartbeat, to=2))
+        for peer in (2, 3):
+            core.receive(peer, ack(beat), due + lateness)
+        assert core.next_deadline == pytest.approx(due + interval)
+        due = core.next_deadline
+    stalled = due + 1.5 * interval
+    beat = only(messages(core.tick(stalled), Heartbeat, to=2))
+    assert core.next_deadline == pytest.approx(stalled + interval)

@@ -73,6 +73,7 @@ def range_figures(result: RangeResult) -> dict[str, Any]:
         "trials": len(times),
         "failover": attrs.asdict(failover) if failover else None,
         "split_vote_share": (sum(f.terms > 1 for f in result.failovers) / len(times)) if times else None,
+        "censored": sum(f.censored for f in result.failovers),
         "round_trip": round_trip,
         "ideal": ideal,
         "median_over_ideal": failover.median / ideal if failover and ideal else None,
@@ -102,9 +103,10 @@ def markdown_table(results: Sequence[RangeResult]) -> str:
         split = figures["split_vote_share"]
         ratio = figures["median_over_ideal"]
         messages = figures["messages_per_election"]
+        trials = f"{figures['trials']}" + (f" ({figures['censored']} censored)" if figures["censored"] else "")
         lines.append(
             f"| {low * 1000:g}-{high * 1000:g} | {result.heartbeat_interval * 1000:.3g} "
-            f"| {figures['trials']} "
+            f"| {trials} "
             f"| {_ms(failover.get('min'))} | {_ms(failover.get('median'))} | {_ms(failover.get('mean'))} "
             f"| {_ms(failover.get('p90'))} | {_ms(failover.get('p99'))} | {_ms(failover.get('max'))} "
             f"| {'-' if split is None else f'{split:.0%}'} | {_ms(figures['round_trip'], 2)} "

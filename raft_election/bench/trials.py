@@ -38,6 +38,9 @@ class Failover:
     messages: Optional[int] = None
     #: The old leader's median heartbeat round trip just before the crash, in seconds, if known.
     round_trip: Optional[float] = None
+    #: No leader within the run's ``censor`` time: the crashed member was restarted to end the split votes,
+    #: so ``seconds`` only says the failover took at least that long.
+    censored: bool = False
 
     @property
     def terms(self) -> int:
@@ -65,7 +68,7 @@ class RangeResult:
 
 def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_interval: float,
               election_timeout: tuple[float, float], rng: random.Random, settle: float = 0.0,
-              idle: float = 0.0, patience: float = 60.0,
+              idle: float = 0.0, patience: float = 60.0, censor: float = 30.0,
               progress: Callable[[], object] = lambda: None) -> RangeResult:
     """Start ``cluster`` and run ``trials`` crash failovers and then ``handovers`` graceful stops on it.
 
@@ -80,6 +83,8 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
         settle: seconds a stable cluster runs before each crash (besides the random moment).
         idle: more seconds of that, for clusters whose behaviour changes when idle.
         patience: the longest any one wait may take before the run is abandoned (TimeoutError).
+        censor: after this many seconds without a new leader the crashed member is restarted (the trial
+            is marked censored): split votes can go on for ever when the range has almost no randomness.
         progress: called after every trial and handover.
     """
     log = cluster.log
@@ -97,12 +102,22 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
             round_trip = cluster.round_trip(leader) if kind == "crash" else None
             since = log.mark()
             at = cluster.crash(leader) if kind == "crash" else cluster.stop_gracefully(leader)
-            won = log.wait_for(_new_leader(leader, term), patience, since)
             cluster.wait_stopped(leader)
+            censored = False
+            try:
+                won = log.wait_for(_new_leader(leader, term), censor, since)
+            except TimeoutError:
+                # Split votes for ever (timeout ranges with almost no randomness): bring the member back,
+                # whose different timer phase breaks the tie, and record the trial as censored.
+                censored = True
+                started[leader] = log.mark()
+                cluster.restart(leader)
+                won = log.wait_for(_new_leader(leader, term), patience, since)
             _wait_stable(cluster, started, patience)
             after = cluster.election_messages() if kind == "crash" else None
-            started[leader] = log.mark()
-            cluster.restart(leader)
+            if not censored:
+                started[leader] = log.mark()
+                cluster.restart(leader)
             if won.monotonic >= at:
                 break
             discarded += 1  # another member had taken over just before: not a failover we caused
@@ -111,7 +126,7 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
             messages = sum(after[member] - before[member] for member in after)
         results[kind].append(Failover(old_leader=leader, new_leader=won.node, old_term=term,
                                       new_term=won.term, seconds=won.monotonic - at, round_trip=round_trip,
-                                      messages=messages))
+                                      messages=messages, censored=censored))
         progress()
     _wait_stable(cluster, started, patience)
     caused = {(f.new_leader, f.new_term) for f in results["crash"] + results["stop"]}
