@@ -103,7 +103,8 @@ def markdown_table(results: Sequence[RangeResult]) -> str:
         split = figures["split_vote_share"]
         ratio = figures["median_over_ideal"]
         messages = figures["messages_per_election"]
-        trials = f"{figures['trials']}" + (f" ({figures['censored']} censored)" if figures["censored"] else "")
+        censored = figures["censored"]
+        trials = f"{figures['trials']}" + (f" ({censored} censored)" if censored else "")
         lines.append(
             f"| {low * 1000:g}-{high * 1000:g} | {result.heartbeat_interval * 1000:.3g} "
             f"| {trials} "
