@@ -500,9 +500,13 @@ class RaftNode:
             with self._lock:
                 if self._stopping or self._failure is not None or self._core is None:
                     return
+                deadline = self._core.next_deadline
                 output = self._core.receive(envelope.sender, envelope.message, self._clock())
                 self._pending.append(output)
-                self._changed.notify_all()
+                # Wake the timer and any waiter only for news: an event, or a deadline that came earlier.
+                # A heartbeat that merely pushes the election deadline back (most messages) wakes nobody.
+                if output.events or self._core.next_deadline < deadline:
+                    self._changed.notify_all()
             self._drain()
         except Exception:
             logger.exception("%d: error handling %r", self.node_id, envelope)

@@ -1,0 +1,99 @@
+"""The nemesis's fault schedule: a seeded random sequence of faults, drawn before the run starts.
+
+The schedule fixes, from the seed alone, which faults come in which order, how long each lasts, whether it
+aims at the leader, and its shape (partition sides, loss rate, delay range, storm length).  Who the leader
+is at that moment is decided by the live cluster, so a replay with the same seed applies the same faults in
+the same order; the cluster's own timing may still differ.
+
+Faults come one at a time, each followed by a quiet gap, so the checker can attribute every leaderless
+period to the fault that caused it.  The first faults are every chosen kind once, in random order, so even
+a short run covers them all; after that kinds are drawn by :data:`WEIGHTS`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from raft_election.nemesis.history import FAULT_KINDS
+
+__all__ = ["PlannedFault", "plan"]
+
+#: How often each kind is drawn, relative to the others.
+WEIGHTS: Mapping[str, float] = {
+    "kill": 3, "storm": 1, "pause": 2, "partition": 2, "one_way": 1, "partial": 1, "loss": 1, "delay": 1,
+    "flood": 1, "starve": 1,
+}
+
+
+@attrs.frozen(kw_only=True)
+class PlannedFault:
+    """One fault of the schedule (seconds; ``params`` depend on the kind)."""
+
+    kind: str
+    duration: float
+    #: Quiet time after the fault is healed, before the next one.
+    gap: float
+    #: Aim at whoever leads when the fault is applied (else at random members).
+    aim_leader: bool
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+def plan(*, seed: int, duration: float, nodes: int, election_timeout: tuple[float, float],
+         heartbeat_interval: float, kinds: Sequence[str] = FAULT_KINDS) -> list[PlannedFault]:
+    """Faults filling about ``duration`` seconds (faults and gaps) for a cluster of ``nodes``.
+
+    Durations scale with the election timeout, so a schedule exercises the same situations at any setting:
+    pauses shorter and longer than the lease, partitions long enough for a new election and for the old
+    leader's lease to run out, restart storms faster than an election timeout.
+    """
+    unknown = set(kinds) - set(FAULT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {', '.join(FAULT_KINDS)}")
+    rng = random.Random(seed)
+    low, high = election_timeout
+    lease = low
+    chosen = list(kinds)
+    weights = [WEIGHTS[kind] for kind in chosen]
+    faults: list[PlannedFault] = []
+    elapsed = 0.0
+    first_round = rng.sample(chosen, len(chosen))  # every kind once, in random order, then by weight
+    while elapsed < duration:
+        kind = first_round.pop() if first_round else rng.choices(chosen, weights)[0]
+        aim_leader = rng.random() < 0.6
+        params: dict[str, Any] = {}
+        if kind == "kill":
+            length = rng.uniform(0.0, 3 * high)  # how long the member stays dead
+        elif kind == "storm":
+            params = {"members": rng.randint(1, max(1, (nodes - 1) // 2)), "rounds": rng.randint(3, 8),
+                      "down": rng.uniform(0.05, 0.5) * low, "up": rng.uniform(0.1, 1.0) * low}
+            length = params["rounds"] * (params["down"] + params["up"])
+        elif kind == "pause":
+            length = rng.uniform(0.2, 0.9) * lease if rng.random() < 0.5 else rng.uniform(1.5, 6.0) * high
+        elif kind == "partition":
+            params = {"minority": rng.randint(1, max(1, (nodes - 1) // 2))}
+            length = rng.uniform(1.0, 5.0) * high
+        elif kind == "one_way":
+            params = {"cuts": rng.randint(1, nodes - 1), "outbound": rng.random() < 0.5}
+            length = rng.uniform(1.0, 5.0) * high
+        elif kind == "partial":
+            params = {"link_cut": rng.uniform(0.2, 0.6)}
+            length = rng.uniform(1.0, 5.0) * high
+        elif kind == "loss":
+            params = {"loss": rng.uniform(0.05, 0.5)}
+            length = rng.uniform(2.0, 8.0) * high
+        elif kind == "delay":
+            params = {"delay": (0.0, rng.uniform(0.1, 0.6) * low)}
+            length = rng.uniform(2.0, 8.0) * high
+        elif kind == "flood":
+            params = {"messages": rng.randint(2000, 20000)}
+            length = 0.0  # as long as the flood takes
+        else:  # starve
+            length = rng.uniform(0.5, 3.0)
+        gap = rng.uniform(2.0, 5.0) * high
+        faults.append(PlannedFault(kind=kind, duration=length, gap=gap, aim_leader=aim_leader, params=params))
+        elapsed += length + gap
+    return faults

@@ -1,0 +1,64 @@
+"""The nemesis: its seeded schedule, and a short run of every fault kind against member processes.
+
+The run is the README test command's soak test: about a minute of kills, restart storms, pauses,
+partitions, one-way and partial cuts, loss, delay, garbage floods and CPU starvation against five UDP
+members, after which the checker must find no violation at all.  Longer runs: ``raft-election nemesis``
+(see README), or ``RAFT_NEMESIS_SECONDS=1800 python -m pytest tests/test_nemesis.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from raft_election.nemesis.checker import check, format_report
+from raft_election.nemesis.history import FAULT_KINDS
+from raft_election.nemesis.runner import NemesisSettings, run_nemesis
+from raft_election.nemesis.schedule import plan
+
+TIMEOUT = (0.150, 0.300)
+SECONDS = float(os.environ.get("RAFT_NEMESIS_SECONDS", "60"))
+SEED = int(os.environ.get("RAFT_NEMESIS_SEED", "7"))
+
+
+def test_a_schedule_is_a_function_of_its_seed():
+    first = plan(seed=3, duration=120, nodes=5, election_timeout=TIMEOUT, heartbeat_interval=0.05)
+    again = plan(seed=3, duration=120, nodes=5, election_timeout=TIMEOUT, heartbeat_interval=0.05)
+    other = plan(seed=4, duration=120, nodes=5, election_timeout=TIMEOUT, heartbeat_interval=0.05)
+    assert first == again and first != other
+    assert sum(f.duration + f.gap for f in first) >= 120
+
+
+def test_a_long_schedule_has_every_kind_and_both_pause_lengths():
+    faults = plan(seed=1, duration=600, nodes=5, election_timeout=TIMEOUT, heartbeat_interval=0.05)
+    assert {f.kind for f in faults} == set(FAULT_KINDS)
+    pauses = [f.duration for f in faults if f.kind == "pause"]
+    lease = TIMEOUT[0] * 0.95
+    assert min(pauses) < lease < max(pauses)
+    storms = [f for f in faults if f.kind == "storm"]
+    assert all(f.params["down"] < TIMEOUT[0] for f in storms)
+
+
+def test_a_schedule_can_be_limited_to_some_kinds():
+    faults = plan(seed=1, duration=60, nodes=3, election_timeout=TIMEOUT, heartbeat_interval=0.05,
+                  kinds=("kill", "pause"))
+    assert {f.kind for f in faults} <= {"kill", "pause"}
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        plan(seed=1, duration=60, nodes=3, election_timeout=TIMEOUT, heartbeat_interval=0.05,
+             kinds=("meteor",))
+
+
+def test_a_seeded_run_of_every_fault_kind_against_member_processes_has_no_violation():
+    settings = NemesisSettings(nodes=5, transport="udp", duration=SECONDS, seed=SEED,
+                               election_timeout=TIMEOUT, heartbeat_interval=0.05)
+    history = run_nemesis(settings)
+    result = check(history)
+    report = format_report(history, result)
+    assert result.ok, report
+    planned = {f.kind for f in plan(seed=SEED, duration=SECONDS, nodes=5, election_timeout=TIMEOUT,
+                                    heartbeat_interval=0.05)}
+    assert {record.kind for record in history.faults} == planned
+    elected = [e for e in history.events if e.event == "became_leader"]
+    assert len(elected) >= 2  # the faults forced elections, and the checker saw them
+    assert history.healed is not None and history.ended > history.healed
