@@ -82,6 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="print one JSON object per line for each event instead of human-readable lines")
     run.add_argument("--voter-only", action="store_true",
                      help="vote, but never stand for election (for the always-on members of a lock cluster)")
+    run.add_argument("--faults", metavar="DIR",
+                     help="testing: read link faults from DIR/<id>.json at start and again on SIGUSR2")
 
     lock = commands.add_parser(
         "lock", help="run a command while holding the cluster's lock (like flock, across machines)",
@@ -122,6 +124,31 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw the cumulative distribution per range, like the Raft paper's Figure 16")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    nemesis = commands.add_parser(
+        "nemesis", help="soak-test member processes under a seeded random schedule of faults",
+        description="Start --nodes member processes on 127.0.0.1 and, for --duration seconds, apply a "
+                    "random schedule of faults drawn from --seed: SIGKILL and restart, restart storms, "
+                    "SIGSTOP/SIGCONT pauses shorter and longer than the lease, partitions, one-way and "
+                    "partial cuts, packet loss and delay (a fault-injecting transport in each member), "
+                    "garbage floods and CPU starvation.  Then check every member's events: one leader per "
+                    "term, no overlapping leases, one vote per term, a leader again soon after the last "
+                    "fault; print a report.  Exit status 0: no violation; 1: violations (the report says "
+                    "how to replay them).")
+    nemesis.add_argument("--nodes", type=int, default=5, help="members, 3 to 9 (default 5)")
+    nemesis.add_argument("--transport", choices=("udp", "zmq"), default="udp", help="default udp")
+    nemesis.add_argument("--duration", type=float, default=60.0, metavar="S",
+                         help="seconds of faults and the quiet gaps between them (default 60)")
+    nemesis.add_argument("--seed", type=int, default=1, help="draws the fault schedule (default 1)")
+    nemesis.add_argument("--timeout", type=_parse_timeout, default=(0.150, 0.300), metavar="MIN-MAX",
+                         help="election timeout range in ms (default 150-300)")
+    nemesis.add_argument("--heartbeat", type=float, default=50.0, metavar="MS",
+                         help="heartbeat interval in ms (default 50)")
+    nemesis.add_argument("--faults", metavar="KIND,...",
+                         help="only these fault kinds (default: all of kill, storm, pause, partition, "
+                              "one_way, partial, loss, delay, flood, starve)")
+    nemesis.add_argument("--json", metavar="FILE", help="write the report's figures and the whole history")
+    nemesis.add_argument("--plot", metavar="FILE.png", help="draw a timeline: members, leaderships, faults")
     return parser
 
 
@@ -180,6 +207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _lock(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "nemesis":
+            return _nemesis(args)
         return _demo(args)
     except ConfigError as exc:
         print(f"raft-election {args.command}: {exc}", file=sys.stderr)
@@ -206,7 +235,8 @@ def _run(args: argparse.Namespace) -> int:
     from raft_election.member import run_member  # noqa: PLC0415
 
     cluster = _load_member(args)
-    return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only)
+    return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only,
+                      faults_dir=args.faults)
 
 
 def _lock(args: argparse.Namespace) -> int:
@@ -263,3 +293,47 @@ def _bench(args: argparse.Namespace) -> int:
 
         plot_cdf(args.plot, [(describe(settings), results)])
     return 0
+
+
+def _nemesis(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from raft_election.config import RaftConfig  # noqa: PLC0415
+    from raft_election.nemesis.checker import (  # noqa: PLC0415
+        check,
+        format_report,
+        history_to_json,
+        result_to_json,
+    )
+    from raft_election.nemesis.history import FAULT_KINDS  # noqa: PLC0415
+    from raft_election.nemesis.runner import NemesisSettings, run_nemesis  # noqa: PLC0415
+
+    if not 3 <= args.nodes <= 9:
+        raise ConfigError("nodes", f"the nemesis runs 3 to 9 members, not {args.nodes}")
+    kinds = tuple(FAULT_KINDS if args.faults is None else (k.strip() for k in args.faults.split(",")))
+    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    if unknown or not kinds:
+        raise ConfigError("faults", f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
+    if args.duration <= 0:
+        raise ConfigError("duration", f"must be more than 0 seconds, not {args.duration}")
+    settings = NemesisSettings(nodes=args.nodes, transport=args.transport, duration=args.duration,
+                               seed=args.seed, election_timeout=args.timeout,
+                               heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds)
+    peers = {i: f"check:{i}" for i in range(1, args.nodes + 1)}
+    RaftConfig(node_id=1, peers=peers, election_timeout=args.timeout,
+               heartbeat_interval=args.heartbeat / 1000.0)
+    print(f"raft-election {__version__} nemesis: {args.nodes} {args.transport} members, "
+          f"{args.duration:g} s of faults, seed {args.seed}", flush=True)
+    report = lambda fault: print(f"  {fault.kind}", file=sys.stderr, flush=True)  # noqa: E731
+    history = run_nemesis(settings, progress=report)
+    result = check(history)
+    print(format_report(history, result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump({"result": result_to_json(history, result), "history": history_to_json(history)}, file)
+            file.write("\n")
+    if args.plot:
+        from raft_election.nemesis.timeline import plot_timeline  # noqa: PLC0415
+
+        plot_timeline(history, result, args.plot)
+    return 0 if result.ok else 1

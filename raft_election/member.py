@@ -5,12 +5,19 @@ It loads the cluster file, builds a :class:`~raft_election.node.RaftNode` with t
 SIGINT, which stop it gracefully (a leader hands over first) with exit status 0.  SIGUSR1 reports a status
 snapshot (with every counter) as one more event.
 
+For fault-injection tests, ``faults_dir`` (``run --faults DIR``) wraps the transport in a
+:class:`~raft_election.nemesis.faults.FaultyTransport` whose link faults are read from ``DIR/<id>.json`` at
+start and again on every SIGUSR2, after which a ``faults`` event reports the faults now applied (or, when
+the file is bad, an ``error`` and the faults kept).
+
 Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
 line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``,
-``lost_leadership``, ``leader_changed``, ``status``, ``stopped``), ``node``, ``term``, ``leader``,
-``monotonic`` (``time.monotonic()``, comparable across processes on one machine) and ``wall``
-(``time.time()``).  ``became_leader`` carries the instant the lease began as ``monotonic``;
-``lost_leadership`` carries ``lease_end`` (when the member stopped believing it leads) and ``reason``.
+``lost_leadership``, ``leader_changed``, ``voted``, ``status``, ``faults``, ``stopped``), ``node``,
+``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable across processes on one machine) and
+``wall`` (``time.time()``).  ``became_leader`` carries the instant the lease began as ``monotonic``;
+``lost_leadership`` carries ``lease_end`` (when the member stopped believing it leads) and ``reason``;
+``faults`` carries ``faults`` (``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad,
+``error``.
 
 Like the command line, this module is an application of the library: it picks a transport by name.
 """
@@ -18,12 +25,13 @@ Like the command line, this module is an application of the library: it picks a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from raft_election.clusterfile import ClusterFile
 from raft_election.errors import ConfigError
@@ -32,7 +40,12 @@ from raft_election.node import RaftNode
 from raft_election.storage import FileStorage
 from raft_election.transport import Transport
 
+if TYPE_CHECKING:
+    from raft_election.nemesis.faults import FaultyTransport, LinkFaults
+
 __all__ = ["EventReporter", "default_data_dir", "make_transport", "run_member"]
+
+logger = logging.getLogger(__name__)
 
 
 def make_transport(name: str) -> Transport:
@@ -114,25 +127,49 @@ class EventReporter:
 
 #: Signals a member handles: SIGTERM and SIGINT stop it gracefully, SIGUSR1 reports its status.
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
+#: Handled as well with ``faults_dir``: reload the link faults.  Without it SIGUSR2 keeps its default.
+_FAULT_SIGNAL = signal.SIGUSR2
 
 
 def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = None, *,
-               json_lines: bool = False, stream: TextIO = sys.stdout, candidate: bool = True) -> int:
+               json_lines: bool = False, stream: TextIO = sys.stdout, candidate: bool = True,
+               faults_dir: Optional[str] = None) -> int:
     """Run member ``node_id`` of ``cluster`` until SIGTERM or SIGINT; return the exit status (0).
 
     Must be called from the main thread before any other thread starts: the signals are blocked in every
     thread and taken synchronously with ``sigwait`` by the main thread, so no signal handler ever runs in
     the middle of code holding a lock (a handler that takes a lock the interrupted code holds deadlocks).
 
+    With ``faults_dir`` (for testing), outbound messages go through a
+    :class:`~raft_election.nemesis.faults.FaultyTransport` (seeded with ``node_id``) whose faults are read
+    from ``faults_dir/<id>.json`` now and again on each SIGUSR2; each reload is reported as a ``faults``
+    event.  A bad file at a reload is logged and reported (``error``) and the previous faults are kept.
+
     Raises:
-        ConfigError: ``node_id`` is not a member, or the transport cannot run as a process.
+        ConfigError: ``node_id`` is not a member, the transport cannot run as a process, or the faults
+            file is invalid at start.
         StorageError: the data directory's state cannot be read (the member does not start).
         TransportError: the member's address cannot be bound.
     """
     config = cluster.config_for(node_id, candidate=candidate)
     reporter = EventReporter(node_id, stream, json_lines=json_lines)
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # inherited by every thread started from here on
+    signals = _SIGNALS if faults_dir is None else _SIGNALS | {_FAULT_SIGNAL}
+    faults_file: Optional[str] = None
+    initial_faults: Optional[LinkFaults] = None
+    if faults_dir is not None:
+        from raft_election.nemesis.faults import faults_path, load_faults  # noqa: PLC0415 (testing only)
+
+        faults_file = faults_path(faults_dir, node_id)
+        initial_faults = load_faults(faults_file)  # a bad file stops the member before anything starts
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # inherited by every thread started from here on
     transport = make_transport(cluster.transport)
+    faulty: Optional[FaultyTransport] = None
+    if initial_faults is not None:
+        from raft_election.nemesis.faults import FaultyTransport  # noqa: PLC0415
+
+        faulty = FaultyTransport(transport, seed=node_id)
+        faulty.set_faults(initial_faults)
+        transport = faulty
     storage = FileStorage(data_dir if data_dir is not None else default_data_dir(cluster, node_id))
     node = RaftNode(config, transport, storage, observer=reporter.core_event)
     try:
@@ -141,16 +178,45 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
         storage.close()
         transport.close()
         raise
+    extra: dict[str, Any] = {} if faulty is None else {"faults": faulty.faults.to_json()}
     reporter.report("started", term=node.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
-                    transport=cluster.transport, voted_for=node.status().voted_for)
+                    transport=cluster.transport, voted_for=node.status().voted_for, **extra)
     try:
-        while signal.sigwait(_SIGNALS) == signal.SIGUSR1:
-            _report_status(reporter, node)
-        return 0
+        while True:
+            signum = signal.sigwait(signals)
+            if signum == signal.SIGUSR1:
+                _report_status(reporter, node)
+            elif signum == _FAULT_SIGNAL and faulty is not None and faults_file is not None:
+                _reload_faults(reporter, node, faulty, faults_file)
+            else:
+                return 0
     finally:
         node.stop()
         status = node.status()
         reporter.report("stopped", term=status.term, leader=None, counters=dict(status.counters))
+
+
+def _reload_faults(reporter: EventReporter, node: RaftNode, faulty: FaultyTransport, path: str) -> None:
+    """Read ``path`` again and apply its faults; report a ``faults`` event either way, never raise.
+
+    A file that cannot be read or is invalid keeps the previous faults: the event then has ``error`` (the
+    reason) and the faults still applied, so the controller waiting for it learns the change failed.
+    """
+    from raft_election.nemesis.faults import load_faults  # noqa: PLC0415
+
+    error: Optional[str] = None
+    try:
+        faulty.set_faults(load_faults(path))
+    except ConfigError as exc:
+        error = str(exc)
+        logger.error("member %d: keeping the previous link faults: %s", node.node_id, error)
+    except Exception as exc:  # a member under test must survive whatever the controller writes
+        error = f"{type(exc).__name__}: {exc}"
+        logger.exception("member %d: keeping the previous link faults", node.node_id)
+    extra: dict[str, Any] = {"faults": faulty.faults.to_json(), "path": path}
+    if error is not None:
+        extra["error"] = error
+    reporter.report("faults", term=node.term, leader=node.leader_id, **extra)
 
 
 def _report_status(reporter: EventReporter, node: RaftNode) -> None:

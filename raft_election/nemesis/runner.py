@@ -17,7 +17,6 @@ Every process started here (members and busy loops) is ended by PID when the run
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -32,6 +31,7 @@ import attrs
 
 from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
+from raft_election.nemesis.faults import LinkFaults, faults_path, write_faults
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History
 from raft_election.nemesis.schedule import PlannedFault, plan
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
@@ -75,6 +75,13 @@ class _Run:
         self.records: list[FaultRecord] = []
         self.kills: dict[int, list[float]] = {}
         self.busy: list[subprocess.Popen[bytes]] = []
+        #: Event index at each member's latest start: SIGUSR2 may only go to a member that reported it
+        #: started (before that the signal's default action would end it).
+        self.start_marks = dict.fromkeys(self.members, 0)
+
+    def start(self, node: int) -> None:
+        self.start_marks[node] = self.processes.mark()
+        self.processes.start(node)
 
     # ------------------------------------------------------------------ helpers
 
@@ -107,12 +114,13 @@ class _Run:
 
     def set_links(self, faults: Mapping[int, Mapping[str, Any]]) -> None:
         """Write every member's link faults (absent: none) and wait until each running one applied them."""
+        for member in self.members:
+            write_faults(faults_path(self.faults_dir, member), LinkFaults.from_json(faults.get(member, {})))
         since = self.processes.mark()
         waiting = []
         for member in self.members:
-            with open(os.path.join(self.faults_dir, f"{member}.json"), "w", encoding="utf-8") as file:
-                json.dump(dict(faults.get(member, {})), file)
             if self.processes.alive(member):
+                self.processes.wait_for(_started(member), 30.0, self.start_marks[member])
                 self.processes.signal(member, signal.SIGUSR2)
                 waiting.append(member)
         for member in waiting:
@@ -131,7 +139,7 @@ class _Run:
         (target,) = self.aim(fault)
         start = self.kill(target)
         time.sleep(fault.duration)
-        self.processes.start(target)
+        self.start(target)
         self.record("kill", start, [target])
 
     def _storm(self, fault: PlannedFault) -> None:
@@ -142,7 +150,7 @@ class _Run:
                 self.kill(target)
             time.sleep(float(fault.params["down"]))
             for target in targets:
-                self.processes.start(target)
+                self.start(target)
             time.sleep(float(fault.params["up"]))
         self.record("storm", start, targets, rounds=fault.params["rounds"])
 
@@ -182,7 +190,7 @@ class _Run:
     def _partial(self, fault: PlannedFault) -> None:
         share = float(fault.params["link_cut"])
         pairs = [(a, b) for a in self.members for b in self.members if a < b]
-        cut = [pair for pair in pairs if self.rng.random() < share]
+        cut = [pair for pair in pairs if self.rng.random() < share] or [self.rng.choice(pairs)]
         cuts = {(a, b) for a, b in cut} | {(b, a) for a, b in cut}
         self._links(fault, cuts, sorted({m for pair in cut for m in pair}))
 
@@ -261,3 +269,7 @@ def run_nemesis(settings: NemesisSettings, *,
 def _acknowledged(member: int) -> Callable[[MemberEvent], bool]:
     """Matches ``member``'s report that it applied its link faults."""
     return lambda event: event.node == member and event.event == "faults"
+
+
+def _started(member: int) -> Callable[[MemberEvent], bool]:
+    return lambda event: event.node == member and event.event == "started"
