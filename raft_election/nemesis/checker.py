@@ -1,0 +1,617 @@
+"""The nemesis checker: what a recorded nemesis :class:`~raft_election.nemesis.history.History` shows.
+
+:func:`check` reads only the history (member events, faults, kills, fenced writes), so a history saved with
+:func:`history_to_json` can be checked again later with :func:`history_from_json`, and tests can build
+histories by hand.  It looks for violations of the guarantees (SPEC §4) and measures how the cluster
+coped with the faults:
+
+Violations (each one line, times in seconds since the run started):
+
+* ``election_safety``: two different members became leader in the same term;
+* ``lease_overlap``: the lease-held intervals of two different leaderships (node, term) overlap in time;
+* ``fencing``: the fenced resource accepted a write with a token lower than one it had accepted before, or
+  accepted the same token from two different members;
+* ``double_vote``: a member voted for two different candidates in one term (``voted`` events, and the vote
+  a restarted member reported as stored for its term in ``started``);
+* ``liveness``: after the last fault was healed, no lease was held at any moment of the next
+  ``3 × election_timeout_max``.
+
+A **leadership** is one ``became_leader`` event; its lease-held interval is ``[start, end)`` where ``start``
+is the event's ``monotonic`` (the moment its lease began) and ``end`` is the first that applies of:
+
+1. ``lease_end`` of the member's ``lost_leadership`` for that term, reported by the same process (before
+   the member's next ``started`` event); a paused leader reports it late but with the real lease end;
+2. the member's first kill (``History.kills``) at or after ``start`` and before its next ``started``;
+3. the ``monotonic`` of the same process's ``stopped`` event;
+4. the ``monotonic`` of the member's next ``started`` event (the process had ended before);
+5. ``History.ended``.
+
+An ``end`` before ``start`` is taken as ``start`` (an empty interval).  Two intervals overlap when they
+share a moment of positive length: ``min(ends) > max(starts)``.
+
+Statistics are explained in :class:`CheckResult`; ``W = 2 × election_timeout_max`` is the window used to
+attribute leaderless gaps and elections to faults.  A fault **touches** the window ``[t - W, t]`` when it
+was active at some moment of it: ``fault.start <= t`` and ``fault.end >= t - W`` (applied before ``t``
+and not healed more than ``W`` before it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import attrs
+
+from raft_election.bench.report import Summary, summarize
+from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History, LockRecord
+from raft_election.processes import MemberEvent
+
+__all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "Leadership", "VIOLATION_KINDS", "check",
+           "format_report", "history_from_json", "history_to_json", "leaderships", "replay_command",
+           "result_to_json"]
+
+logger = logging.getLogger(__name__)
+
+#: Violation kinds, in the order :func:`check` reports them.
+VIOLATION_KINDS = ("election_safety", "lease_overlap", "fencing", "double_vote", "liveness")
+
+#: Unavailability of the gap before the first leadership of the run (the initial election).
+STARTUP = "startup"
+#: Unavailability of a gap no fault touches.
+NONE = "none"
+
+#: Version of the JSON documents written by :func:`history_to_json` and :func:`result_to_json`.
+JSON_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class Leadership:
+    """One ``became_leader`` of one member and the interval its lease was held (``time.monotonic()``)."""
+
+    node: int
+    term: int
+    start: float
+    end: float
+    #: The rule that ended the interval: ``lost_leadership``, ``kill``, ``stopped``, ``restarted`` or
+    #: ``end_of_run``.
+    ended_by: str
+
+    @property
+    def seconds(self) -> float:
+        """How long the lease was held."""
+        return self.end - self.start
+
+
+@attrs.frozen(kw_only=True)
+class Gap:
+    """A maximal leaderless period within ``[History.started, History.ended]``, and what it is blamed on."""
+
+    start: float
+    end: float
+    #: The fault kinds touching ``[start - W, start]``; ``("startup",)`` for the gap before the first
+    #: leadership, ``("none",)`` when no fault touches it.
+    kinds: tuple[str, ...]
+    #: Some leadership held a lease before the gap (else it is the initial election).
+    after_leader: bool
+    #: Some leadership held a lease after the gap (else the run ended without a leader).
+    before_leader: bool
+
+    @property
+    def seconds(self) -> float:
+        """How long no member held a lease."""
+        return self.end - self.start
+
+    @property
+    def failover(self) -> bool:
+        """A leaderless period between two leaderships: a failover time."""
+        return self.after_leader and self.before_leader
+
+
+@attrs.frozen(kw_only=True)
+class FaultStats:
+    """The faults of one kind: how many, how long they lasted, the unavailability blamed on them."""
+
+    kind: str
+    count: int
+    seconds: float
+    unavailable_seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """One violation, with what the timeline plot needs to mark it."""
+
+    kind: str
+    message: str
+    #: The moment (or the start of the period) of the violation, ``time.monotonic()``.
+    at: float
+    #: The end of the period, when it is one (an overlap, a liveness window).
+    until: Optional[float] = None
+    nodes: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """What :func:`check` found in a history: the violations and the statistics of the run.
+
+    Statistics (``W = 2 × election_timeout_max``; "during the run" means within ``[started, ended]``):
+
+    * ``faults``: per kind applied, the count, the total seconds (``end - start``) and the unavailability
+      blamed on it (below);
+    * ``elections``: ``became_leader`` events during the run;
+    * ``leader_changes``: leaderships during the run, in order of start, whose member differs from the
+      previous leadership's (the first leadership is not a change);
+    * ``highest_term``: the highest term in any member event;
+    * ``unavailable_seconds``: total time during the run when no lease interval covers it (the sum of the
+      ``gaps``);
+    * ``unavailable_by_kind``: each gap's length added to every kind in its ``kinds`` (so one gap may count
+      for several kinds, and the per-kind figures may add up to more than the total);
+    * ``failover``: the summary (seconds) of the lengths of the gaps between two leaderships (the gap before
+      the first leader is ``first_leader``; a gap at the end of the run without a following leader counts as
+      unavailability only);
+    * ``first_leader``: seconds from the start of the run to the first lease (None: no leader at all);
+    * ``spurious``: the leaderships that started during the run, other than its first, with no fault touching
+      ``[start - W, start]``: "a leader change with no fault in the preceding window of
+      2 × election_timeout_max".
+    """
+
+    findings: tuple[Finding, ...]
+    leaderships: tuple[Leadership, ...]
+    gaps: tuple[Gap, ...]
+    faults: Mapping[str, FaultStats]
+    elections: int
+    leader_changes: int
+    highest_term: int
+    duration: float
+    unavailable_seconds: float
+    unavailable_by_kind: Mapping[str, float]
+    failover: Optional[Summary]
+    first_leader: Optional[float]
+    spurious: tuple[Leadership, ...]
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        """Every violation, one line each."""
+        return tuple(finding.message for finding in self.findings)
+
+    @property
+    def ok(self) -> bool:
+        """No violation was found."""
+        return not self.findings
+
+    @property
+    def spurious_elections(self) -> int:
+        """How many elections came with no fault in the preceding window."""
+        return len(self.spurious)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The statistics as a JSON-friendly dict (seconds)."""
+        return {
+            "duration": self.duration,
+            "faults": {kind: {"count": s.count, "seconds": s.seconds,
+                              "unavailable_seconds": s.unavailable_seconds}
+                       for kind, s in self.faults.items()},
+            "elections": self.elections,
+            "leader_changes": self.leader_changes,
+            "highest_term": self.highest_term,
+            "unavailable_seconds": self.unavailable_seconds,
+            "unavailable_by_kind": dict(self.unavailable_by_kind),
+            "gaps": len(self.gaps),
+            "failover": attrs.asdict(self.failover) if self.failover is not None else None,
+            "first_leader": self.first_leader,
+            "spurious_elections": self.spurious_elections,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+
+def check(history: History) -> CheckResult:
+    """Check ``history`` against the guarantees and measure the run (see :class:`CheckResult`)."""
+    held = leaderships(history)
+    window = 2 * history.election_timeout[1]
+    findings = [
+        *_election_safety(history),
+        *_lease_overlaps(history, held),
+        *_fencing(history, history.locks),
+        *_double_votes(history),
+        *_liveness(history, held),
+    ]
+    gaps = _gaps(history, held, window)
+    unavailable_by_kind: dict[str, float] = {}
+    for gap in gaps:
+        for kind in gap.kinds:
+            unavailable_by_kind[kind] = unavailable_by_kind.get(kind, 0.0) + gap.seconds
+    during = sorted((lead for lead in held if history.started <= lead.start <= history.ended),
+                    key=lambda lead: lead.start)
+    ordered = sorted(held, key=lambda lead: lead.start)
+    first = ordered[0] if ordered else None
+    spurious = tuple(lead for lead in during
+                     if lead is not first and not _touching(history.faults, lead.start, window))
+    changes = sum(1 for before, after in zip(during, during[1:]) if before.node != after.node)
+    terms = [event.term for event in history.events]
+    covered = [max(lead.start, history.started) for lead in held
+               if min(lead.end, history.ended) > max(lead.start, history.started)]
+    first_leader = min(covered) - history.started if covered else None
+    result = CheckResult(
+        findings=tuple(findings),
+        leaderships=tuple(ordered),
+        gaps=gaps,
+        faults=_fault_stats(history.faults, unavailable_by_kind),
+        elections=len(during),
+        leader_changes=changes,
+        highest_term=max(terms, default=0),
+        duration=history.ended - history.started,
+        unavailable_seconds=sum(gap.seconds for gap in gaps),
+        unavailable_by_kind=unavailable_by_kind,
+        failover=summarize([gap.seconds for gap in gaps if gap.failover]),
+        first_leader=first_leader,
+        spurious=spurious,
+    )
+    logger.info("nemesis check: %d leaderships, %d violations", len(held), len(findings))
+    for finding in result.findings:
+        logger.debug("nemesis violation: %s", finding.message)
+    return result
+
+
+def leaderships(history: History) -> tuple[Leadership, ...]:
+    """Every ``became_leader`` of ``history`` with its lease-held interval (rules in the module docstring)."""
+    per_node: dict[int, list[MemberEvent]] = {}
+    for event in history.events:
+        per_node.setdefault(event.node, []).append(event)
+    result: list[Leadership] = []
+    for node, events in per_node.items():
+        kills = sorted(history.kills.get(node, ()))
+        for index, event in enumerate(events):
+            if event.event != "became_leader":
+                continue
+            start = event.monotonic
+            lost: Optional[float] = None
+            stopped: Optional[float] = None
+            restarted: Optional[float] = None
+            for later in events[index + 1:]:
+                if later.event == "started":
+                    restarted = later.monotonic
+                    break
+                if later.event == "lost_leadership" and later.term == event.term:
+                    lease_end = later.record.get("lease_end")
+                    lost = float(lease_end) if lease_end is not None else later.monotonic
+                    break
+                if later.event == "stopped":
+                    stopped = later.monotonic
+                    break
+            kill = next((at for at in kills if at >= start and (restarted is None or at <= restarted)), None)
+            end: float
+            if lost is not None:
+                end, ended_by = lost, "lost_leadership"
+            elif kill is not None:
+                end, ended_by = kill, "kill"
+            elif stopped is not None:
+                end, ended_by = stopped, "stopped"
+            elif restarted is not None:
+                end, ended_by = restarted, "restarted"
+            else:
+                end, ended_by = history.ended, "end_of_run"
+            result.append(Leadership(node=node, term=event.term, start=start, end=max(start, end),
+                                     ended_by=ended_by))
+    result.sort(key=lambda lead: (lead.start, lead.node))
+    return tuple(result)
+
+
+def _t(history: History, at: float) -> str:
+    """``at`` as seconds since the start of the run, for messages."""
+    return f"t={at - history.started:.3f}s"
+
+
+def _election_safety(history: History) -> list[Finding]:
+    """Two different members became leader in the same term."""
+    first: dict[int, MemberEvent] = {}
+    reported: set[tuple[int, int]] = set()
+    findings: list[Finding] = []
+    for event in history.events:
+        if event.event != "became_leader":
+            continue
+        earlier = first.setdefault(event.term, event)
+        if earlier.node == event.node or (event.term, event.node) in reported:
+            continue
+        reported.add((event.term, event.node))
+        findings.append(Finding(
+            kind="election_safety", at=min(earlier.monotonic, event.monotonic),
+            until=max(earlier.monotonic, event.monotonic), nodes=(earlier.node, event.node),
+            message=(f"election_safety: two leaders in term {event.term}: member {earlier.node} at "
+                     f"{_t(history, earlier.monotonic)} and member {event.node} at "
+                     f"{_t(history, event.monotonic)}")))
+    return findings
+
+
+def _lease_overlaps(history: History, held: Sequence[Leadership]) -> list[Finding]:
+    """Lease-held intervals of different leaderships (node, term) that share a moment."""
+    ordered = sorted(held, key=lambda lead: lead.start)
+    findings: list[Finding] = []
+    for index, first in enumerate(ordered):
+        for second in ordered[index + 1:]:
+            if second.start >= first.end:
+                break
+            if (first.node, first.term) == (second.node, second.term):
+                continue
+            overlap_end = min(first.end, second.end)
+            if overlap_end <= second.start:
+                continue
+            findings.append(Finding(
+                kind="lease_overlap", at=second.start, until=overlap_end, nodes=(first.node, second.node),
+                message=(f"lease_overlap: member {first.node} term {first.term} "
+                         f"[{_t(history, first.start)}, {_t(history, first.end)}) ({first.ended_by}) and "
+                         f"member {second.node} term {second.term} "
+                         f"[{_t(history, second.start)}, {_t(history, second.end)}) ({second.ended_by}) "
+                         f"both held a lease for {(overlap_end - second.start) * 1000:.1f} ms")))
+    return findings
+
+
+def _fencing(history: History, locks: Sequence[LockRecord]) -> list[Finding]:
+    """Accepted writes with a token below one accepted earlier, or the same token from two members."""
+    findings: list[Finding] = []
+    highest: Optional[LockRecord] = None
+    by_token: dict[int, LockRecord] = {}
+    for write in sorted(locks, key=lambda lock: lock.at):
+        if not write.accepted:
+            continue
+        if highest is not None and write.token < highest.token:
+            findings.append(Finding(
+                kind="fencing", at=write.at, nodes=(highest.node, write.node),
+                message=(f"fencing: write by member {write.node} with token {write.token} accepted at "
+                         f"{_t(history, write.at)} after token {highest.token} (member {highest.node}) was "
+                         f"accepted at {_t(history, highest.at)}")))
+        same = by_token.setdefault(write.token, write)
+        if same.node != write.node:
+            findings.append(Finding(
+                kind="fencing", at=write.at, nodes=(same.node, write.node),
+                message=(f"fencing: token {write.token} accepted from member {same.node} at "
+                         f"{_t(history, same.at)} and from member {write.node} at {_t(history, write.at)}")))
+        if highest is None or write.token > highest.token:
+            highest = write
+    return findings
+
+
+def _double_votes(history: History) -> list[Finding]:
+    """A member voted for two candidates in one term (``voted``, and ``started``'s ``voted_for``)."""
+    votes: dict[tuple[int, int], dict[int, MemberEvent]] = {}
+    findings: list[Finding] = []
+    for event in history.events:
+        if event.event == "voted":
+            candidate = event.record.get("candidate")
+        elif event.event == "started":
+            candidate = event.record.get("voted_for")
+        else:
+            continue
+        if candidate is None:
+            continue
+        candidates = votes.setdefault((event.node, event.term), {})
+        if int(candidate) in candidates:
+            continue
+        for other, earlier in candidates.items():
+            findings.append(Finding(
+                kind="double_vote", at=event.monotonic, nodes=(event.node,),
+                message=(f"double_vote: member {event.node} voted in term {event.term} for {other} "
+                         f"({earlier.event} at {_t(history, earlier.monotonic)}) and for {candidate} "
+                         f"({event.event} at {_t(history, event.monotonic)})")))
+        candidates[int(candidate)] = event
+    return findings
+
+
+def _liveness(history: History, held: Sequence[Leadership]) -> list[Finding]:
+    """After the last heal, some lease must be held at some moment of ``[healed, healed + 3 × max]``."""
+    if history.healed is None:
+        return []
+    start = history.healed
+    end = start + 3 * history.election_timeout[1]
+    if any(lead.start <= end and lead.end > start and lead.end > lead.start for lead in held):
+        return []
+    note = ""
+    if history.ended < end:
+        note = f" (the run ended {history.ended - start:.3f} s after the heal)"
+    return [Finding(kind="liveness", at=start, until=end,
+                    message=(f"liveness: no member held a lease in "
+                             f"[{_t(history, start)}, {_t(history, end)}] "
+                             f"after the last fault was healed{note}"))]
+
+
+def _touching(faults: Sequence[FaultRecord], at: float, window: float) -> tuple[str, ...]:
+    """The kinds (in ``FAULT_KINDS`` order) of the faults active at some moment of ``[at - window, at]``."""
+    kinds = {fault.kind for fault in faults if fault.start <= at and fault.end >= at - window}
+    return tuple(sorted(kinds, key=_kind_order))
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    """Sort key: the order of ``FAULT_KINDS``, then unknown kinds alphabetically."""
+    return (FAULT_KINDS.index(kind) if kind in FAULT_KINDS else len(FAULT_KINDS), kind)
+
+
+def _gaps(history: History, held: Sequence[Leadership], window: float) -> tuple[Gap, ...]:
+    """The maximal periods of ``[started, ended]`` no lease interval covers, each blamed on fault kinds."""
+    spans = sorted((max(lead.start, history.started), min(lead.end, history.ended)) for lead in held)
+    spans = [(start, end) for start, end in spans if end > start]
+    raw: list[tuple[float, float, bool, bool]] = []
+    cursor = history.started
+    seen = False  # some lease interval ended before the cursor
+    for start, end in spans:
+        if start > cursor:
+            raw.append((cursor, start, seen, True))
+        cursor = max(cursor, end)
+        seen = True
+    if history.ended > cursor:
+        raw.append((cursor, history.ended, seen, False))
+    gaps: list[Gap] = []
+    for start, end, after_leader, before_leader in raw:
+        if not after_leader:
+            kinds: tuple[str, ...] = (STARTUP,)
+        else:
+            kinds = _touching(history.faults, start, window) or (NONE,)
+        gaps.append(Gap(start=start, end=end, kinds=kinds, after_leader=after_leader,
+                        before_leader=before_leader))
+    return tuple(gaps)
+
+
+def _fault_stats(faults: Sequence[FaultRecord], unavailable: Mapping[str, float]) -> dict[str, FaultStats]:
+    """Count, total seconds and blamed unavailability per fault kind applied (``FAULT_KINDS`` order)."""
+    kinds = sorted({fault.kind for fault in faults}, key=_kind_order)
+    return {kind: FaultStats(kind=kind, count=sum(1 for f in faults if f.kind == kind),
+                             seconds=sum(f.end - f.start for f in faults if f.kind == kind),
+                             unavailable_seconds=unavailable.get(kind, 0.0))
+            for kind in kinds}
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def replay_command(history: History) -> str:
+    """The command line that replays the run's fault schedule."""
+    return (f"raft-election nemesis --seed {history.seed} --nodes {history.nodes} "
+            f"--transport {history.transport}")
+
+
+def format_report(history: History, result: CheckResult) -> str:
+    """A readable markdown report of ``result`` for ``history``: settings, faults, elections, violations."""
+    low, high = history.election_timeout
+    lines = [
+        "# Nemesis report",
+        "",
+        (f"settings: {history.nodes} nodes, transport {history.transport}, seed {history.seed}, "
+         f"election timeout {low * 1000:g}-{high * 1000:g} ms, "
+         f"heartbeat {history.heartbeat_interval * 1000:g} ms, "
+         f"duration {result.duration:.1f} s"),
+        "",
+        "| fault | count | seconds | unavailable s |",
+        "|---|---|---|---|",
+    ]
+    for stats in result.faults.values():
+        lines.append(f"| {stats.kind} | {stats.count} | {stats.seconds:.2f} "
+                     f"| {stats.unavailable_seconds:.3f} |")
+    for kind in (STARTUP, NONE):
+        if kind in result.unavailable_by_kind:
+            lines.append(f"| ({kind}) | - | - | {result.unavailable_by_kind[kind]:.3f} |")
+    if not result.faults:
+        lines.append("| (no faults) | 0 | 0 | - |")
+    share = result.unavailable_seconds / result.duration if result.duration > 0 else 0.0
+    failover = result.failover
+    lines += [
+        "",
+        f"- elections: {result.elections}, leader changes: {result.leader_changes}, "
+        f"highest term: {result.highest_term}",
+        f"- first leader after: {_ms(result.first_leader)} ms",
+        f"- unavailable: {result.unavailable_seconds:.3f} s of {result.duration:.1f} s ({share:.1%}), "
+        f"{len(result.gaps)} leaderless gaps",
+        ("- failover ms (no failovers)" if failover is None else
+         f"- failover ms ({failover.count}): min {_ms(failover.min)}, median {_ms(failover.median)}, "
+         f"p90 {_ms(failover.p90)}, p99 {_ms(failover.p99)}, max {_ms(failover.max)}"),
+        f"- spurious elections (no fault within 2 × {high * 1000:g} ms before): {result.spurious_elections}"
+        + "".join(f"; member {lead.node} term {lead.term} at {_t(history, lead.start)}"
+                  for lead in result.spurious[:10]),
+        "",
+    ]
+    if result.ok:
+        lines.append("no violations")
+    else:
+        lines.append(f"## {len(result.findings)} violations")
+        lines.append("")
+        lines += [f"- {message}" for message in result.violations]
+        lines += ["", f"replay: {replay_command(history)}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def result_to_json(history: History, result: CheckResult) -> dict[str, Any]:
+    """``result`` as a JSON-friendly dict; times are seconds since the start of the run."""
+
+    def rel(at: Optional[float]) -> Optional[float]:
+        return None if at is None else at - history.started
+
+    return {
+        "version": JSON_VERSION,
+        "settings": {"nodes": history.nodes, "transport": history.transport, "seed": history.seed,
+                     "election_timeout": list(history.election_timeout),
+                     "heartbeat_interval": history.heartbeat_interval},
+        "ok": result.ok,
+        "violations": list(result.violations),
+        "findings": [{"kind": f.kind, "message": f.message, "at": rel(f.at), "until": rel(f.until),
+                      "nodes": list(f.nodes)} for f in result.findings],
+        "stats": result.stats,
+        "leaderships": [{"node": lead.node, "term": lead.term, "start": rel(lead.start), "end": rel(lead.end),
+                         "ended_by": lead.ended_by} for lead in result.leaderships],
+        "gaps": [{"start": rel(gap.start), "end": rel(gap.end), "seconds": gap.seconds,
+                  "kinds": list(gap.kinds), "failover": gap.failover} for gap in result.gaps],
+        "spurious": [{"node": lead.node, "term": lead.term, "at": rel(lead.start)}
+                     for lead in result.spurious],
+        "replay": replay_command(history),
+    }
+
+
+def history_to_json(history: History) -> dict[str, Any]:
+    """``history`` as a JSON-friendly dict that :func:`history_from_json` turns back into an equal history."""
+    return {
+        "version": JSON_VERSION,
+        "nodes": history.nodes,
+        "transport": history.transport,
+        "seed": history.seed,
+        "election_timeout": list(history.election_timeout),
+        "heartbeat_interval": history.heartbeat_interval,
+        "started": history.started,
+        "ended": history.ended,
+        "healed": history.healed,
+        "events": [{"node": e.node, "event": e.event, "term": e.term, "leader": e.leader,
+                    "monotonic": e.monotonic, "received": e.received, "record": dict(e.record)}
+                   for e in history.events],
+        "faults": [{"kind": f.kind, "start": f.start, "end": f.end, "targets": list(f.targets),
+                    "detail": dict(f.detail)} for f in history.faults],
+        "kills": {str(node): list(times) for node, times in history.kills.items()},
+        "locks": [{"at": w.at, "node": w.node, "token": w.token, "accepted": w.accepted}
+                  for w in history.locks],
+    }
+
+
+def history_from_json(document: Mapping[str, Any]) -> History:
+    """The history saved by :func:`history_to_json`.
+
+    Raises:
+        ValueError: the document is of an unknown version or misses a field.
+    """
+    version = document.get("version", JSON_VERSION)
+    if version != JSON_VERSION:
+        raise ValueError(f"unknown nemesis history version {version!r} (expected {JSON_VERSION})")
+    try:
+        low, high = document["election_timeout"]
+        healed = document.get("healed")
+        return History(
+            nodes=int(document["nodes"]),
+            transport=str(document["transport"]),
+            seed=int(document["seed"]),
+            election_timeout=(float(low), float(high)),
+            heartbeat_interval=float(document["heartbeat_interval"]),
+            started=float(document["started"]),
+            ended=float(document["ended"]),
+            healed=None if healed is None else float(healed),
+            events=tuple(
+                MemberEvent(node=int(e["node"]), event=str(e["event"]), term=int(e["term"]),
+                            leader=None if e["leader"] is None else int(e["leader"]),
+                            monotonic=float(e["monotonic"]), received=float(e["received"]),
+                            record=dict(e["record"]))
+                for e in document["events"]),
+            faults=tuple(
+                FaultRecord(kind=str(f["kind"]), start=float(f["start"]), end=float(f["end"]),
+                            targets=tuple(int(t) for t in f["targets"]), detail=dict(f.get("detail", {})))
+                for f in document["faults"]),
+            kills={int(node): tuple(float(t) for t in times)
+                   for node, times in document.get("kills", {}).items()},
+            locks=tuple(LockRecord(at=float(w["at"]), node=int(w["node"]), token=int(w["token"]),
+                                   accepted=bool(w["accepted"]))
+                        for w in document.get("locks", ())),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed nemesis history: {exc!r}") from exc
