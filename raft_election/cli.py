@@ -139,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
     nemesis.add_argument("--transport", choices=("udp", "zmq"), default="udp", help="default udp")
     nemesis.add_argument("--duration", type=float, default=60.0, metavar="S",
                          help="seconds of faults and the quiet gaps between them (default 60)")
+    nemesis.add_argument("--rounds", type=int, default=None, metavar="N",
+                         help="exactly N faults instead, however long they take")
     nemesis.add_argument("--seed", type=int, default=1, help="draws the fault schedule (default 1)")
     nemesis.add_argument("--timeout", type=_parse_timeout, default=(0.150, 0.300), metavar="MIN-MAX",
                          help="election timeout range in ms (default 150-300)")
@@ -316,9 +318,11 @@ def _nemesis(args: argparse.Namespace) -> int:
         raise ConfigError("faults", f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
     if args.duration <= 0:
         raise ConfigError("duration", f"must be more than 0 seconds, not {args.duration}")
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError("rounds", f"must be at least 1, not {args.rounds}")
     settings = NemesisSettings(nodes=args.nodes, transport=args.transport, duration=args.duration,
                                seed=args.seed, election_timeout=args.timeout,
-                               heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds)
+                               heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds, rounds=args.rounds)
     peers = {i: f"check:{i}" for i in range(1, args.nodes + 1)}
     RaftConfig(node_id=1, peers=peers, election_timeout=args.timeout,
                heartbeat_interval=args.heartbeat / 1000.0)

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from raft_election.cli import main
 from raft_election.nemesis.checker import check, format_report
 from raft_election.nemesis.history import FAULT_KINDS
 from raft_election.nemesis.runner import NemesisSettings, run_nemesis
@@ -40,6 +41,11 @@ def test_a_long_schedule_has_every_kind_and_both_pause_lengths():
     assert all(f.params["down"] < TIMEOUT[0] for f in storms)
 
 
+def test_a_schedule_can_have_a_number_of_rounds_instead_of_a_duration():
+    faults = plan(seed=2, duration=1, nodes=5, election_timeout=TIMEOUT, heartbeat_interval=0.05, rounds=25)
+    assert len(faults) == 25 and sum(f.duration + f.gap for f in faults) > 1
+
+
 def test_a_schedule_can_be_limited_to_some_kinds():
     faults = plan(seed=1, duration=60, nodes=3, election_timeout=TIMEOUT, heartbeat_interval=0.05,
                   kinds=("kill", "pause"))
@@ -62,3 +68,16 @@ def test_a_seeded_run_of_every_fault_kind_against_member_processes_has_no_violat
     elected = [e for e in history.events if e.event == "became_leader"]
     assert len(elected) >= 2  # the faults forced elections, and the checker saw them
     assert history.healed is not None and history.ended > history.healed
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (["--nodes", "2"], "nodes"),
+    (["--nodes", "10"], "nodes"),
+    (["--faults", "kill,meteor"], "faults"),
+    (["--duration", "0"], "duration"),
+    (["--rounds", "0"], "rounds"),
+    (["--timeout", "150-300", "--heartbeat", "120"], "heartbeat_interval"),
+])
+def test_bad_nemesis_settings_exit_2_naming_the_field_before_starting_anything(argv, field, capsys):
+    assert main(["nemesis", *argv]) == 2
+    assert field in capsys.readouterr().err

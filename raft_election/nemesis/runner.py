@@ -52,6 +52,8 @@ class NemesisSettings:
     election_timeout: tuple[float, float] = (0.150, 0.300)
     heartbeat_interval: float = 0.050
     kinds: tuple[str, ...] = FAULT_KINDS
+    #: Exactly this many faults, whatever the duration (None: as many as fit in ``duration``).
+    rounds: Optional[int] = None
 
 
 class _Run:
@@ -242,7 +244,8 @@ def run_nemesis(settings: NemesisSettings, *,
     low, high = settings.election_timeout
     schedule = plan(seed=settings.seed, duration=settings.duration, nodes=settings.nodes,
                     election_timeout=settings.election_timeout,
-                    heartbeat_interval=settings.heartbeat_interval, kinds=settings.kinds)
+                    heartbeat_interval=settings.heartbeat_interval, kinds=settings.kinds,
+                    rounds=settings.rounds)
     with tempfile.TemporaryDirectory(prefix="raft-election-nemesis-") as workdir:
         run = _Run(settings, workdir)
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import attrs
 
@@ -43,8 +43,11 @@ class PlannedFault:
 
 
 def plan(*, seed: int, duration: float, nodes: int, election_timeout: tuple[float, float],
-         heartbeat_interval: float, kinds: Sequence[str] = FAULT_KINDS) -> list[PlannedFault]:
+         heartbeat_interval: float, kinds: Sequence[str] = FAULT_KINDS,
+         rounds: Optional[int] = None) -> list[PlannedFault]:
     """Faults filling about ``duration`` seconds (faults and gaps) for a cluster of ``nodes``.
+
+    With ``rounds``, exactly that many faults instead, however long they take.
 
     Durations scale with the election timeout, so a schedule exercises the same situations at any setting:
     pauses shorter and longer than the lease, partitions long enough for a new election and for the old
@@ -61,7 +64,7 @@ def plan(*, seed: int, duration: float, nodes: int, election_timeout: tuple[floa
     faults: list[PlannedFault] = []
     elapsed = 0.0
     first_round = rng.sample(chosen, len(chosen))  # every kind once, in random order, then by weight
-    while elapsed < duration:
+    while (elapsed < duration) if rounds is None else (len(faults) < rounds):
         kind = first_round.pop() if first_round else rng.choices(chosen, weights)[0]
         aim_leader = rng.random() < 0.6
         params: dict[str, Any] = {}
