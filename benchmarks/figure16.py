@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from raft_election.bench import BenchSettings, RangeResult, run_bench
 from raft_election.bench.plot import plot_cdf
-from raft_election.bench.report import markdown_table, to_json
+from raft_election.bench.report import from_json, markdown_table, to_json
 
 #: The paper's top family starts at 150-150 ms (no randomness at all); RaftConfig refuses a range whose
 #: minimum is not below its maximum, by design (such a cluster can split its vote for ever), so the family
@@ -75,13 +75,20 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="kills for 150-300 and 12-24 (default 200)")
     parser.add_argument("--transport", choices=("udp", "zmq", "memory"), default="udp")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json")
-    parser.add_argument("--plot")
+    parser.add_argument("--json", help="write every sample to this file")
+    parser.add_argument("--plot", help="draw both families' cumulative distributions to this PNG")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: report and plot the samples a previous --json saved")
     args = parser.parse_args(argv)
-    total = sum(args.headline_trials if t in HEADLINE else args.trials for t in RANDOMNESS + SCALE)
-    with tqdm(total=total, unit="trial", file=sys.stderr) as bar:
-        randomness = run_family(RANDOMNESS, args, bar)
-        scale = run_family(SCALE, args, bar)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as file:
+            saved = json.load(file)
+        randomness, scale = from_json(saved["randomness"]), from_json(saved["scale"])
+    else:
+        total = sum(args.headline_trials if t in HEADLINE else args.trials for t in RANDOMNESS + SCALE)
+        with tqdm(total=total, unit="trial", file=sys.stderr) as bar:
+            randomness = run_family(RANDOMNESS, args, bar)
+            scale = run_family(SCALE, args, bar)
     print(f"5 members, {args.transport} on 127.0.0.1, heartbeat = min/3, seed {args.seed}; "
           f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}\n")
     for name, results in (("Randomness", randomness), ("Scale", scale)):

@@ -23,6 +23,7 @@ def plot_cdf(path: str, families: Sequence[tuple[str, Sequence[RangeResult]]], *
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: PLC0415
     except ImportError as exc:
         raise RuntimeError("plotting needs matplotlib: pip install 'raft-election[bench]'") from exc
     figure, axes = plt.subplots(len(families), 1, figsize=(7, 3.2 * len(families)), squeeze=False)
@@ -35,6 +36,9 @@ def plot_cdf(path: str, families: Sequence[tuple[str, Sequence[RangeResult]]], *
             percent = [100.0 * (index + 1) / len(times) for index in range(len(times))]
             axis.step(times, percent, where="post", label=f"{low * 1000:g}-{high * 1000:g} ms")
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("time without leader (ms)")
         axis.set_ylabel("cumulative percent")
         axis.set_ylim(0, 100)

@@ -9,10 +9,10 @@ from typing import Any, Optional
 
 import attrs
 
-from raft_election.bench.trials import RangeResult
+from raft_election.bench.trials import Failover, RangeResult
 
-__all__ = ["Summary", "ideal_failover", "markdown_table", "percentile", "range_figures", "summarize",
-           "to_json"]
+__all__ = ["Summary", "from_json", "ideal_failover", "markdown_table", "percentile", "range_figures",
+           "summarize", "to_json"]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -128,3 +128,17 @@ def to_json(results: Sequence[RangeResult], settings: Mapping[str, Any]) -> dict
             for result in results
         ],
     }
+
+
+def from_json(document: Mapping[str, Any]) -> list[RangeResult]:
+    """The results saved by :func:`to_json`, for re-reporting or re-plotting without measuring again."""
+    results = []
+    for entry in document["ranges"]:
+        low, high = entry["election_timeout"]
+        results.append(RangeResult(
+            election_timeout=(float(low), float(high)), heartbeat_interval=float(entry["heartbeat_interval"]),
+            nodes=int(entry["nodes"]), initial_election=float(entry["initial_election"]),
+            failovers=tuple(Failover(**failover) for failover in entry["failovers"]),
+            handovers=tuple(Failover(**handover) for handover in entry["handovers"]),
+            unprovoked=int(entry["unprovoked_elections"]), restarts=int(entry["restarts"])))
+    return results
