@@ -149,6 +149,9 @@ def _build_parser() -> argparse.ArgumentParser:
     nemesis.add_argument("--faults", metavar="KIND,...",
                          help="only these fault kinds (default: all of kill, storm, pause, partition, "
                               "one_way, partial, loss, delay, flood, starve)")
+    nemesis.add_argument("--netns", action="store_true",
+                         help="run members in network namespaces and cut links with blackhole routes (root "
+                              "and iproute2); loss and delay still go through the members' fault injector")
     nemesis.add_argument("--json", metavar="FILE", help="write the report's figures and the whole history")
     nemesis.add_argument("--plot", metavar="FILE.png", help="draw a timeline: members, leaderships, faults")
     return parser
@@ -320,9 +323,16 @@ def _nemesis(args: argparse.Namespace) -> int:
         raise ConfigError("duration", f"must be more than 0 seconds, not {args.duration}")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError("rounds", f"must be at least 1, not {args.rounds}")
+    if args.netns:
+        from raft_election.nemesis.netns import netns_permitted  # noqa: PLC0415
+
+        reason = netns_permitted()
+        if reason:
+            raise ConfigError("netns", f"{reason}; or leave out --netns to cut links inside the members")
     settings = NemesisSettings(nodes=args.nodes, transport=args.transport, duration=args.duration,
                                seed=args.seed, election_timeout=args.timeout,
-                               heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds, rounds=args.rounds)
+                               heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds, rounds=args.rounds,
+                               netns=args.netns)
     peers = {i: f"check:{i}" for i in range(1, args.nodes + 1)}
     RaftConfig(node_id=1, peers=peers, election_timeout=args.timeout,
                heartbeat_interval=args.heartbeat / 1000.0)

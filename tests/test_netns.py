@@ -13,14 +13,15 @@ Needs root (``ip netns``).  Where that is not permitted the tests skip with the 
 from __future__ import annotations
 
 import os
-import random
-import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
 
+from raft_election.nemesis.checker import check, format_report
+from raft_election.nemesis.netns import NetnsLab as Lab
+from raft_election.nemesis.netns import netns_permitted
+from raft_election.nemesis.runner import NemesisSettings, run_nemesis
 from raft_election.processes import MemberProcesses, write_cluster_file
 from tests.test_processes import PATIENCE, TIMEOUT, Cluster
 
@@ -28,71 +29,9 @@ TRANSPORTS = ["udp", "zmq"]
 PORT = 9400
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
-def _netns_permitted() -> str:
-    """Empty if namespaces can be made here, else the reason they cannot."""
-    probe = f"re-probe-{uuid.uuid4().hex[:8]}"
-    try:
-        _ip("netns", "add", probe)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-        return f"cannot create network namespaces here ({detail}); run as root with iproute2"
-    subprocess.run(["ip", "netns", "del", probe], check=False, capture_output=True, timeout=30)
-    return ""
-
-
-class Lab:
-    """Namespaces for ``size`` members and a switch; every name carries a unique tag."""
-
-    def __init__(self, size: int) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.switch = f"re{tag}sw"
-        self.hosts = {i: f"re{tag}h{i}" for i in range(1, size + 1)}
-        self.subnet = f"10.231.{random.randint(1, 254)}"
-        self.created: list[str] = []
-
-    def address(self, node_id: int) -> str:
-        return f"{self.subnet}.{node_id}"
-
-    def build(self) -> None:
-        _ip("netns", "add", self.switch)
-        self.created.append(self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
-        for node_id, host in self.hosts.items():
-            _ip("netns", "add", host)
-            self.created.append(host)
-            _ip("-n", host, "link", "set", "lo", "up")
-            _ip("-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{node_id}",
-                "netns", self.switch)
-            _ip("-n", host, "addr", "add", f"{self.address(node_id)}/24", "dev", "eth0")
-            _ip("-n", host, "link", "set", "eth0", "up")
-            _ip("-n", self.switch, "link", "set", f"p{node_id}", "master", "br0")
-            _ip("-n", self.switch, "link", "set", f"p{node_id}", "up")
-
-    def destroy(self) -> None:
-        for name in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
-
-    def link(self, node_id: int, up: bool) -> None:
-        """Plug (``up``) or unplug member ``node_id``'s cable."""
-        _ip("-n", self.hosts[node_id], "link", "set", "eth0", "up" if up else "down")
-
-    def blackhole(self, src: int, dst: int, present: bool) -> None:
-        """Drop everything ``src`` sends to ``dst`` (one way), or stop dropping it."""
-        action = "add" if present else "del"
-        _ip("-n", self.hosts[src], "route", action, "blackhole", f"{self.address(dst)}/32")
-
-    def prefix(self, node_id: int) -> list[str]:
-        return ["ip", "netns", "exec", self.hosts[node_id]]
-
-
 @pytest.fixture
 def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
-    reason = _netns_permitted()
+    reason = netns_permitted()
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"network namespace tests must run in CI: {reason}")
@@ -185,3 +124,21 @@ def test_a_one_way_cut_towards_the_leader_keeps_it_with_the_majority(lab_cluster
     assert not [e for e in p.events[since:] if e.event in ("became_leader", "lost_leadership")]
     lab.blackhole(follower, leader.node, present=False)
     c.check_no_overlap()
+
+
+def test_a_nemesis_run_with_real_link_cuts_between_namespaces_has_no_violation():
+    """``raft-election nemesis --netns``: partitions, one-way and partial cuts as blackhole routes."""
+    reason = netns_permitted()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"network namespace tests must run in CI: {reason}")
+        pytest.skip(reason)
+    settings = NemesisSettings(nodes=5, transport="udp", duration=20, seed=5, netns=True,
+                               kinds=("partition", "one_way", "partial", "kill", "flood"))
+    history = run_nemesis(settings)
+    result = check(history)
+    assert result.ok, format_report(history, result)
+    cuts = [record for record in history.faults if record.kind in ("partition", "one_way", "partial")]
+    assert cuts and all(record.detail["cuts"] for record in cuts)
+    # The faults forced new elections, and the checker saw them.
+    assert sum(e.event == "became_leader" for e in history.events) >= 2

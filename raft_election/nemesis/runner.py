@@ -33,12 +33,15 @@ from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
 from raft_election.nemesis.faults import LinkFaults, faults_path, write_faults
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History
+from raft_election.nemesis.netns import NetnsLab
 from raft_election.nemesis.schedule import PlannedFault, plan
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 
 __all__ = ["NemesisSettings", "run_nemesis"]
 
 SECRET = "nemesis: members authenticate every message"
+#: Every member's port in network-namespace mode (each has an address of its own).
+NETNS_PORT = 9400
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +57,8 @@ class NemesisSettings:
     kinds: tuple[str, ...] = FAULT_KINDS
     #: Exactly this many faults, whatever the duration (None: as many as fit in ``duration``).
     rounds: Optional[int] = None
+    #: Members in network namespaces, links cut by blackhole routes (root); else by the members' transport.
+    netns: bool = False
 
 
 class _Run:
@@ -62,9 +67,21 @@ class _Run:
     def __init__(self, settings: NemesisSettings, workdir: str) -> None:
         self.settings = settings
         self.rng = random.Random(settings.seed ^ 0x5EED)
-        kind = "udp" if settings.transport == "udp" else "tcp"
-        self.addresses = {i: f"127.0.0.1:{port}" for i, port in
-                          enumerate(free_ports(settings.nodes, kind=kind), 1)}
+        self.lab: Optional[NetnsLab] = None
+        prefix: Optional[Callable[[int], list[str]]] = None
+        if settings.netns:
+            self.lab = lab = NetnsLab(settings.nodes)
+            prefix = lab.prefix
+            try:
+                lab.build()
+            except BaseException:
+                lab.destroy()
+                raise
+            self.addresses = {i: f"{lab.address(i)}:{NETNS_PORT}" for i in lab.hosts}
+        else:
+            kind = "udp" if settings.transport == "udp" else "tcp"
+            self.addresses = {i: f"127.0.0.1:{port}" for i, port in
+                              enumerate(free_ports(settings.nodes, kind=kind), 1)}
         self.members = tuple(self.addresses)
         self.faults_dir = os.path.join(workdir, "faults")
         os.makedirs(self.faults_dir)
@@ -72,7 +89,8 @@ class _Run:
                                   transport=settings.transport, cluster="nemesis", secret=SECRET,
                                   election_timeout=settings.election_timeout,
                                   heartbeat_interval=settings.heartbeat_interval)
-        self.processes = MemberProcesses(path, workdir, self.members, run_args=["--faults", self.faults_dir])
+        self.processes = MemberProcesses(path, workdir, self.members, run_args=["--faults", self.faults_dir],
+                                         command_prefix=prefix)
         self.codec = Codec("nemesis", SECRET.encode())
         self.records: list[FaultRecord] = []
         self.kills: dict[int, list[float]] = {}
@@ -166,13 +184,18 @@ class _Run:
     def _links(self, fault: PlannedFault, cuts: set[tuple[int, int]], targets: Sequence[int],
                **extra: Any) -> None:
         """Drop every message from ``a`` to ``b`` for each ``(a, b)`` in ``cuts`` while the fault lasts."""
-        faults: dict[int, dict[str, Any]] = {}
-        for a, b in cuts:
-            faults.setdefault(a, {"drop_to": []})["drop_to"].append(b)
         start = time.monotonic()
-        self.set_links(faults)
-        time.sleep(fault.duration)
-        self.set_links({})
+        if self.lab is not None:  # real links: blackhole routes in the senders' namespaces
+            self.lab.set_cuts(cuts)
+            time.sleep(fault.duration)
+            self.lab.set_cuts(set())
+        else:
+            faults: dict[int, dict[str, Any]] = {}
+            for a, b in cuts:
+                faults.setdefault(a, {"drop_to": []})["drop_to"].append(b)
+            self.set_links(faults)
+            time.sleep(fault.duration)
+            self.set_links({})
         self.record(fault.kind, start, targets, cuts=sorted(cuts), **extra)
 
     def _partition(self, fault: PlannedFault) -> None:
@@ -213,9 +236,21 @@ class _Run:
         (target,) = self.aim(fault)
         host, port = self.addresses[target].rsplit(":", 1)
         count = int(fault.params["messages"])
+        seed = self.rng.getrandbits(32)
         start = time.monotonic()
-        sent = flood(self.settings.transport, host, int(port),
-                     garbage_messages(count, self.codec, target, seed=self.rng.getrandbits(32)))
+        if self.lab is not None:  # the members' addresses exist only inside the namespaces: flood from one
+            source = next(m for m in self.members if m != target)
+            script = ("import sys; from raft_election.codec import Codec; "
+                      "from raft_election.garbage import flood, garbage_messages; a = sys.argv; "
+                      "print(flood(a[1], a[2], int(a[3]), garbage_messages(int(a[4]), "
+                      "Codec('nemesis', a[6].encode()), int(a[5]), seed=int(a[7]))))")
+            command = [*self.lab.prefix(source), sys.executable, "-c", script, self.settings.transport, host,
+                       port, str(count), str(target), SECRET, str(seed)]
+            done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+            sent = int(done.stdout.strip())
+        else:
+            sent = flood(self.settings.transport, host, int(port),
+                         garbage_messages(count, self.codec, target, seed=seed))
         self.record("flood", start, [target], messages=sent)
 
     def _starve(self, fault: PlannedFault) -> None:
@@ -236,6 +271,8 @@ class _Run:
     def close(self) -> None:
         self.stop_busy()
         self.processes.close()
+        if self.lab is not None:
+            self.lab.destroy()
 
 
 def run_nemesis(settings: NemesisSettings, *,
