@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from raft_election.bench.trials import RangeResult
+from raft_election.plotting import pyplot
 
 __all__ = ["plot_cdf"]
 
@@ -18,14 +19,9 @@ def plot_cdf(path: str, families: Sequence[tuple[str, Sequence[RangeResult]]], *
     Raises:
         RuntimeError: matplotlib is not installed (install the ``bench`` extra).
     """
-    try:
-        import matplotlib  # noqa: PLC0415
+    plt = pyplot()
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: PLC0415
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeError("plotting needs matplotlib: pip install 'raft-election[bench]'") from exc
     figure, axes = plt.subplots(len(families), 1, figsize=(7, 3.2 * len(families)), squeeze=False)
     for axis, (label, results) in zip(axes[:, 0], families):
         for result in results:

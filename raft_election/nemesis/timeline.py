@@ -11,6 +11,7 @@ from typing import Any
 
 from raft_election.nemesis.checker import CheckResult
 from raft_election.nemesis.history import FAULT_KINDS, History
+from raft_election.plotting import pyplot
 
 __all__ = ["plot_timeline"]
 
@@ -31,14 +32,9 @@ def plot_timeline(history: History, result: CheckResult, path: str) -> None:
     Raises:
         RuntimeError: matplotlib is not installed (install the ``bench`` extra).
     """
-    try:
-        import matplotlib  # noqa: PLC0415
+    plt = pyplot()
+    from matplotlib.patches import Patch  # noqa: PLC0415
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-        from matplotlib.patches import Patch  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeError("plotting needs matplotlib: pip install 'raft-election[bench]'") from exc
 
     origin = history.started
     members = sorted({*range(1, history.nodes + 1), *(lead.node for lead in result.leaderships),
