@@ -1,32 +1,30 @@
 """The in-memory demo behind ``raft-election demo``: elect, crash the leader a few times, hand over.
 
 Runs real threaded :class:`~raft_election.node.RaftNode` members over an
-:class:`~transports.memory.InMemoryNetwork` in one process.  A "crash" cuts the leader off the network and
-stops it (nothing it says gets out any more), like a killed process; the failover time is measured from
-that instant until another member holds a lease, using the members' own event timestamps.
-
-Like the command line, this is an application of the library: it is the one place in ``raft_election``
-that imports a transport, and only when the demo runs.
+:class:`~transports.memory.InMemoryNetwork` in one process (the benchmark's
+:class:`~raft_election.bench.clusters.MemoryCluster`).  A "crash" cuts the leader off the network and stops
+it (nothing it says gets out any more), like a killed process; the failover time is measured from that
+instant until another member holds a lease, using the members' own event timestamps.  With member
+processes instead, see :func:`run_process_demo`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Optional
 
 import attrs
 
-from raft_election.config import RaftConfig
-from raft_election.events import BecameLeader, Event
-from raft_election.node import RaftNode
-from raft_election.processes import MemberEvent, MemberProcesses
-from raft_election.storage import MemoryStorage
+from raft_election.bench.clusters import MemoryCluster
+from raft_election.processes import MemberEvent, MemberProcesses, member_event
 
 __all__ = ["DemoResult", "Failover", "run_memory_demo"]
+
+#: The longest the in-memory demo waits for any one step (only reached if something is broken).
+_PATIENCE = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -48,59 +46,6 @@ class DemoResult:
     handover: Failover
 
 
-class _Cluster:
-    """Members over one in-memory network, with a log of every election won."""
-
-    def __init__(self, size: int, seed: Optional[int], settings: dict[str, object]) -> None:
-        from transports.memory import InMemoryNetwork  # noqa: PLC0415 (applications pick transports)
-
-        self.network = InMemoryNetwork(seed=seed, delay=(0.0002, 0.001))
-        peers = {node_id: f"memory:{node_id}" for node_id in range(1, size + 1)}
-        self.configs = {node_id: RaftConfig(node_id=node_id, peers=peers, **settings)  # type: ignore[arg-type]
-                        for node_id in peers}
-        self.storages = {node_id: MemoryStorage() for node_id in peers}
-        self.nodes: dict[int, RaftNode] = {}
-        self._won: list[tuple[int, BecameLeader]] = []
-        self._changed = threading.Condition()
-
-    def start(self, node_id: int) -> None:
-        def observe(event: Event) -> None:
-            if isinstance(event, BecameLeader):
-                with self._changed:
-                    self._won.append((node_id, event))
-                    self._changed.notify_all()
-
-        node = RaftNode(self.configs[node_id], self.network.transport(node_id), self.storages[node_id],
-                        observer=observe)
-        self.nodes[node_id] = node.start()
-
-    def next_election_after(self, since: float, timeout: float = 10.0) -> tuple[int, BecameLeader]:
-        """Wait for an election won at or after monotonic time ``since``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for node_id, event in self._won:
-                    if event.at >= since:
-                        return node_id, event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no leader elected within {timeout} s")
-                self._changed.wait(remaining)
-
-    def wait_until_stable(self, leader: int, timeout: float = 10.0) -> None:
-        """Wait until every member follows ``leader``."""
-        deadline = time.monotonic() + timeout
-        while any(node.leader_id != leader for node in self.nodes.values()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"members did not all follow {leader} within {timeout} s")
-            time.sleep(0.005)
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.network.close()
-
-
 def run_memory_demo(
     nodes: int = 5,
     failovers: int = 3,
@@ -118,41 +63,38 @@ def run_memory_demo(
         report: called with human-readable progress lines.
         settings: extra :class:`RaftConfig` fields (``election_timeout``, ``heartbeat_interval``, ...).
     """
-    cluster = _Cluster(nodes, seed, dict(settings))
-    try:
+    with MemoryCluster(nodes, seed=seed, **settings) as cluster:
+        log = cluster.log
         started = time.monotonic()
-        for node_id in cluster.configs:
-            cluster.start(node_id)
-        leader, won = cluster.next_election_after(started)
-        first = Failover(old_leader=0, new_leader=leader, term=won.term, seconds=won.at - started)
-        report(f"{nodes} members started; {leader} elected leader of term {won.term} "
+        cluster.start()
+        won = log.wait_for(lambda e: e.event == "became_leader", _PATIENCE)
+        first = Failover(old_leader=0, new_leader=won.node, term=won.term, seconds=won.monotonic - started)
+        report(f"{nodes} members started; {won.node} elected leader of term {won.term} "
                f"after {first.seconds * 1000:.1f} ms")
-        cluster.wait_until_stable(leader)
+        leader, _ = cluster.wait_stable(_PATIENCE)
         crashes = []
         for number in range(1, failovers + 1):
             old = leader
-            crashed_at = time.monotonic()
-            cluster.network.isolate(old)  # from now on nothing the old leader says gets out: it is "dead"
-            cluster.nodes[old].stop()
-            leader, won = cluster.next_election_after(crashed_at)
-            crash = Failover(old_leader=old, new_leader=leader, term=won.term, seconds=won.at - crashed_at)
+            since = log.mark()
+            crashed_at = cluster.crash(old)  # from now on nothing the old leader says gets out: it is "dead"
+            won = log.wait_for(lambda e: e.event == "became_leader", _PATIENCE, since)
+            crash = Failover(old_leader=old, new_leader=won.node, term=won.term,
+                             seconds=won.monotonic - crashed_at)
             crashes.append(crash)
-            report(f"crash {number}: leader {old} killed; {leader} leads term {won.term} after "
+            report(f"crash {number}: leader {old} killed; {won.node} leads term {won.term} after "
                    f"{crash.seconds * 1000:.1f} ms")
-            cluster.network.rejoin(old)
-            cluster.start(old)
-            cluster.wait_until_stable(leader)
-            report(f"         {old} restarted and follows {leader} (term still {won.term})")
+            cluster.restart(old)
+            leader, term = cluster.wait_stable(_PATIENCE)
+            report(f"         {old} restarted and follows {leader} (term still {term})")
         old = leader
-        stopped_at = time.monotonic()
-        cluster.nodes[old].stop()  # graceful: transfers leadership first
-        leader, won = cluster.next_election_after(stopped_at)
-        handover = Failover(old_leader=old, new_leader=leader, term=won.term, seconds=won.at - stopped_at)
-        report(f"graceful stop of leader {old}: {leader} leads term {won.term} after "
+        since = log.mark()
+        stopped_at = cluster.stop_gracefully(old)  # graceful: transfers leadership first
+        won = log.wait_for(lambda e: e.event == "became_leader", _PATIENCE, since)
+        handover = Failover(old_leader=old, new_leader=won.node, term=won.term,
+                            seconds=won.monotonic - stopped_at)
+        report(f"graceful stop of leader {old}: {won.node} leads term {won.term} after "
                f"{handover.seconds * 1000:.1f} ms (leadership transfer)")
         return DemoResult(first_election=first, crashes=tuple(crashes), handover=handover)
-    finally:
-        cluster.close()
 
 
 def run_process_demo(
@@ -218,7 +160,7 @@ def run_process_demo(
 
 def _started_at(processes: MemberProcesses, node_id: int) -> float:
     """When member ``node_id`` reported that it started."""
-    return processes.wait_for(lambda e: e.node == node_id and e.event == "started").monotonic
+    return processes.wait_for(member_event(node_id, "started")).monotonic
 
 
 def _rejoined(processes: MemberProcesses, node_id: int, leader: int, since: int) -> MemberEvent:

@@ -25,7 +25,7 @@ from typing import IO, Any, Optional
 
 import attrs
 
-__all__ = ["EventLog", "MemberEvent", "MemberProcesses", "free_ports", "write_cluster_file"]
+__all__ = ["EventLog", "MemberEvent", "MemberProcesses", "free_ports", "member_event", "write_cluster_file"]
 
 
 def free_ports(count: int, *, kind: str = "udp", host: str = "127.0.0.1") -> list[int]:
@@ -68,6 +68,11 @@ class MemberEvent:
     record: Mapping[str, Any] = attrs.field(repr=False)
     #: The caller's ``time.monotonic()`` when the line was read.
     received: float = attrs.field(repr=False)
+
+
+def member_event(node_id: int, event: str) -> Callable[[MemberEvent], bool]:
+    """A predicate for :meth:`EventLog.wait_for`: member ``node_id`` reported ``event``."""
+    return lambda record: record.node == node_id and record.event == event
 
 
 class EventLog:

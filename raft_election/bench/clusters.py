@@ -18,7 +18,14 @@ from typing import Any, Optional
 from raft_election.config import RaftConfig
 from raft_election.events import BecameLeader, Event, LeaderChanged
 from raft_election.node import RaftNode
-from raft_election.processes import EventLog, MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.processes import (
+    EventLog,
+    MemberEvent,
+    MemberProcesses,
+    free_ports,
+    member_event,
+    write_cluster_file,
+)
 from raft_election.storage import MemoryStorage
 
 __all__ = ["BenchCluster", "MemoryCluster", "ProcessCluster", "election_messages"]
@@ -39,30 +46,67 @@ def election_messages(counters: Mapping[str, Any]) -> int:
 class BenchCluster(abc.ABC):
     """A cluster of ``size`` members (ids 1..size) under test."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, log: EventLog) -> None:
         self.members = tuple(range(1, size + 1))
-        self.log = EventLog()
+        self.log = log
         self.down: set[int] = set()
+        #: Event index at each member's latest start: only its events from there on describe it.
+        self.start_marks = dict.fromkeys(self.members, 0)
 
     @abc.abstractmethod
     def start(self) -> float:
         """Start every member; return the monotonic time at which a quorum of them had started."""
 
-    @abc.abstractmethod
     def crash(self, node_id: int) -> float:
         """End ``node_id`` abruptly (nothing it says gets out afterwards); return when (monotonic)."""
+        self.down.add(node_id)
+        return self._crash(node_id)
 
-    @abc.abstractmethod
     def stop_gracefully(self, node_id: int) -> float:
         """Stop ``node_id`` the way an operator would (a leader hands over first); return when."""
+        self.down.add(node_id)
+        return self._stop_gracefully(node_id)
+
+    def restart(self, node_id: int) -> None:
+        """Start ``node_id`` again (with its stored term and vote)."""
+        self.start_marks[node_id] = self.log.mark()
+        self._restart(node_id)
+        self.down.discard(node_id)
+
+    def wait_stable(self, patience: float) -> tuple[int, int]:
+        """Wait until the latest leader runs and every other running member follows it; return both.
+
+        Returns the leader and its term.  A member counts as following once it reported that leader after
+        its own latest start.
+
+        Raises:
+            TimeoutError: not stable within ``patience`` seconds.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            mark = self.log.mark()
+            events = self.log.events[:mark]
+            elected = [e for e in events if e.event == "became_leader"]
+            if elected and elected[-1].node not in self.down:
+                leader, term = elected[-1].node, elected[-1].term
+                follows = {e.node for index, e in enumerate(events) if e.event == "leader_changed"
+                           and e.leader == leader and e.term == term and index >= self.start_marks[e.node]}
+                if all(m in follows for m in self.members if m != leader and m not in self.down):
+                    return leader, term
+            self.log.wait_for(lambda e: True, max(0.0, deadline - time.monotonic()), mark)
+
+    @abc.abstractmethod
+    def _crash(self, node_id: int) -> float: ...
+
+    @abc.abstractmethod
+    def _stop_gracefully(self, node_id: int) -> float: ...
+
+    @abc.abstractmethod
+    def _restart(self, node_id: int) -> None: ...
 
     @abc.abstractmethod
     def wait_stopped(self, node_id: int) -> None:
         """Wait until a gracefully stopped ``node_id`` has ended."""
-
-    @abc.abstractmethod
-    def restart(self, node_id: int) -> None:
-        """Start ``node_id`` again (with its stored term and vote)."""
 
     @abc.abstractmethod
     def election_messages(self) -> Optional[dict[int, int]]:
@@ -92,10 +136,9 @@ class ProcessCluster(BenchCluster):
 
     def __init__(self, size: int, workdir: str, *, transport: str, election_timeout: tuple[float, float],
                  heartbeat_interval: float, member_command: Optional[MemberCommand] = None) -> None:
-        super().__init__(size)
         # Other member programs (PySyncObj) listen on TCP whatever the file says.
         ports = free_ports(size, kind="udp" if transport == "udp" and member_command is None else "tcp")
-        self.addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in zip(self.members, ports)}
+        self.addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in enumerate(ports, 1)}
         self.cluster_file = write_cluster_file(
             os.path.join(workdir, "cluster.json"), self.addresses, transport=transport, cluster="bench",
             election_timeout=election_timeout, heartbeat_interval=heartbeat_interval)
@@ -103,31 +146,29 @@ class ProcessCluster(BenchCluster):
         if member_command is not None:
             path = self.cluster_file
             command = lambda node_id: member_command(node_id, path)  # noqa: E731
-        self.processes = MemberProcesses(self.cluster_file, workdir, self.members, command=command)
-        self.log = self.processes.log  # one log: the processes' readers fill it
+        members = range(1, size + 1)
+        self.processes = MemberProcesses(self.cluster_file, workdir, members, command=command)
+        super().__init__(size, self.processes.log)  # one log: the processes' readers fill it
         self._counts = member_command is None  # only our members report counters
 
     def start(self) -> float:
         since = self.log.mark()
         self.processes.start_all()
-        started = sorted(self.log.wait_for(_started(node_id), since=since).monotonic
+        started = sorted(self.log.wait_for(member_event(node_id, "started"), since=since).monotonic
                          for node_id in self.members)
         return started[len(self.members) // 2]
 
-    def crash(self, node_id: int) -> float:
-        self.down.add(node_id)
+    def _crash(self, node_id: int) -> float:
         return self.processes.kill(node_id)
 
-    def stop_gracefully(self, node_id: int) -> float:
-        self.down.add(node_id)
+    def _stop_gracefully(self, node_id: int) -> float:
         return self.processes.signal(node_id, signal.SIGTERM)
 
     def wait_stopped(self, node_id: int) -> None:
         self.processes.wait_exit(node_id)
 
-    def restart(self, node_id: int) -> None:
+    def _restart(self, node_id: int) -> None:
         self.processes.start(node_id)
-        self.down.discard(node_id)
 
     def election_messages(self) -> Optional[dict[int, int]]:
         if not self._counts:
@@ -152,15 +193,14 @@ class MemoryCluster(BenchCluster):
     killed process.  Its :class:`MemoryStorage` survives for the restart.
     """
 
-    def __init__(self, size: int, *, election_timeout: tuple[float, float], heartbeat_interval: float,
-                 seed: Optional[int] = None) -> None:
+    def __init__(self, size: int, *, seed: Optional[int] = None, **settings: Any) -> None:
+        """``settings``: :class:`RaftConfig` fields every member gets (``election_timeout``, ...)."""
         from transports.memory import InMemoryNetwork  # noqa: PLC0415 (applications pick transports)
 
-        super().__init__(size)
+        super().__init__(size, EventLog())
         self.network = InMemoryNetwork(seed=seed, delay=(0.0002, 0.001))
         peers = {node_id: f"memory:{node_id}" for node_id in self.members}
-        self.configs = {node_id: RaftConfig(node_id=node_id, peers=peers, election_timeout=election_timeout,
-                                            heartbeat_interval=heartbeat_interval)
+        self.configs = {node_id: RaftConfig(node_id=node_id, peers=peers, **settings)
                         for node_id in self.members}
         self.storages = {node_id: MemoryStorage() for node_id in self.members}
         self.nodes: dict[int, RaftNode] = {}
@@ -192,26 +232,23 @@ class MemoryCluster(BenchCluster):
             started.append(time.monotonic())
         return started[len(self.members) // 2]
 
-    def crash(self, node_id: int) -> float:
+    def _crash(self, node_id: int) -> float:
         at = time.monotonic()
         self.network.isolate(node_id)
-        self.down.add(node_id)
         self.nodes[node_id].stop()
         return at
 
-    def stop_gracefully(self, node_id: int) -> float:
+    def _stop_gracefully(self, node_id: int) -> float:
         at = time.monotonic()
-        self.down.add(node_id)
         self.nodes[node_id].stop()
         return at
 
     def wait_stopped(self, node_id: int) -> None:
         """``stop()`` returns once the member has stopped."""
 
-    def restart(self, node_id: int) -> None:
+    def _restart(self, node_id: int) -> None:
         self.network.rejoin(node_id)
         self._start(node_id)
-        self.down.discard(node_id)
 
     def election_messages(self) -> Optional[dict[int, int]]:
         return {i: election_messages(self.nodes[i].status().counters) for i in self.members
@@ -225,7 +262,3 @@ class MemoryCluster(BenchCluster):
             node.stop()
         self.network.close()
 
-
-
-def _started(node_id: int) -> Callable[[MemberEvent], bool]:
-    return lambda event: event.node == node_id and event.event == "started"

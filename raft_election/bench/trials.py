@@ -90,14 +90,13 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
     log = cluster.log
     ready = cluster.start()
     first = log.wait_for(lambda e: e.event == "became_leader", patience)
-    started = dict.fromkeys(cluster.members, 0)  # event index at each member's latest start
     results: dict[str, list[Failover]] = {"crash": [], "stop": []}
     discarded = 0
     for kind in ["crash"] * trials + ["stop"] * handovers:
         while True:
-            leader, term = _wait_stable(cluster, started, patience)
+            cluster.wait_stable(patience)
             time.sleep(settle + (idle if kind == "crash" else 0.0) + rng.uniform(0.0, heartbeat_interval))
-            leader, term = _wait_stable(cluster, started, patience)
+            leader, term = cluster.wait_stable(patience)
             before = cluster.election_messages() if kind == "crash" else None
             round_trip = cluster.round_trip(leader) if kind == "crash" else None
             since = log.mark()
@@ -110,13 +109,11 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
                 # Split votes for ever (timeout ranges with almost no randomness): bring the member back,
                 # whose different timer phase breaks the tie, and record the trial as censored.
                 censored = True
-                started[leader] = log.mark()
                 cluster.restart(leader)
                 won = log.wait_for(_new_leader(leader, term), patience, since)
-            _wait_stable(cluster, started, patience)
+            cluster.wait_stable(patience)
             after = cluster.election_messages() if kind == "crash" else None
             if not censored:
-                started[leader] = log.mark()
                 cluster.restart(leader)
             if won.monotonic >= at:
                 break
@@ -128,7 +125,7 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
                                       new_term=won.term, seconds=won.monotonic - at, round_trip=round_trip,
                                       messages=messages, censored=censored))
         progress()
-    _wait_stable(cluster, started, patience)
+    cluster.wait_stable(patience)
     caused = {(f.new_leader, f.new_term) for f in results["crash"] + results["stop"]}
     caused.add((first.node, first.term))
     elected = [e for e in log.events if e.event == "became_leader"]
@@ -137,25 +134,6 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
                        failovers=tuple(results["crash"]), handovers=tuple(results["stop"]),
                        unprovoked=sum((e.node, e.term) not in caused for e in elected),
                        restarts=len(results["crash"]) + len(results["stop"]) + discarded)
-
-
-def _wait_stable(cluster: BenchCluster, started: dict[int, int], patience: float) -> tuple[int, int]:
-    """Wait until the latest leader runs and every other running member follows it; return it and its term.
-
-    A member counts as following once it reported the leader after its own latest start.
-    """
-    deadline = time.monotonic() + patience
-    while True:
-        mark = cluster.log.mark()
-        events = cluster.log.events[:mark]
-        elected = [e for e in events if e.event == "became_leader"]
-        if elected and elected[-1].node not in cluster.down:
-            leader, term = elected[-1].node, elected[-1].term
-            follows = {e.node for index, e in enumerate(events) if e.event == "leader_changed"
-                       and e.leader == leader and e.term == term and index >= started[e.node]}
-            if all(m in follows for m in cluster.members if m != leader and m not in cluster.down):
-                return leader, term
-        cluster.log.wait_for(lambda e: True, max(0.0, deadline - time.monotonic()), mark)
 
 
 def _new_leader(old: int, term: int) -> Callable[[MemberEvent], bool]:

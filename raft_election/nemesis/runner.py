@@ -35,7 +35,7 @@ from raft_election.nemesis.faults import LinkFaults, faults_path, write_faults
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History
 from raft_election.nemesis.netns import NetnsLab
 from raft_election.nemesis.schedule import PlannedFault, plan
-from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.processes import MemberProcesses, free_ports, member_event, write_cluster_file
 
 __all__ = ["NemesisSettings", "run_nemesis"]
 
@@ -140,11 +140,11 @@ class _Run:
         waiting = []
         for member in self.members:
             if self.processes.alive(member):
-                self.processes.wait_for(_started(member), 30.0, self.start_marks[member])
+                self.processes.wait_for(member_event(member, "started"), 30.0, self.start_marks[member])
                 self.processes.signal(member, signal.SIGUSR2)
                 waiting.append(member)
         for member in waiting:
-            self.processes.wait_for(_acknowledged(member), 30.0, since)
+            self.processes.wait_for(member_event(member, "faults"), 30.0, since)
 
     def record(self, kind: str, start: float, targets: Iterable[int], **detail: Any) -> None:
         self.records.append(FaultRecord(kind=kind, start=start, end=time.monotonic(), targets=tuple(targets),
@@ -305,11 +305,3 @@ def run_nemesis(settings: NemesisSettings, *,
                        faults=tuple(run.records), kills={k: tuple(v) for k, v in run.kills.items()},
                        healed=healed)
 
-
-def _acknowledged(member: int) -> Callable[[MemberEvent], bool]:
-    """Matches ``member``'s report that it applied its link faults."""
-    return lambda event: event.node == member and event.event == "faults"
-
-
-def _started(member: int) -> Callable[[MemberEvent], bool]:
-    return lambda event: event.node == member and event.event == "started"
