@@ -20,6 +20,7 @@ import attrs
 import pytest
 
 from raft_election.errors import TransportError
+from tests.transporttools import received_until
 from transports.memory import InMemoryNetwork, MemoryTransport, NetworkStats
 
 TIMEOUT = 5.0  # only to keep a broken test from hanging; never reached when the code works
@@ -54,12 +55,7 @@ class Inbox:
         return self.until(MARKER)
 
     def until(self, marker: bytes) -> list[bytes]:
-        got = []
-        while True:
-            data = self.get()
-            if data == marker:
-                return got
-            got.append(data)
+        return received_until(self.get, marker)
 
 
 @contextlib.contextmanager

@@ -29,13 +29,18 @@ TRANSPORTS = ["udp", "zmq"]
 PORT = 9400
 
 
-@pytest.fixture
-def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
+def require_netns() -> None:
+    """Skip the test with the reason when namespaces cannot be made here; under CI, fail instead."""
     reason = netns_permitted()
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"network namespace tests must run in CI: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
+    require_netns()
     labs: list[Lab] = []
     made: list[MemberProcesses] = []
 
@@ -128,11 +133,7 @@ def test_a_one_way_cut_towards_the_leader_keeps_it_with_the_majority(lab_cluster
 
 def test_a_nemesis_run_with_real_link_cuts_between_namespaces_has_no_violation():
     """``raft-election nemesis --netns``: partitions, one-way and partial cuts as blackhole routes."""
-    reason = netns_permitted()
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"network namespace tests must run in CI: {reason}")
-        pytest.skip(reason)
+    require_netns()
     settings = NemesisSettings(nodes=5, transport="udp", duration=20, seed=5, netns=True,
                                kinds=("partition", "one_way", "partial", "kill", "flood"))
     history = run_nemesis(settings)

@@ -35,6 +35,7 @@ import transports.udp as udp
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from tests.transporttools import received_until
 from transports.udp import UdpTransport, parse_address
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
@@ -93,10 +94,7 @@ class Inbox:
 
     def until(self, marker: bytes) -> list[bytes]:
         """Everything delivered before ``marker``."""
-        got = []
-        while (data := self.get()) != marker:
-            got.append(data)
-        return got
+        return received_until(self.get, marker)
 
 
 class Cluster:

@@ -38,6 +38,7 @@ from zmq.utils.monitor import recv_monitor_message
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from tests.transporttools import received_until
 from transports.zeromq import MAX_FRAME_SIZE, SEND_HWM, ZmqTransport, normalize_address
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
@@ -104,12 +105,7 @@ class Inbox:
 
     def until(self, marker: bytes) -> list[bytes]:
         """Everything received before ``marker``."""
-        got = []
-        while True:
-            data = self.get()
-            if data == marker:
-                return got
-            got.append(data)
+        return received_until(self.get, marker)
 
     def close(self) -> None:
         self.transport.close()
@@ -201,12 +197,7 @@ class Child:
         return bytes.fromhex(self.lines.get(timeout=timeout))
 
     def until(self, marker: bytes) -> list[bytes]:
-        got = []
-        while True:
-            data = self.get()
-            if data == marker:
-                return got
-            got.append(data)
+        return received_until(self.get, marker)
 
     def kill(self) -> None:
         """SIGKILL by PID (also works on a stopped process) and reap it."""
