@@ -158,7 +158,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from raft_election.config import RaftConfig  # noqa: PLC0415 (keeps `--help` fast)
+    from raft_election.config import check_settings  # noqa: PLC0415 (keeps `--help` fast)
     from raft_election.demo import run_memory_demo, run_process_demo  # noqa: PLC0415
 
     if args.nodes < 1:
@@ -168,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("raft-election demo: crashing the leader needs at least 2 nodes", file=sys.stderr)
         return 2
     settings = {"election_timeout": args.timeout, "heartbeat_interval": args.heartbeat / 1000.0}
-    RaftConfig(node_id=1, peers={1: "check"}, **settings)  # fail fast, naming the field, before any process
+    check_settings(**settings)
     where = {"udp": "member processes over UDP on loopback",
              "zmq": "member processes over ZeroMQ on loopback",
              "memory": "threads over the in-memory network"}[args.transport]
@@ -303,7 +303,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _nemesis(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from raft_election.config import RaftConfig  # noqa: PLC0415
+    from raft_election.config import check_settings  # noqa: PLC0415
     from raft_election.nemesis.checker import (  # noqa: PLC0415
         check,
         format_report,
@@ -312,13 +312,12 @@ def _nemesis(args: argparse.Namespace) -> int:
     )
     from raft_election.nemesis.history import FAULT_KINDS  # noqa: PLC0415
     from raft_election.nemesis.runner import NemesisSettings, run_nemesis  # noqa: PLC0415
+    from raft_election.nemesis.schedule import check_kinds  # noqa: PLC0415
 
     if not 3 <= args.nodes <= 9:
         raise ConfigError("nodes", f"the nemesis runs 3 to 9 members, not {args.nodes}")
     kinds = tuple(FAULT_KINDS if args.faults is None else (k.strip() for k in args.faults.split(",")))
-    unknown = sorted(set(kinds) - set(FAULT_KINDS))
-    if unknown or not kinds:
-        raise ConfigError("faults", f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
+    check_kinds(kinds)
     if args.duration <= 0:
         raise ConfigError("duration", f"must be more than 0 seconds, not {args.duration}")
     if args.rounds is not None and args.rounds < 1:
@@ -333,9 +332,7 @@ def _nemesis(args: argparse.Namespace) -> int:
                                seed=args.seed, election_timeout=args.timeout,
                                heartbeat_interval=args.heartbeat / 1000.0, kinds=kinds, rounds=args.rounds,
                                netns=args.netns)
-    peers = {i: f"check:{i}" for i in range(1, args.nodes + 1)}
-    RaftConfig(node_id=1, peers=peers, election_timeout=args.timeout,
-               heartbeat_interval=args.heartbeat / 1000.0)
+    check_settings(args.nodes, election_timeout=args.timeout, heartbeat_interval=args.heartbeat / 1000.0)
     print(f"raft-election {__version__} nemesis: {args.nodes} {args.transport} members, "
           f"{args.duration:g} s of faults, seed {args.seed}", flush=True)
     report = lambda fault: print(f"  {fault.kind}", file=sys.stderr, flush=True)  # noqa: E731

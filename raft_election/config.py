@@ -36,6 +36,7 @@ __all__ = [
     "PeerMap",
     "RaftConfig",
     "check_field_names",
+    "check_settings",
     "freeze_peers",
 ]
 
@@ -455,3 +456,13 @@ def check_field_names(names: Mapping[str, object], what: str) -> None:
             close = difflib.get_close_matches(name, _FIELD_NAMES, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(name, f"is not a {what}; {hint}the fields are {', '.join(_FIELD_NAMES)}")
+
+
+def check_settings(members: int = 1, **settings: Any) -> None:
+    """Raise ``ConfigError`` (naming the field and the fix) unless ``settings`` suit a ``members`` cluster.
+
+    The commands that start members (demo, bench, nemesis) call it first, so bad settings fail with one
+    clear line before any process or thread exists.
+    """
+    RaftConfig(node_id=1, peers={node_id: f"check:{node_id}" for node_id in range(1, members + 1)},
+               **settings)

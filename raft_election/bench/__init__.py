@@ -18,7 +18,7 @@ import attrs
 
 from raft_election.bench.clusters import BenchCluster, MemberCommand, MemoryCluster, ProcessCluster
 from raft_election.bench.trials import Failover, RangeResult, run_range
-from raft_election.config import RaftConfig
+from raft_election.config import check_settings
 from raft_election.errors import ConfigError
 
 __all__ = ["BenchSettings", "Failover", "MemoryCluster", "ProcessCluster", "RangeResult", "default_heartbeat",
@@ -60,10 +60,9 @@ class BenchSettings:
         for field in ("trials", "handovers"):
             if getattr(self, field) < 0:
                 raise ConfigError(field, f"must be 0 or more, not {getattr(self, field)}")
-        peers = {node_id: f"check:{node_id}" for node_id in range(1, self.nodes + 1)}
         for timeout in self.timeouts:
-            RaftConfig(node_id=1, peers=peers, election_timeout=timeout,
-                       heartbeat_interval=self.heartbeat_for(timeout))
+            check_settings(self.nodes, election_timeout=timeout,
+                           heartbeat_interval=self.heartbeat_for(timeout))
 
 
 def run_one_range(settings: BenchSettings, election_timeout: tuple[float, float], rng: random.Random, *,

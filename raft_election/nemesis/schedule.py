@@ -18,9 +18,10 @@ from typing import Any, Optional
 
 import attrs
 
+from raft_election.errors import ConfigError
 from raft_election.nemesis.history import FAULT_KINDS
 
-__all__ = ["PlannedFault", "plan"]
+__all__ = ["PlannedFault", "check_kinds", "plan"]
 
 #: How often each kind is drawn, relative to the others.
 WEIGHTS: Mapping[str, float] = {
@@ -42,6 +43,13 @@ class PlannedFault:
     params: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+def check_kinds(kinds: Sequence[str]) -> None:
+    """Raise ``ConfigError`` (field ``faults``, a ``ValueError``) unless ``kinds`` are known fault kinds."""
+    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    if unknown or not kinds:
+        raise ConfigError("faults", f"unknown fault kinds {unknown}; choose from {', '.join(FAULT_KINDS)}")
+
+
 def plan(*, seed: int, duration: float, nodes: int, election_timeout: tuple[float, float],
          heartbeat_interval: float, kinds: Sequence[str] = FAULT_KINDS,
          rounds: Optional[int] = None) -> list[PlannedFault]:
@@ -53,9 +61,7 @@ def plan(*, seed: int, duration: float, nodes: int, election_timeout: tuple[floa
     pauses shorter and longer than the lease, partitions long enough for a new election and for the old
     leader's lease to run out, restart storms faster than an election timeout.
     """
-    unknown = set(kinds) - set(FAULT_KINDS)
-    if unknown:
-        raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {', '.join(FAULT_KINDS)}")
+    check_kinds(kinds)
     rng = random.Random(seed)
     low, high = election_timeout
     lease = low
