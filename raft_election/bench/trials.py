@@ -119,8 +119,10 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
                 break
             discarded += 1  # another member had taken over just before: not a failover we caused
         messages = None
-        if before is not None and after is not None:  # what the survivors sent (the crashed sent nothing)
-            messages = sum(after[member] - before[member] for member in after)
+        if before is not None and after is not None:
+            # What the survivors sent; the crashed member sent nothing, unless a censored trial restarted
+            # it, and then its counters started again from zero.
+            messages = sum(after[m] - (0 if m == leader else before[m]) for m in after)
         results[kind].append(Failover(old_leader=leader, new_leader=won.node, old_term=term,
                                       new_term=won.term, seconds=won.monotonic - at, round_trip=round_trip,
                                       messages=messages, censored=censored))
