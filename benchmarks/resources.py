@@ -9,11 +9,10 @@ Three parts, each runnable alone (subcommands), or all in a row (``all``, the de
   It answers "what does an idle cluster cost", which short timeouts make worse.  ``--pysyncobj`` measures
   PySyncObj members (``benchmarks/pysyncobj_member.py``) the same way, if that script exists.
 * ``sweep``: election time and election messages against cluster size, with threaded members over the
-  in-memory network: the leader is crashed (cut off the network, then stopped, no handover) and the time
-  until another member becomes leader is taken from ``on_become_leader`` (``time.monotonic()`` in the
-  callback).  The messages of the failover are the vote requests and vote responses (pre-votes included)
-  the surviving members sent between just before the crash and the win (and until every survivor follows
-  the new leader); the terms it took tell split votes apart.
+  in-memory network, through ``raft-election bench --transport memory``'s trial loop (the leader is cut off
+  the network and stopped at a random moment; the time runs until another member's lease begins; the
+  messages are the vote and pre-vote requests and answers the survivors sent; the terms it took tell split
+  votes apart).
 * ``throughput``: a plain ``time.perf_counter`` loop driving :class:`~raft_election.core.RaftCore`
   directly (a follower answering heartbeats, a leader of five taking heartbeat responses), then the codec
   around it (bytes in, bytes out, as ``RaftNode`` does), then a real ``RaftNode`` fed through its
@@ -40,7 +39,6 @@ import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -49,34 +47,22 @@ from typing import Any, Optional
 import attrs
 
 from raft_election import MemoryStorage, RaftConfig, RaftNode
+from raft_election.bench import BenchSettings, run_one_range
+from raft_election.bench.report import range_figures
 from raft_election.codec import Codec
 from raft_election.core import RaftCore
-from raft_election.events import BecameLeader, Event
 from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 from raft_election.roles import Role
 from raft_election.storage import HardState
 from raft_election.transport import DeliverFn, Transport
-from transports.memory import InMemoryNetwork
 
 logger = logging.getLogger("benchmarks.resources")
 
 PYSYNCOBJ_MEMBER = Path(__file__).resolve().parent / "pysyncobj_member.py"
-#: The counters whose sum over the survivors is "messages per election" (pre-votes are VoteRequests too).
-ELECTION_COUNTERS = ("vote_requests_sent", "vote_responses_sent")
-#: Everything else the sweep records per failover.
-SWEEP_COUNTERS = (*ELECTION_COUNTERS, "vote_requests_resent", "pre_votes_started", "elections_started",
-                  "heartbeats_sent", "heartbeat_responses_sent")
-#: Generous limit for waits that normally take well under a second: only there to avoid hanging.
-PATIENCE = 20.0
 
 
 # ---------------------------------------------------------------------- small helpers
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def parse_timeout(text: str) -> tuple[float, float]:
@@ -305,219 +291,19 @@ def idle_report(result: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------- part 2: cluster-size sweep
 
 
-@attrs.define
-class _Armed:
-    """One failover being measured: who crashed, when, and the counters at the win (set by the callback)."""
+def sweep_size(size: int, trials: int, *, seed: int, election_timeout: tuple[float, float],
+               heartbeat: float) -> dict[str, Any]:
+    """Crash the leader of a ``size``-member in-memory cluster ``trials`` times; return what was measured.
 
-    crashed: int
-    since: float
-    survivors: tuple[int, ...]
-    at_win: Optional[dict[str, int]] = None
-
-
-@attrs.frozen(kw_only=True)
-class Win:
-    node: int
-    term: int
-    #: ``time.monotonic()`` in the ``on_become_leader`` callback.
-    callback_at: float
-    #: ``BecameLeader.at``: the core's own time of the win (before persisting, sending and dispatching).
-    event_at: Optional[float]
-
-
-class SweepCluster:
-    """Threaded members (MemoryStorage) over one InMemoryNetwork, recording every win and its counters."""
-
-    def __init__(self, size: int, *, seed: int, delay: tuple[float, float],
-                 election_timeout: tuple[float, float], heartbeat: float) -> None:
-        self.network = InMemoryNetwork(seed=seed, delay=delay)
-        self.peers = {i: f"memory:{i}" for i in range(1, size + 1)}
-        self.configs = {i: RaftConfig(node_id=i, peers=self.peers, election_timeout=election_timeout,
-                                      heartbeat_interval=heartbeat, transfer_on_stop=False)
-                        for i in self.peers}
-        self.storages = {i: MemoryStorage() for i in self.peers}
-        self.nodes: dict[int, RaftNode] = {}
-        self.down: set[int] = set()
-        self.wins: list[Win] = []
-        self._event_at: dict[tuple[int, int], float] = {}
-        self._armed: Optional[_Armed] = None
-        self._changed = threading.Condition()
-        self._rng = random.Random(seed)
-
-    def start(self, node_id: int) -> None:
-        def observe(event: Event) -> None:
-            if isinstance(event, BecameLeader):
-                with self._changed:
-                    self._event_at[(node_id, event.term)] = event.at
-
-        def became_leader(term: int) -> None:
-            now = time.monotonic()
-            with self._changed:
-                armed = self._armed
-            counts = None
-            if armed is not None and armed.at_win is None and node_id != armed.crashed and now >= armed.since:
-                counts = self.totals(armed.survivors)  # as soon as the winner knows: "just after" the win
-            with self._changed:
-                if counts is not None and armed is not None and armed.at_win is None:
-                    armed.at_win = counts
-                self.wins.append(Win(node=node_id, term=term, callback_at=now,
-                                     event_at=self._event_at.get((node_id, term))))
-                self._changed.notify_all()
-
-        node = RaftNode(self.configs[node_id], self.network.transport(node_id), self.storages[node_id],
-                        on_become_leader=became_leader, observer=observe,
-                        rng=random.Random(self._rng.getrandbits(64)))
-        self.nodes[node_id] = node.start()
-        self.down.discard(node_id)
-
-    def start_all(self) -> None:
-        for node_id in self.peers:
-            self.start(node_id)
-
-    def crash(self, node_id: int) -> None:
-        """Cut the member off first, so nothing it says on the way down gets out, then stop it."""
-        self.network.isolate(node_id)
-        self.down.add(node_id)
-        self.nodes[node_id].stop()
-
-    def restart(self, node_id: int) -> None:
-        self.network.rejoin(node_id)
-        self.start(node_id)
-
-    def totals(self, ids: Iterable[int]) -> dict[str, int]:
-        """The sums of :data:`SWEEP_COUNTERS` over members ``ids``."""
-        sums = dict.fromkeys(SWEEP_COUNTERS, 0)
-        for node_id in ids:
-            counters = self.nodes[node_id].status().counters
-            for name in SWEEP_COUNTERS:
-                sums[name] += counters.get(name, 0)
-        return sums
-
-    def stable_leader(self) -> Optional[int]:
-        """The member that holds a lease and that every running member follows, if any."""
-        running = [node for node_id, node in self.nodes.items() if node_id not in self.down]
-        holders = [node.node_id for node in running if node.is_leader]
-        if len(holders) == 1 and all(node.leader_id == holders[0] for node in running):
-            return holders[0]
-        return None
-
-    def wait_stable(self, timeout: float = PATIENCE) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            leader = self.stable_leader()
-            if leader is not None:
-                return leader
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no stable leader within {timeout} s: "
-                                   + ", ".join(repr(node) for node in self.nodes.values()))
-            time.sleep(0.01)
-
-    def arm(self, crashed: int, since: float) -> _Armed:
-        armed = _Armed(crashed=crashed, since=since,
-                       survivors=tuple(i for i in self.peers if i != crashed))
-        with self._changed:
-            self._armed = armed
-        return armed
-
-    def wait_for_win(self, armed: _Armed, timeout: float = PATIENCE) -> Win:
-        """The first win after ``armed.since`` by a member other than the crashed one."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for win in self.wins:
-                    if win.node != armed.crashed and win.callback_at >= armed.since \
-                            and armed.at_win is not None:
-                        self._armed = None
-                        return win
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no new leader within {timeout} s")
-                self._changed.wait(remaining)
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.network.close()
-
-
-def sweep_size(size: int, trials: int, *, seed: int, delay: tuple[float, float],
-               election_timeout: tuple[float, float], heartbeat: float) -> dict[str, Any]:
-    """Crash the leader of one ``size``-member cluster ``trials`` times; return every failover."""
-    cluster = SweepCluster(size, seed=seed, delay=delay, election_timeout=election_timeout,
-                           heartbeat=heartbeat)
-    rng = random.Random(seed)
-    failovers: list[dict[str, Any]] = []
-    error = None
-    try:
-        cluster.start_all()
-        for trial in range(trials):
-            old = cluster.wait_stable()
-            # A crash at a random phase of the heartbeat cycle, once any restart has settled.
-            time.sleep(0.1 + rng.uniform(0, heartbeat))
-            if cluster.stable_leader() != old:
-                old = cluster.wait_stable()
-            term_before = cluster.nodes[old].term
-            survivors = [i for i in cluster.peers if i != old]
-            before = cluster.totals(survivors)
-            crashed_at = time.monotonic()
-            armed = cluster.arm(old, crashed_at)
-            cluster.crash(old)
-            win = cluster.wait_for_win(armed)
-            at_win = armed.at_win
-            assert at_win is not None
-            new = cluster.wait_stable()
-            settled = cluster.totals(survivors)
-            failover = {
-                "trial": trial, "old_leader": old, "new_leader": win.node, "settled_leader": new,
-                "term_before": term_before, "term": win.term, "terms": win.term - term_before,
-                "ms": (win.callback_at - crashed_at) * 1000,
-                "event_ms": None if win.event_at is None else (win.event_at - crashed_at) * 1000,
-                "at_win": {name: at_win[name] - before[name] for name in SWEEP_COUNTERS},
-                "settled": {name: settled[name] - before[name] for name in SWEEP_COUNTERS},
-            }
-            failovers.append(failover)
-            logger.info("%d members, trial %d/%d: %d -> %d in %.1f ms, %d term(s), %d election messages",
-                        size, trial + 1, trials, old, win.node, failover["ms"], failover["terms"],
-                        sum(failover["at_win"][name] for name in ELECTION_COUNTERS))
-            cluster.restart(old)
-    except TimeoutError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        logger.error("%d members: stopped after %d trials: %s", size, len(failovers), error)
-    finally:
-        cluster.close()
-    return summarize_size(size, failovers, election_timeout, heartbeat, error)
-
-
-def summarize_size(size: int, failovers: list[dict[str, Any]], election_timeout: tuple[float, float],
-                   heartbeat: float, error: Optional[str]) -> dict[str, Any]:
-    low, high = election_timeout
-    summary: dict[str, Any] = {
-        "size": size, "trials": len(failovers), "error": error,
-        # Expected minimum of n - 1 survivors' uniform timeouts, started on average h/2 before the crash.
-        "model_ms": (low + (high - low) / size - heartbeat / 2) * 1000,
-        "failovers": failovers,
-    }
-    if not failovers:
-        return summary
-
-    def messages(kind: str) -> list[int]:
-        return [sum(f[kind][name] for name in ELECTION_COUNTERS) for f in failovers]
-
-    times = [f["ms"] for f in failovers]
-    summary.update({
-        "ms_min": min(times), "ms_median": statistics.median(times), "ms_p90": percentile(times, 0.9),
-        "ms_max": max(times),
-        "event_ms_median": statistics.median(f["event_ms"] for f in failovers if f["event_ms"] is not None),
-        "messages_at_win_median": statistics.median(messages("at_win")),
-        "messages_settled_median": statistics.median(messages("settled")),
-        "messages_settled_max": max(messages("settled")),
-        "resent_median": statistics.median(f["settled"]["vote_requests_resent"] for f in failovers),
-        "pre_votes_mean": statistics.fmean(f["settled"]["pre_votes_started"] for f in failovers),
-        "candidacies_mean": statistics.fmean(f["settled"]["elections_started"] for f in failovers),
-        "terms_max": max(f["terms"] for f in failovers),
-        "split_vote_share": sum(1 for f in failovers if f["terms"] > 1) / len(failovers),
-    })
-    return summary
+    The trial loop is ``raft-election bench --transport memory``'s; the result has its figures and every
+    failover.
+    """
+    settings = BenchSettings(transport="memory", nodes=size, timeouts=(election_timeout,),
+                             heartbeat=heartbeat, trials=trials, handovers=0, seed=seed)
+    result = run_one_range(settings, election_timeout, random.Random(seed))
+    messages = [f.messages for f in result.failovers if f.messages is not None]
+    return {"size": size, **range_figures(result), "messages_max": max(messages, default=None),
+            "failovers": [attrs.asdict(f) for f in result.failovers]}
 
 
 def sweep_report(result: Mapping[str, Any]) -> str:
@@ -526,39 +312,26 @@ def sweep_report(result: Mapping[str, Any]) -> str:
         "### Failover time and election messages against cluster size (threaded members, in-memory network)",
         "",
         f"Election timeout {ms_range(settings['election_timeout'])}, "
-        f"heartbeat {settings['heartbeat'] * 1000:g} ms, pre-vote on, network delay "
-        f"{settings['delay'][0] * 1000:g}–{settings['delay'][1] * 1000:g} ms, "
-        f"up to {settings['trials']} crashes per size (one cluster per size, the crashed leader restarted "
-        "after each failover).  Time: crash → `on_become_leader` of the successor (`time.monotonic()` in "
-        "the callback).  Messages: vote requests + vote responses (pre-votes included) sent by all "
-        "survivors, from just before the crash to the win (callback), and to when every survivor follows "
-        "the new leader (settled).  Model: a + (b − a)/n − h/2 (no network time).  Split vote: the failover "
-        "took more than one term.",
+        f"heartbeat {settings['heartbeat'] * 1000:g} ms, pre-vote on, network delay 0.2–1 ms, "
+        f"{settings['trials']} crashes per size (one cluster per size, the crashed leader restarted after "
+        "each failover; `raft-election bench --transport memory`'s trial loop).  Time: crash → the "
+        "successor's lease begins.  Messages: vote and pre-vote requests and answers the survivors sent, "
+        "repeats included.  Ideal: a + (b − a)/n − h/2 + 2r.  Split vote: the failover took more than one "
+        "term.",
         "",
     ]
-    header = ["members", "crashes", "median ms", "p90 ms", "max ms", "model ms", "msgs at win",
-              "msgs settled", "msgs/member", "resent", "pre-votes", "candidacies", "split-vote share"]
+    header = ["members", "crashes", "median ms", "p90 ms", "max ms", "ideal ms", "msgs/election (median)",
+              "msgs/election (max)", "split-vote share"]
     rows = []
     for size in result["sizes"]:
-        if not size["trials"]:
-            rows.append([size["size"], 0, *["—"] * (len(header) - 2)])
-            continue
+        failover = size["failover"]
         rows.append([
-            size["size"], size["trials"], f"{size['ms_median']:.1f}", f"{size['ms_p90']:.1f}",
-            f"{size['ms_max']:.1f}", f"{size['model_ms']:.1f}", f"{size['messages_at_win_median']:g}",
-            f"{size['messages_settled_median']:g}",
-            f"{size['messages_settled_median'] / (size['size'] - 1):.2f}", f"{size['resent_median']:g}",
-            f"{size['pre_votes_mean']:.2f}", f"{size['candidacies_mean']:.2f}",
+            size["size"], size["trials"], f"{failover['median'] * 1000:.1f}",
+            f"{failover['p90'] * 1000:.1f}", f"{failover['max'] * 1000:.1f}", f"{size['ideal'] * 1000:.1f}",
+            f"{size['messages_per_election']:g}", f"{size['messages_max']}",
             f"{size['split_vote_share'] * 100:.0f} %",
         ])
     lines.append(markdown(header, rows))
-    lines.append("")
-    lines.append("Medians except: pre-votes and candidacies (pre-vote rounds and real campaigns started by "
-                 "survivors per failover) are means; resent = vote requests resent (already in the "
-                 "counts); msgs/member = settled median / survivors.")
-    for size in result["sizes"]:
-        if size["error"]:
-            lines.append(f"- {size['size']} members: stopped after {size['trials']} crashes: {size['error']}")
     return "\n".join(lines)
 
 
@@ -840,13 +613,10 @@ def run_idle(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     sizes, trials = resolve(args, "sizes"), resolve(args, "trials")
-    delay = (0.0002, 0.001)
-    sweep = []
-    for size in sizes:
-        sweep.append(sweep_size(size, trials, seed=args.seed + size, delay=delay,
-                                election_timeout=args.timeout, heartbeat=args.heartbeat / 1000))
+    sweep = [sweep_size(size, trials, seed=args.seed + size, election_timeout=args.timeout,
+                        heartbeat=args.heartbeat / 1000) for size in sizes]
     result = {"settings": {"election_timeout": args.timeout, "heartbeat": args.heartbeat / 1000,
-                           "delay": delay, "trials": trials, "sizes": list(sizes), "seed": args.seed},
+                           "trials": trials, "sizes": list(sizes), "seed": args.seed},
               "sizes": sweep}
     print(sweep_report(result), end="\n\n", flush=True)
     return result

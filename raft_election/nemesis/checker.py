@@ -210,7 +210,7 @@ class CheckResult:
 
 def check(history: History) -> CheckResult:
     """Check ``history`` against the guarantees and measure the run (see :class:`CheckResult`)."""
-    held = leaderships(history)
+    held = leaderships(history)  # in order of start
     window = 2 * history.election_timeout[1]
     findings = [
         *_election_safety(history),
@@ -224,10 +224,8 @@ def check(history: History) -> CheckResult:
     for gap in gaps:
         for kind in gap.kinds:
             unavailable_by_kind[kind] = unavailable_by_kind.get(kind, 0.0) + gap.seconds
-    during = sorted((lead for lead in held if history.started <= lead.start <= history.ended),
-                    key=lambda lead: lead.start)
-    ordered = sorted(held, key=lambda lead: lead.start)
-    first = ordered[0] if ordered else None
+    during = [lead for lead in held if history.started <= lead.start <= history.ended]
+    first = held[0] if held else None
     spurious = tuple(lead for lead in during
                      if lead is not first and not _touching(history.faults, lead.start, window))
     changes = sum(1 for before, after in zip(during, during[1:]) if before.node != after.node)
@@ -237,7 +235,7 @@ def check(history: History) -> CheckResult:
     first_leader = min(covered) - history.started if covered else None
     result = CheckResult(
         findings=tuple(findings),
-        leaderships=tuple(ordered),
+        leaderships=held,
         gaps=gaps,
         faults=_fault_stats(history.faults, unavailable_by_kind),
         elections=len(during),
