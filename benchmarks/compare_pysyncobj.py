@@ -110,7 +110,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         chunk = min(args.chunk, args.trials - done)
         for side in chosen:
             settings = BenchSettings(transport="udp", nodes=5, timeouts=(side.timeout,),
-                                     heartbeat=side.heartbeat, trials=chunk, handovers=0, idle=side.idle)
+                                     heartbeat=side.heartbeat, trials=chunk, handovers=0, idle=side.idle,
+                                     fast_failover=False)  # equal settings: PySyncObj has no such path
             print(f"{side.name}: trials {done + 1}-{done + chunk}", file=sys.stderr, flush=True)
             parts[side.name].append(run_one_range(settings, side.timeout, rng, member_command=side.command()))
         done += chunk

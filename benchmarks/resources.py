@@ -299,7 +299,8 @@ def sweep_size(size: int, trials: int, *, seed: int, election_timeout: tuple[flo
     failover.
     """
     settings = BenchSettings(transport="memory", nodes=size, timeouts=(election_timeout,),
-                             heartbeat=heartbeat, trials=trials, handovers=0, seed=seed)
+                             heartbeat=heartbeat, trials=trials, handovers=0, seed=seed,
+                             fast_failover=False)  # the timeout path's model and message count
     result = run_one_range(settings, election_timeout, random.Random(seed))
     messages = [f.messages for f in result.failovers if f.messages is not None]
     return {"size": size, **range_figures(result), "messages_max": max(messages, default=None),

@@ -120,6 +120,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--handovers", type=int, default=10,
                        help="graceful stops of the leader per range (default 10)")
     bench.add_argument("--seed", type=int, default=0, help="seeds the random crash moments (default 0)")
+    bench.add_argument("--no-fast-failover", dest="fast_failover", action="store_false",
+                       help="members wait out an election timeout even for a dead leader (the timeout path)")
     bench.add_argument("--json", metavar="FILE", help="also write every result and sample to FILE")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw the cumulative distribution per range, like the Raft paper's Figure 16")
@@ -268,7 +270,8 @@ def _bench(args: argparse.Namespace) -> int:
     settings = BenchSettings(transport=args.transport, nodes=args.nodes,
                              timeouts=tuple(args.timeout or [(0.150, 0.300)]),
                              heartbeat=None if args.heartbeat is None else args.heartbeat / 1000.0,
-                             trials=args.trials, handovers=args.handovers, seed=args.seed)
+                             trials=args.trials, handovers=args.handovers, seed=args.seed,
+                             fast_failover=args.fast_failover)
     settings.check()
     print(f"raft-election {__version__} bench: {describe(settings)}", flush=True)
     with contextlib.ExitStack() as stack:
@@ -283,9 +286,11 @@ def _bench(args: argparse.Namespace) -> int:
         results = run_bench(settings, progress=progress)
     print()
     print(markdown_table(results))
-    print("\nTimes in ms.  Failover: SIGKILL of the leader until another member's lease began.  split votes: "
+    print("\nTimes in ms.  Failover: SIGKILL of the leader until another member's lease began.  fast path: "
+          "failovers won on death evidence (fast failover), or off.  split votes: "
           "failovers that took more than one term.  r: the leader's median heartbeat round trip.  ideal: "
-          "a + (b-a)/n - h/2 + 2r.  first election: from a quorum of members started until a leader.  "
+          "a + (b-a)/n - h/2 + 2r, the timeout path's model (shown with fast failover off).  first "
+          "election: from a quorum of members started until a leader.  "
           "unprovoked: leaders elected while the old one was alive (a restarted member deposing it, or a "
           "spurious timeout) / members restarted.")
     if args.json:

@@ -8,6 +8,7 @@ A cluster file lists the members (id → transport address) and the settings all
     heartbeat_interval = 0.050
     max_clock_drift = 0.05
     pre_vote = true
+    fast_failover = true              # replace a dead leader on transport evidence (README)
     secret_file = "raft.secret"       # relative to this file; or: secret = "..." (not both)
 
     [members]
@@ -65,6 +66,7 @@ KNOWN_KEYS = (
     "heartbeat_interval",
     "max_clock_drift",
     "pre_vote",
+    "fast_failover",
     "secret",
     "secret_file",
     "members",
@@ -122,6 +124,7 @@ class ClusterFile:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     max_clock_drift: float = DEFAULT_MAX_CLOCK_DRIFT
     pre_vote: bool = True
+    fast_failover: bool = True
     secret: Optional[bytes] = attrs.field(default=None, repr=_show_secret)
 
     def __attrs_post_init__(self) -> None:
@@ -141,6 +144,7 @@ class ClusterFile:
             "heartbeat_interval",
             "max_clock_drift",
             "pre_vote",
+            "fast_failover",
             "secret",
         ):
             object.__setattr__(self, name, getattr(config, name))
@@ -181,6 +185,7 @@ class ClusterFile:
             "heartbeat_interval": self.heartbeat_interval,
             "max_clock_drift": self.max_clock_drift,
             "pre_vote": self.pre_vote,
+            "fast_failover": self.fast_failover,
             "secret": self.secret,
         }
         settings.update(overrides)

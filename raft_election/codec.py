@@ -9,7 +9,7 @@ Layout, all integers big-endian::
 
     header (29 bytes)
         magic      2s   b"RE"
-        version    u8   1
+        version    u8   2 (version 1 had no VoteRequest.suspect and no VoteResponse evidence bit)
         type       u8   1-based index into messages.MESSAGE_TYPES
         flags      u8   bit 0: a MAC follows the body; every other bit must be zero
         cluster    8s   cluster_id(cluster name)
@@ -19,8 +19,9 @@ Layout, all integers big-endian::
     body (per type, see _LAYOUTS)
         Heartbeat          round u32
         HeartbeatResponse  round u32, flags u8 (bit 0 candidate)
-        VoteRequest        round u32, flags u8 (bit 0 pre_vote, bit 1 transfer)
-        VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote, bit 2 candidate)
+        VoteRequest        round u32, suspect u32, flags u8 (bit 0 pre_vote, bit 1 transfer)
+        VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote, bit 2 candidate,
+                           bit 3 evidence)
         TimeoutNow         (empty)
         Resign             successor u32 (0: none)
     mac (32 bytes, only when header flag bit 0 is set)
@@ -64,13 +65,13 @@ __all__ = [
 #: The two bytes every message starts with; anything else is not ours (another protocol, or noise).
 MAGIC = b"RE"
 #: The format version this codec writes and the only one it accepts.
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 #: Header flag bit 0: an HMAC-SHA256 tag follows the body.
 FLAG_MAC = 0x01
 #: Length of the HMAC-SHA256 tag.
 MAC_SIZE = 32
-#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message today is 66 bytes
-#: (a 34-byte message plus its MAC); the rest is headroom, so a receiver can size its buffer once and a
+#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message today is 70 bytes
+#: (a 38-byte vote request plus its MAC); the rest is headroom, so a receiver can size its buffer once and a
 #: bigger datagram is rejected before a single field is parsed.
 MAX_MESSAGE_SIZE = 128
 
@@ -106,8 +107,8 @@ def _layout(cls: type[Message], int_fields: tuple[str, ...], flag_fields: tuple[
 _LAYOUTS: dict[type[Message], _Layout] = {
     Heartbeat: _layout(Heartbeat, ("round",), ()),
     HeartbeatResponse: _layout(HeartbeatResponse, ("round",), ("candidate",)),
-    VoteRequest: _layout(VoteRequest, ("round",), ("pre_vote", "transfer")),
-    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate")),
+    VoteRequest: _layout(VoteRequest, ("round", "suspect"), ("pre_vote", "transfer")),
+    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate", "evidence")),
     TimeoutNow: _layout(TimeoutNow, (), ()),
     Resign: _layout(Resign, ("successor",), ()),
 }

@@ -381,6 +381,9 @@ class RaftConfig:
         pre_vote: run a pre-vote before raising the term (thesis §9.6).
         candidate: whether this node stands for election; ``False`` makes it a voter only.
         transfer_on_stop: whether a leader's ``stop()`` hands leadership over first (thesis §3.10).
+        fast_failover: replace a leader whose process died without waiting out an election timeout, on
+            death evidence from the transport confirmed by a majority of voters (see the README, "Fast
+            failover"); transports without the capability simply take the timeout path.
         secret: shared HMAC-SHA256 key (a ``str`` is encoded as UTF-8), at least 16 bytes; ``None``
             disables message authentication.  Never shown by ``repr``.
         cluster: the cluster's name, 1 to 64 printable characters; messages of other clusters are dropped.
@@ -404,6 +407,7 @@ class RaftConfig:
     pre_vote: bool = attrs.field(default=True, validator=_check_bool)
     candidate: bool = attrs.field(default=True, validator=_check_bool)
     transfer_on_stop: bool = attrs.field(default=True, validator=_check_bool)
+    fast_failover: bool = attrs.field(default=True, validator=_check_bool)
     secret: Optional[bytes] = attrs.field(default=None, converter=_convert_secret, repr=_show_secret)
     cluster: str = attrs.field(default=DEFAULT_CLUSTER, validator=_check_cluster)
 

@@ -20,6 +20,10 @@ Rules implemented (section numbers: Raft paper 2014 and Ongaro's thesis 2014):
   time of the latest round (heartbeat round, or the winning vote round) a majority acknowledged
   (thesis §6.4.1).  ``is_leader`` holds only inside the lease.
 * Leadership transfer with TimeoutNow, giving up the lease first (thesis §3.10), and resignation.
+* Fast failover on death evidence (this library's extension; see :meth:`RaftCore.evidence`): a follower
+  whose transport reports that the leader's process is gone campaigns at once, and a voter grants such a
+  campaign inside its stickiness window only on death evidence of its own; the campaign wins only with a
+  majority of evidence-backed grants.  Without evidence everything is as above.
 
 Message handling follows the three phases of etcd's ``Step``: term handling common to every message, then
 vote requests (shared by all roles), then the role's own handling.
@@ -40,6 +44,7 @@ import attrs
 from raft_election.errors import IllegalTransitionError, RaftElectionError
 from raft_election.events import (
     BecameLeader,
+    DeathEvidence,
     Event,
     LeaderChanged,
     LostLeadership,
@@ -86,6 +91,16 @@ _ROUNDS_KEPT = 64
 #: How many recent heartbeat round trips :meth:`RaftCore.round_trip` takes the median of.
 ROUND_TRIP_SAMPLES = 32
 
+#: A follower probes its leader for death evidence once the leader's heartbeat is this fraction of
+#: ``heartbeat_interval`` overdue (a heartbeat is due every interval) ...
+PROBE_LATENESS = 0.25
+#: ... and again every this fraction of ``heartbeat_interval`` until the election timer fires.
+PROBE_REPEAT = 0.5
+#: Members that learn of a leader's death at the same moment start their fast campaigns this fraction of
+#: ``heartbeat_interval`` apart, in id order, so the first one's requests reach the others before they
+#: start their own: simultaneous campaigns would split the vote and fall back to the election timeout.
+FAST_STAGGER = 0.1
+
 #: The counter each kind of message sent adds to, besides ``messages_sent`` (messages per election are
 #: the vote requests and responses sent).
 _SENT_COUNTER: Mapping[type[Message], str] = {
@@ -122,11 +137,13 @@ class Output:
     hard_state: Optional[HardState] = None
     messages: tuple[Outgoing, ...] = ()
     events: tuple[Event, ...] = ()
+    #: Peers to probe for death evidence (see :class:`~raft_election.transport.DeathProbe`), after sending.
+    probes: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
         """True if there is nothing to do."""
-        return self.hard_state is None and not self.messages and not self.events
+        return self.hard_state is None and not self.messages and not self.events and not self.probes
 
 
 class RaftCore:
@@ -149,6 +166,8 @@ class RaftCore:
         self._heartbeat_interval = config.heartbeat_interval
         self._lease_duration = config.election_timeout_min * (1.0 - config.max_clock_drift)
         self._pre_vote = config.pre_vote
+        self._fast = config.fast_failover
+        self._members = tuple(sorted(config.members))
         self._rng = rng
 
         self._term = hard_state.term
@@ -172,6 +191,15 @@ class RaftCore:
         self._voter_candidate: dict[int, bool] = {}  # candidacy reported with the votes of this campaign
         self._campaign_request: Optional[VoteRequest] = None  # what this campaign asks, for resends
         self._resend_deadline = _NEVER
+        self._suspect = 0  # fast failover: the dead leader this campaign replaces (0: a normal campaign)
+        self._evidence_votes: set[int] = set()  # grants backed by the voter's own death evidence
+
+        # Fast failover (see evidence()).
+        self._heard_from: dict[int, float] = {}  # when each peer's latest message arrived
+        self._evidence: dict[int, float] = {}  # when death evidence about each peer arrived
+        self._probe_deadline = math.inf  # when to probe the leader next (its heartbeat is overdue)
+        self._deferred: dict[int, tuple[VoteRequest, float]] = {}  # fast requests awaiting our evidence
+        self._probes: list[int] = []
 
         # Leader state.
         self._heartbeat_deadline = _NEVER
@@ -231,6 +259,8 @@ class RaftCore:
             return min(self._heartbeat_deadline, self.lease_expiry)
         if self._campaign_request is not None:
             return min(self._election_deadline, self._resend_deadline)
+        if self._probing():
+            return min(self._election_deadline, self._probe_deadline)
         return self._election_deadline
 
     @property
@@ -284,6 +314,8 @@ class RaftCore:
             self._on_election_timeout(now)
         elif self._campaign_request is not None and now >= self._resend_deadline:
             self._resend_vote_requests(now)
+        elif self._probing() and now >= self._probe_deadline:
+            self._probe_leader(now)
         return self._flush()
 
     def receive(self, sender: int, message: Message, now: float) -> Output:
@@ -297,9 +329,56 @@ class RaftCore:
             self.counters["rejected_unknown_sender"] += 1
             return self._flush()
         self.counters["messages_received"] += 1
-        if self._handle_term(sender, message, now):
+        self._heard_from[sender] = now  # it was alive when it sent this: earlier death evidence is void
+        self._handle(sender, message, now)
+        return self._flush()
+
+    def evidence(self, peer: int, kind: str, now: float) -> Output:
+        """The transport found that nothing listens on ``peer``'s address any more: its process is gone.
+
+        Fast failover (an extension of this library; "signing off" the old leader, in a form that cannot
+        block when the old leader is really gone).  A crashed process leaves no lease behind, so the
+        stickiness that protects a live leader's lease (thesis §4.2.3, §6.4.1) has nothing to protect:
+
+        * a follower with evidence about its leader campaigns at once (staggered by id, see
+          :data:`FAST_STAGGER`) instead of waiting for its election timer, naming the leader as ``suspect``;
+        * a voter grants such a request inside its stickiness window only if it holds evidence of its own
+          about the leader it follows; without it, it probes that leader and answers once evidence comes;
+        * the campaign (pre-vote and vote) wins only with a strict majority of evidence-backed grants.
+
+        Evidence is void once any message from ``peer`` arrives after it, and stale after
+        ``election_timeout_max``.  Election safety (one leader per term) never depends on it: votes are
+        still one per term.  The lease guarantee rests on evidence being true (a process whose transport
+        is closed never claims a lease), and with the majority rule it survives false evidence at fewer than
+        a majority of members at once.  Evidence about a member that is not a peer is counted and ignored.
+        """
+        self._expire_leadership(now)
+        if peer not in self._peers:
+            self.counters["rejected_evidence_unknown_peer"] += 1
+            return self._flush()
+        if not self._fast:
+            self.counters["evidence_ignored_disabled"] += 1
+            return self._flush()
+        self.counters["evidence_received"] += 1
+        self._evidence[peer] = now
+        following = self._role is Role.FOLLOWER and self._leader_id == peer
+        self._events.append(DeathEvidence(term=self._term, peer=peer, kind=kind, leader=following))
+        if following and self._candidate:
+            start = now + self._fast_delay(peer)
+            if start < self._election_deadline:
+                self._election_deadline = start
+                self.counters["fast_failovers_scheduled"] += 1
+                logger.info("%d has evidence (%s) that its leader %d is gone; campaigns in %.1f ms",
+                            self._id, kind, peer, (start - now) * 1000)
+        self._answer_deferred(peer, now)
+        return self._flush()
+
+    def _handle(self, sender: int, message: Message, now: float) -> None:
+        """Handle one message from a peer (also a deferred vote request replayed by evidence())."""
+        override = isinstance(message, VoteRequest) and self._evidence_override(message, now)
+        if self._handle_term(sender, message, now, override):
             if isinstance(message, VoteRequest):
-                self._handle_vote_request(sender, message, now)
+                self._handle_vote_request(sender, message, now, override)
             elif isinstance(message, Heartbeat):
                 self._handle_heartbeat(sender, message, now)
             elif isinstance(message, HeartbeatResponse):
@@ -310,7 +389,6 @@ class RaftCore:
                 self._handle_timeout_now(sender, message, now)
             else:
                 self._handle_resign(sender, message, now)
-        return self._flush()
 
     def step_down(self, now: float) -> Output:
         """Give up leadership: drop the lease, then tell followers they may elect at once.
@@ -381,19 +459,33 @@ class RaftCore:
         self._expire_leadership(now)
         if self._role is Role.LEADER or not self._candidate:
             return self._flush()
-        window_end = self._last_leader_contact + self._timeout_min
-        if now < window_end:
-            # Inside our own stickiness window (we heard from a leader, granted a vote, or just started) our
-            # own vote may be part of a live leader's lease, so we must not vote for ourselves yet either
-            # (thesis §6.4.1).  Campaign as soon as the window closes instead of at the full timeout.
-            self._election_deadline = min(self._election_deadline,
-                                          window_end + self._rng.uniform(0.0, self._heartbeat_interval))
+        suspect = self._fast_suspect(now)
+        if not suspect and self._postpone_inside_window(now):
             return self._flush()
-        if self._pre_vote:
-            self._become_pre_candidate(now)
-        else:
-            self._become_candidate(now, transfer=False)
+        self._stand(now, suspect)
         return self._flush()
+
+    def _postpone_inside_window(self, now: float) -> bool:
+        """Inside our own stickiness window, move the election timer to its end and return True.
+
+        Inside the window (we heard from a leader, granted a vote, or just started) our own vote may be part
+        of a live leader's lease, so we must not vote for ourselves yet either (thesis §6.4.1).  We campaign
+        as soon as the window closes instead of at the full timeout.
+        """
+        window_end = self._last_leader_contact + self._timeout_min
+        if now >= window_end:
+            return False
+        at = window_end + self._rng.uniform(0.0, self._heartbeat_interval)
+        # An election timer that has fired moves on to the window's end; one still running only comes earlier.
+        self._election_deadline = at if self._election_deadline <= now else min(self._election_deadline, at)
+        return True
+
+    def _stand(self, now: float, suspect: int) -> None:
+        """Start pre-vote (or, with pre-vote off, an election); ``suspect`` is a dead leader or 0."""
+        if self._pre_vote:
+            self._become_pre_candidate(now, suspect)
+        else:
+            self._become_candidate(now, transfer=False, suspect=suspect)
 
     def stop(self, now: float) -> Output:
         """Report the end of a leadership because the server is stopping (no messages are sent)."""
@@ -403,20 +495,22 @@ class RaftCore:
 
     # ------------------------------------------------------------------ phase 1: terms
 
-    def _handle_term(self, sender: int, message: Message, now: float) -> bool:
+    def _handle_term(self, sender: int, message: Message, now: float, override: bool) -> bool:
         """Apply the term rules common to every message; return whether to handle it further (Raft §5.1).
 
         A higher term makes this server adopt it and follow, except pre-vote traffic, which never changes
         the receiver's term (thesis §9.6), and vote requests inside the stickiness window, which are
-        ignored without adopting their term (thesis §4.2.3).  A lower-term request is answered with the
-        current term so its stale sender catches up; a lower-term response is dropped.
+        ignored without adopting their term (thesis §4.2.3) unless ``override`` (death evidence about the
+        leader, see :meth:`evidence`).  A lower-term request is answered with the current term so its stale
+        sender catches up; a lower-term response is dropped.
         """
         term = message.term
         if term > self._term:
             if isinstance(message, VoteRequest):
                 if message.pre_vote:
                     return True
-                if not message.transfer and self._in_lease_window(now):
+                if not message.transfer and not override and self._in_lease_window(now):
+                    self._defer_for_evidence(sender, message, now)
                     self.counters["votes_ignored_sticky"] += 1
                     logger.debug("%d ignores vote request from %d for term %d: heard from a leader recently",
                                  self._id, sender, term)
@@ -443,17 +537,104 @@ class RaftCore:
         """Whether a current leader may hold a lease that counts on this server (thesis §4.2.3, §6.4.1)."""
         return self._role is Role.LEADER or now - self._last_leader_contact < self._timeout_min
 
+    # ------------------------------------------------------------------ fast failover
+
+    def _has_evidence(self, peer: int, now: float) -> bool:
+        """Whether this server holds fresh death evidence about ``peer`` (see :meth:`evidence`)."""
+        at = self._evidence.get(peer)
+        return (at is not None and now - at < self._timeout_max
+                and at > self._heard_from.get(peer, _NEVER))
+
+    def _evidence_override(self, request: VoteRequest, now: float) -> bool:
+        """Whether our own death evidence lifts our stickiness for this fast-failover ``request``.
+
+        Only when the window we are in protects the suspect's lease (we follow the suspect, so our latest
+        contact was its heartbeat, or we campaign to replace it ourselves), and we hold evidence of our own
+        that it is gone.  A window opened by our own start or by a vote we granted protects a leader we do
+        not know, so no evidence can lift it.
+        """
+        suspect = request.suspect
+        replacing = self._leader_id == suspect or (self._suspect == suspect and self._role is not Role.LEADER)
+        return (self._fast and suspect != 0 and self._role is not Role.LEADER and replacing
+                and self._has_evidence(suspect, now))
+
+    def _fast_suspect(self, now: float) -> int:
+        """The leader we follow if we hold death evidence about it and fast failover is on, else 0."""
+        leader = self._leader_id
+        if (self._fast and self._role is Role.FOLLOWER and leader is not None and leader != self._id
+                and self._has_evidence(leader, now)):
+            return leader
+        return 0
+
+    def _fast_delay(self, suspect: int) -> float:
+        """How long to wait before a fast campaign: :data:`FAST_STAGGER` per member of lower id."""
+        rank = [member for member in self._members if member != suspect].index(self._id)
+        return rank * FAST_STAGGER * self._heartbeat_interval
+
+    def _probing(self) -> bool:
+        """Whether the probe deadline applies: a follower that knows its leader, with fast failover on."""
+        return (self._fast and self._role is Role.FOLLOWER and self._leader_id is not None
+                and self._leader_id != self._id)
+
+    def _probe_leader(self, now: float) -> None:
+        """The leader's heartbeat is overdue: ask the transport whether its process still exists."""
+        assert self._leader_id is not None
+        self._probe(self._leader_id)
+        self._probe_deadline = now + PROBE_REPEAT * self._heartbeat_interval
+
+    def _probe(self, peer: int) -> None:
+        self._probes.append(peer)
+        self.counters["probes_requested"] += 1
+
+    def _defer_for_evidence(self, sender: int, request: VoteRequest, now: float) -> None:
+        """Keep a fast request we cannot grant yet for lack of evidence, and probe its suspect.
+
+        When evidence arrives, :meth:`_answer_deferred` handles the request again: a voter inside its
+        window that follows the suspect may then grant it, and one outside grants it again, now backed by
+        evidence.  A candidate also repeats its request every heartbeat interval, so a lost probe costs at
+        most that.
+        """
+        suspect = request.suspect
+        if not self._fast or suspect == 0 or self._has_evidence(suspect, now):
+            return
+        self._deferred[sender] = (request, now)
+        self.counters["vote_requests_deferred"] += 1
+        self._probe(suspect)
+
+    def _answer_deferred(self, peer: int, now: float) -> None:
+        """Evidence about ``peer`` arrived: handle again the fast requests that waited for it."""
+        for sender, (request, at) in list(self._deferred.items()):
+            if request.suspect != peer:
+                continue
+            del self._deferred[sender]
+            if now - at < self._heartbeat_interval:  # older ones were repeated, or given up, by now
+                self.counters["vote_requests_replayed"] += 1
+                self._handle(sender, request, now)
+
     # ------------------------------------------------------------------ phase 2: vote requests
 
-    def _handle_vote_request(self, sender: int, message: VoteRequest, now: float) -> None:
-        """Grant or refuse a (pre-)vote: one vote per term, none inside the stickiness window (Raft §5.2)."""
-        sticky = not message.transfer and self._in_lease_window(now)
+    def _handle_vote_request(self, sender: int, message: VoteRequest, now: float, override: bool) -> None:
+        """Grant or refuse a (pre-)vote: one vote per term, none inside the stickiness window (Raft §5.2).
+
+        ``override``: our own death evidence about the leader lifts the stickiness (see :meth:`evidence`).
+        A fast request we cannot grant yet for lack of evidence waits for it (see
+        :meth:`_defer_for_evidence`); one we grant without evidence is answered again when evidence comes,
+        since a fast campaign counts only evidence-backed grants.
+        """
+        sticky = not message.transfer and not override and self._in_lease_window(now)
+        evidence = message.suspect != 0 and self._has_evidence(message.suspect, now)
+        if message.suspect != 0 and not evidence:
+            self._defer_for_evidence(sender, message, now)
         if message.pre_vote:
             # Would we vote for it in the term it proposes?  We record nothing (thesis §9.6).
             granted = message.term > self._term and not sticky
             self.counters["pre_votes_granted" if granted else "pre_votes_refused"] += 1
+            if granted and override:
+                self.counters["evidence_votes_granted"] += 1
+                self._reset_election_timer(now)  # let this campaign run rather than start a rival one
             self._send(sender, VoteResponse(term=message.term if granted else self._term, round=message.round,
-                                            granted=granted, pre_vote=True, candidate=self._candidate))
+                                            granted=granted, pre_vote=True, candidate=self._candidate,
+                                            evidence=granted and evidence))
             return
         if self._voted_for == sender and self._role is Role.FOLLOWER:
             sticky = False  # a repeat of the request we granted (Raft §5.2: votedFor is candidateId)
@@ -468,9 +649,11 @@ class RaftCore:
             self._last_leader_contact = now
             self._reset_election_timer(now)
             logger.debug("%d votes for %d in term %d", self._id, sender, self._term)
+            if override:
+                self.counters["evidence_votes_granted"] += 1
         self.counters["votes_granted" if granted else "votes_refused"] += 1
         self._send(sender, VoteResponse(term=self._term, round=message.round, granted=granted,
-                                        candidate=self._candidate))
+                                        candidate=self._candidate, evidence=granted and evidence))
 
     # ------------------------------------------------------------------ phase 3: the rest
 
@@ -489,6 +672,7 @@ class RaftCore:
             self._become_follower(now, self._term, sender, reason="heartbeat")
         self._last_leader_contact = now
         self._reset_election_timer(now)
+        self._probe_deadline = now + (1.0 + PROBE_LATENESS) * self._heartbeat_interval
         self._send(sender, HeartbeatResponse(term=self._term, round=message.round, candidate=self._candidate))
 
     def _handle_heartbeat_response(self, sender: int, message: HeartbeatResponse, now: float) -> None:
@@ -518,10 +702,13 @@ class RaftCore:
             return
         if not message.granted:
             return
-        if sender in self._votes:
+        backed = self._suspect != 0 and message.evidence
+        if sender in self._votes and (not backed or sender in self._evidence_votes):
             self.counters["rejected_duplicate_response"] += 1
             return
         self._votes.add(sender)
+        if backed:
+            self._evidence_votes.add(sender)
         self._voter_candidate[sender] = message.candidate
         self._maybe_win(now)
 
@@ -559,14 +746,16 @@ class RaftCore:
         self._election_deadline = now + self._rng.uniform(self._timeout_min, self._timeout_max)
 
     def _on_election_timeout(self, now: float) -> None:
-        if self._leader_id is not None:
-            self._set_leader(None)
+        suspect = self._fast_suspect(now)
         if not self._candidate:
+            if self._leader_id is not None:
+                self._set_leader(None)
             self._reset_election_timer(now)
-        elif self._pre_vote:
-            self._become_pre_candidate(now)
+        elif not suspect and self._postpone_inside_window(now):
+            # A fast failover was scheduled, but its evidence has since been voided (the leader spoke).
+            self.counters["fast_failovers_cancelled"] += 1
         else:
-            self._become_candidate(now, transfer=False)
+            self._stand(now, suspect)
 
     # ------------------------------------------------------------------ leader duties
 
@@ -646,16 +835,17 @@ class RaftCore:
         if was_leader:
             logger.info("%d became follower at term %d (%s)", self._id, self._term, reason)
 
-    def _become_pre_candidate(self, now: float) -> None:
+    def _become_pre_candidate(self, now: float, suspect: int) -> None:
         """Ask whether we would win term + 1, without raising our term (thesis §9.6)."""
         self._transition(Role.PRE_CANDIDATE)
         self._set_leader(None)
-        self._start_campaign(now)
+        self._start_campaign(now, suspect)
         self.counters["pre_votes_started"] += 1
         logger.debug("%d became pre-candidate at term %d", self._id, self._term)
-        self._ask_for_votes(now, VoteRequest(term=self._term + 1, round=self._campaign_round, pre_vote=True))
+        self._ask_for_votes(now, VoteRequest(term=self._term + 1, round=self._campaign_round, pre_vote=True,
+                                             suspect=suspect))
 
-    def _become_candidate(self, now: float, *, transfer: bool) -> None:
+    def _become_candidate(self, now: float, *, transfer: bool, suspect: int = 0) -> None:
         """Raise the term, vote for ourselves and ask for votes (Raft §5.2)."""
         self._transition(Role.CANDIDATE)
         self._term += 1
@@ -663,11 +853,13 @@ class RaftCore:
         self._events.append(TermChanged(term=self._term))
         self._events.append(VoteGranted(term=self._term, candidate=self._id))
         self._set_leader(None)
-        self._start_campaign(now)
+        self._start_campaign(now, suspect)
         self.counters["elections_started"] += 1
         logger.info("%d became candidate at term %d%s", self._id, self._term,
-                    " (leadership transfer)" if transfer else "")
-        self._ask_for_votes(now, VoteRequest(term=self._term, round=self._campaign_round, transfer=transfer))
+                    " (leadership transfer)" if transfer else
+                    f" (fast failover: {suspect} is gone)" if suspect else "")
+        self._ask_for_votes(now, VoteRequest(term=self._term, round=self._campaign_round, transfer=transfer,
+                                             suspect=suspect))
 
     def _ask_for_votes(self, now: float, request: VoteRequest) -> None:
         """Send ``request`` to every peer, and again every heartbeat interval to those that did not grant."""
@@ -688,29 +880,42 @@ class RaftCore:
         request = self._campaign_request
         assert request is not None
         self._resend_deadline = now + self._heartbeat_interval
+        counted = self._evidence_votes if self._suspect else self._votes
         for peer in self._peers:
-            if peer not in self._votes:
+            if peer not in counted:
                 self._send(peer, request)
                 self.counters["vote_requests_resent"] += 1
 
-    def _start_campaign(self, now: float) -> None:
+    def _start_campaign(self, now: float, suspect: int) -> None:
         self._campaign_round = self._next_round()
         self._campaign_started = now
         self._votes = {self._id}
+        self._suspect = suspect
+        self._evidence_votes = {self._id} if suspect else set()
         self._voter_candidate = {}
         self._reset_election_timer(now)
+        if suspect:
+            self.counters["fast_campaigns_started"] += 1
 
     def _end_campaign(self) -> None:
         self._votes = set()
+        self._evidence_votes = set()
+        self._suspect = 0
         self._campaign_round = -1
         self._campaign_request = None
         self._resend_deadline = _NEVER
 
     def _maybe_win(self, now: float) -> None:
-        if len(self._votes) < self._quorum:
+        """Win with a strict majority of grants; a fast campaign counts only evidence-backed ones.
+
+        The majority rule for fast campaigns keeps the lease guarantee even if some members were fooled by
+        false evidence about a live leader: its lease majority shares a member with ours, and that member
+        granted inside its window, so fooling it alone is not enough; a majority must be fooled at once.
+        """
+        if len(self._evidence_votes if self._suspect else self._votes) < self._quorum:
             return
         if self._role is Role.PRE_CANDIDATE:
-            self._become_candidate(now, transfer=False)
+            self._become_candidate(now, transfer=False, suspect=self._suspect)
         elif self._role is Role.CANDIDATE:
             if now >= self._campaign_started + self._lease_duration:
                 # The lease of the winning round (which starts when the campaign did) has already run
@@ -735,10 +940,13 @@ class RaftCore:
         self._last_heard = dict.fromkeys(voters, now)
         self._peer_candidate = {voter: self._voter_candidate.get(voter, False) for voter in voters}
         self._lease_start = self._campaign_started
+        fast = self._suspect != 0
         self._end_campaign()
         self.counters["became_leader"] += 1
-        logger.info("%d became leader at term %d", self._id, self._term)
-        self._events.append(BecameLeader(term=self._term, at=now))
+        if fast:
+            self.counters["fast_elections_won"] += 1
+        logger.info("%d became leader at term %d%s", self._id, self._term, " (fast failover)" if fast else "")
+        self._events.append(BecameLeader(term=self._term, at=now, fast=fast))
         self._set_leader(self._id)
         self._broadcast_heartbeat(now)
 
@@ -770,9 +978,11 @@ class RaftCore:
         if self._term != self._persisted.term or self._voted_for != self._persisted.voted_for:
             hard_state = HardState(term=self._term, voted_for=self._voted_for)
             self._persisted = hard_state
-        output = Output(hard_state=hard_state, messages=tuple(self._outbox), events=tuple(self._events))
+        output = Output(hard_state=hard_state, messages=tuple(self._outbox), events=tuple(self._events),
+                        probes=tuple(dict.fromkeys(self._probes)))
         self._outbox.clear()
         self._events.clear()
+        self._probes.clear()
         self.counters["messages_sent"] += len(output.messages)
         for outgoing in output.messages:
             self.counters[_SENT_COUNTER[type(outgoing.message)]] += 1

@@ -82,7 +82,7 @@ def run_memory_demo(
                              seconds=won.monotonic - crashed_at)
             crashes.append(crash)
             report(f"crash {number}: leader {old} killed; {won.node} leads term {won.term} after "
-                   f"{crash.seconds * 1000:.1f} ms")
+                   f"{crash.seconds * 1000:.1f} ms{_path(won)}")
             cluster.restart(old)
             leader, term = cluster.wait_stable(_PATIENCE)
             report(f"         {old} restarted and follows {leader} (term still {term})")
@@ -140,7 +140,7 @@ def run_process_demo(
                                  seconds=won.monotonic - killed_at)
                 crashes.append(crash)
                 report(f"crash {number}: leader {leader} killed (SIGKILL); {won.node} leads term {won.term} "
-                       f"after {crash.seconds * 1000:.1f} ms")
+                       f"after {crash.seconds * 1000:.1f} ms{_path(won)}")
                 since = processes.mark()
                 processes.start(leader)
                 rejoined = _rejoined(processes, leader, won.node, since)
@@ -156,6 +156,11 @@ def run_process_demo(
                    f"{handover.seconds * 1000:.1f} ms (leadership transfer)")
             processes.wait_exit(leader)
     return DemoResult(first_election=first, crashes=tuple(crashes), handover=handover)
+
+
+def _path(won: MemberEvent) -> str:
+    """How the new leader won: on death evidence (fast failover) or after an election timeout."""
+    return " (fast failover)" if won.record.get("fast") else " (election timeout)"
 
 
 def _started_at(processes: MemberProcesses, node_id: int) -> float:

@@ -12,16 +12,21 @@ import attrs
 
 from raft_election.roles import Role
 
-__all__ = ["BecameLeader", "Event", "LeaderChanged", "LostLeadership", "RoleChanged", "TermChanged",
-           "VoteGranted"]
+__all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LostLeadership", "RoleChanged",
+           "TermChanged", "VoteGranted"]
 
 
 @attrs.frozen(kw_only=True)
 class BecameLeader:
-    """This server won the election for ``term`` at local time ``at``; it holds a lease from then on."""
+    """This server won the election for ``term`` at local time ``at``; it holds a lease from then on.
+
+    ``fast`` is True when the election was a fast failover: won on death evidence about the old leader,
+    before the voters' stickiness windows ran out.
+    """
 
     term: int
     at: float
+    fast: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -75,4 +80,19 @@ class VoteGranted:
     candidate: int
 
 
-Event = Union[BecameLeader, LostLeadership, LeaderChanged, TermChanged, RoleChanged, VoteGranted]
+@attrs.frozen(kw_only=True)
+class DeathEvidence:
+    """The transport reported evidence that ``peer``'s process is gone (``kind``: how it knows).
+
+    Reported for every piece of evidence the core accepts, whether or not it acts on it, with this server's
+    current ``term``; ``leader`` says whether ``peer`` was the leader this server followed.
+    """
+
+    term: int
+    peer: int
+    kind: str
+    leader: bool
+
+
+Event = Union[BecameLeader, LostLeadership, LeaderChanged, TermChanged, RoleChanged, VoteGranted,
+              DeathEvidence]

@@ -12,9 +12,11 @@ the file is bad, an ``error`` and the faults kept).
 
 Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
 line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``,
-``lost_leadership``, ``leader_changed``, ``voted``, ``status``, ``faults``, ``stopped``), ``node``,
-``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable across processes on one machine) and
-``wall`` (``time.time()``).  ``became_leader`` carries the instant the lease began as ``monotonic``;
+``lost_leadership``, ``leader_changed``, ``voted``, ``evidence``, ``status``, ``faults``, ``stopped``),
+``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable across processes on one
+machine) and ``wall`` (``time.time()``).  ``became_leader`` carries the instant the lease began as
+``monotonic`` and ``fast`` (won by fast failover); ``evidence`` carries ``peer``, ``kind`` and
+``about_leader`` (the transport found ``peer``'s process gone);
 ``lost_leadership`` carries ``lease_end`` (when the member stopped believing it leads) and ``reason``;
 ``faults`` carries ``faults`` (``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad,
 ``error``.
@@ -35,7 +37,14 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from raft_election.clusterfile import ClusterFile
 from raft_election.errors import ConfigError
-from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership, VoteGranted
+from raft_election.events import (
+    BecameLeader,
+    DeathEvidence,
+    Event,
+    LeaderChanged,
+    LostLeadership,
+    VoteGranted,
+)
 from raft_election.node import RaftNode
 from raft_election.storage import FileStorage
 from raft_election.transport import Transport
@@ -101,7 +110,10 @@ class EventReporter:
         node, term, leader, event = record["node"], record["term"], record["leader"], record["event"]
         text = {
             "started": f"member {node} started at term {term}",
-            "became_leader": f"member {node} became leader of term {term} (fencing token {term})",
+            "became_leader": (f"member {node} became leader of term {term} (fencing token {term})"
+                              + (", fast failover" if record.get("fast") else "")),
+            "evidence": (f"member {node} has evidence ({record.get('kind')}) that member "
+                         f"{record.get('peer')} is gone"),
             "lost_leadership": f"member {node} no longer leads term {term} ({record.get('reason')})",
             "leader_changed": (f"member {node} follows {leader} in term {term}" if leader is not None
                                else f"member {node} knows no leader in term {term}"),
@@ -115,7 +127,8 @@ class EventReporter:
     def core_event(self, event: Event) -> None:
         """Report one core event (the node's ``observer`` callback)."""
         if isinstance(event, BecameLeader):
-            self.report("became_leader", term=event.term, leader=self._node_id, monotonic=event.at)
+            self.report("became_leader", term=event.term, leader=self._node_id, monotonic=event.at,
+                        fast=event.fast)
         elif isinstance(event, LostLeadership):
             self.report("lost_leadership", term=event.term, leader=None, monotonic=event.at,
                         lease_end=event.lease_end, reason=event.reason)
@@ -123,6 +136,9 @@ class EventReporter:
             self.report("leader_changed", term=event.term, leader=event.leader_id)
         elif isinstance(event, VoteGranted):
             self.report("voted", term=event.term, leader=None, candidate=event.candidate)
+        elif isinstance(event, DeathEvidence):
+            self.report("evidence", term=event.term, leader=None, peer=event.peer, kind=event.kind,
+                        about_leader=event.leader)
 
 
 #: Signals a member handles: SIGTERM and SIGINT stop it gracefully, SIGUSR1 reports its status.

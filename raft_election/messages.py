@@ -57,6 +57,11 @@ def _check_node_id(instance: object, attribute: attrs.Attribute[int], value: int
 _bool = attrs.validators.instance_of(bool)
 
 
+def _check_optional_node_id(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_NODE_ID:
+        raise ValueError(f"{attribute.name} must be 0 (none) or a node id, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Heartbeat:
     """Leader → follower: "I lead ``term``" (the empty AppendEntries of Raft §5.2).
@@ -89,12 +94,16 @@ class VoteRequest:
     For a pre-vote, ``term`` is the term the sender *would* campaign in; receivers never adopt it.
     ``transfer`` marks a campaign started by TimeoutNow: voters grant it even inside their stickiness
     window (thesis §4.2.3, §3.10), because the old leader gave up its lease before asking for it.
+    ``suspect`` (0: none) marks a fast-failover campaign: the sender holds evidence that the leader
+    ``suspect`` is dead.  A voter that follows ``suspect`` grants it inside its stickiness window only with
+    death evidence of its own (it probes the suspect when asked), and says so in its answer.
     """
 
     term: int = attrs.field(validator=_check_term)
     round: int = attrs.field(validator=_check_round)
     pre_vote: bool = attrs.field(default=False, validator=_bool)
     transfer: bool = attrs.field(default=False, validator=_bool)
+    suspect: int = attrs.field(default=0, validator=_check_optional_node_id)
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +113,8 @@ class VoteResponse:
     A granted pre-vote echoes the request's term; a rejection carries the voter's own current term.
     ``candidate`` tells the candidate whether this voter stands for election itself, so a new leader can
     hand over (a leadership transfer) before its first heartbeat round has been answered.
+    ``evidence`` says that the voter holds death evidence of its own about the request's ``suspect``; a
+    fast-failover campaign wins only with a majority of such grants.
     """
 
     term: int = attrs.field(validator=_check_term)
@@ -111,6 +122,7 @@ class VoteResponse:
     granted: bool = attrs.field(validator=_bool)
     pre_vote: bool = attrs.field(default=False, validator=_bool)
     candidate: bool = attrs.field(default=False, validator=_bool)
+    evidence: bool = attrs.field(default=False, validator=_bool)
 
 
 @attrs.frozen(kw_only=True)
@@ -118,11 +130,6 @@ class TimeoutNow:
     """Leader → chosen follower: campaign at once (leadership transfer, thesis §3.10)."""
 
     term: int = attrs.field(validator=_check_term)
-
-
-def _check_successor(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if type(value) is not int or not 0 <= value <= MAX_NODE_ID:
-        raise ValueError(f"{attribute.name} must be 0 (none) or a node id, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -135,7 +142,7 @@ class Resign:
     """
 
     term: int = attrs.field(validator=_check_term)
-    successor: int = attrs.field(default=0, validator=_check_successor)
+    successor: int = attrs.field(default=0, validator=_check_optional_node_id)
 
 
 Message = Union[Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse, TimeoutNow, Resign]

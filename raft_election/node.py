@@ -9,6 +9,9 @@ Threads and locks:
 * The transport's **receive thread** decodes each datagram outside the lock (untrusted input is counted,
   logged at a limited rate and dropped: it never raises and never reaches the core) and hands valid
   messages to the core under the lock.
+* With fast failover on and a transport that can tell a dead peer from a silent one
+  (:class:`~raft_election.transport.DeathProbe`), the transport's threads hand death evidence to the core
+  under the lock, and probes the core asks for are started after its messages are sent.
 * The **callback thread** runs user callbacks in order, outside every lock, so a callback may block or call
   back into the node (``step_down()`` from ``on_become_leader`` is fine).  A callback that raises is logged.
 
@@ -43,7 +46,7 @@ from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
 from raft_election.roles import Role
 from raft_election.storage import MemoryStorage, Storage
-from raft_election.transport import Transport
+from raft_election.transport import DeathProbe, Transport
 
 __all__ = ["NodeStatus", "RaftNode"]
 
@@ -59,7 +62,10 @@ class NodeStatus:
 
     ``counters`` holds, among others: ``elections_started``, ``pre_votes_started``, ``became_leader``,
     ``messages_sent`` (and per kind: ``vote_requests_sent``, ``vote_responses_sent``, ``heartbeats_sent``,
-    ...), ``vote_requests_resent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``, and one
+    ...), ``vote_requests_resent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``; for
+    fast failover ``probes_requested``, ``evidence_received``, ``fast_failovers_scheduled``,
+    ``fast_campaigns_started``, ``fast_elections_won``, ``evidence_votes_granted``,
+    ``vote_requests_deferred``; and one
     ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,
     ``rejected_wrong_cluster``, ``rejected_unknown_sender``, ``rejected_stale_term``, ...).
     """
@@ -179,6 +185,8 @@ class RaftNode:
             self._callbacks.put(None)
             self._callback_thread.join()
             raise
+        if self.config.fast_failover and isinstance(self._transport, DeathProbe):
+            self._transport.watch(self._on_evidence)
         self._timer_thread = threading.Thread(target=self._run_timer, name=f"{name}-timer", daemon=True)
         self._timer_thread.start()
         logger.info("%d started at term %d (%d members)", self.node_id, self.term, len(self.config.peers))
@@ -457,14 +465,16 @@ class RaftNode:
             raise RaftElectionError(f"node {self.node_id} is not running")
 
     def _is_leader_locked(self, now: float) -> bool:
-        return self._core is not None and self._failure is None and self._core.is_leader(now)
+        # A transport that failed may already look dead to the peers (fast failover): never claim a lease.
+        return (self._core is not None and self._failure is None and not self._transport.failed
+                and self._core.is_leader(now))
 
     def _leader_locked(self, now: float) -> Optional[int]:
         core = self._core
         if core is None or self._failure is not None:
             return None
         if core.role is Role.LEADER:
-            return core.node_id if core.is_leader(now) else None
+            return core.node_id if self._is_leader_locked(now) else None
         return core.leader_id
 
     def _run_timer(self) -> None:
@@ -512,6 +522,21 @@ class RaftNode:
             logger.exception("%d: error handling %r", self.node_id, envelope)
             self._reject("handling_failure", "error handling a message from %d", envelope.sender)
 
+    def _on_evidence(self, peer: int, kind: str) -> None:
+        """Transport callback: evidence that ``peer``'s process is gone.  Never raises."""
+        try:
+            with self._lock:
+                if self._stopping or self._failure is not None or self._core is None:
+                    return
+                deadline = self._core.next_deadline
+                output = self._core.evidence(peer, kind, self._clock())
+                self._pending.append(output)
+                if output.events or self._core.next_deadline < deadline:
+                    self._changed.notify_all()
+            self._drain()
+        except Exception:
+            logger.exception("%d: error handling death evidence about %d", self.node_id, peer)
+
     def _reject(self, reason: str, message: str, *args: object) -> None:
         with self._lock:
             self._counters[f"rejected_{reason}"] += 1
@@ -543,6 +568,12 @@ class RaftNode:
                         logger.exception("%d: transport failed to send to %d", self.node_id, outgoing.to)
                         with self._lock:
                             self._counters["send_errors"] += 1
+                if output.probes and isinstance(self._transport, DeathProbe):
+                    for peer in output.probes:
+                        try:
+                            self._transport.probe(peer)
+                        except Exception:
+                            logger.exception("%d: transport failed to probe %d", self.node_id, peer)
                 for event in output.events:
                     self._dispatch(event)
 

@@ -13,6 +13,12 @@ from its seed::
 Every message goes through the real wire codec.  An :class:`~raft_election.oracle.ElectionOracle` watches
 every step and raises :class:`~raft_election.oracle.SafetyViolation` the moment a guarantee breaks.
 
+Death evidence (fast failover): a probe a server asks for is answered like a transport would answer it.
+It yields evidence after a round trip only if the probed server is crashed and the path both ways is up
+(a paused server keeps its sockets; a partition or a lost packet says nothing).  With
+``evidence_on_crash`` a crash also hands evidence to every server it could reach, as a ZeroMQ connection
+reset would.  :meth:`SimulatedCluster.forge_evidence` injects false evidence about a live server.
+
 Time model: one global virtual time (``cluster.now``); each server's clock runs at its own rate
 (``local = rate * global + offset``, rates within ``clock_drift`` of each other), which is what the lease's
 ``max_clock_drift`` allowance has to absorb.
@@ -38,6 +44,7 @@ __all__ = ["SimNode", "SimulatedCluster"]
 
 _TICK = 0
 _DELIVER = 1
+_EVIDENCE = 2
 
 
 class SimNode:
@@ -51,7 +58,10 @@ class SimNode:
         self.core: Optional[RaftCore] = None
         self.stored = HardState()
         self.paused = False
-        self.pending: list[tuple[int, bytes]] = []
+        #: What arrived while paused: ``(sender, message bytes)``, or ``(peer, evidence kind)``.
+        self.pending: list[tuple[int, Union[bytes, str]]] = []
+        #: Bumped at every start: evidence answers a probe of one incarnation only.
+        self.incarnation = 0
         self.tick_generation = 0
         self.scheduled_deadline = math.nan
         self.events: list[tuple[float, Event]] = []
@@ -86,6 +96,8 @@ class SimulatedCluster:
             configured ``max_clock_drift`` for the lease guarantee to hold.
         persist: if False, a restart loses the server's term and vote (models storage that does not
             survive a crash, like MemoryStorage across processes); used to show the oracle catches it.
+        death_evidence: whether probes are answered (a transport with the DeathProbe capability).
+        evidence_on_crash: whether a crash also hands evidence to every server it could reach.
         oracle: the oracle to report to (a fresh raising one by default).
         config: extra :class:`RaftConfig` settings for every server (``election_timeout`` etc.).
     """
@@ -100,6 +112,8 @@ class SimulatedCluster:
         duplicate_rate: float = 0.0,
         clock_drift: float = 0.0,
         persist: bool = True,
+        death_evidence: bool = True,
+        evidence_on_crash: bool = False,
         oracle: Optional[ElectionOracle] = None,
         **config: Any,
     ) -> None:
@@ -115,6 +129,10 @@ class SimulatedCluster:
         self.drop_rate = drop_rate
         self.duplicate_rate = duplicate_rate
         self.persist = persist
+        self.death_evidence = death_evidence
+        self.evidence_on_crash = evidence_on_crash
+        #: Evidence handed to servers: ``(global time, to, about, kind)``.
+        self.evidence_log: list[tuple[float, int, int, str]] = []
         self.oracle = oracle if oracle is not None else ElectionOracle()
         self.nodes: dict[int, SimNode] = {}
         for node_id in ids:
@@ -138,6 +156,7 @@ class SimulatedCluster:
             raise ValueError(f"node {node_id} is already running")
         rng = random.Random(self._rng.getrandbits(64))
         node.core = RaftCore(node.config, node.stored, node.local(self.now), rng)
+        node.incarnation += 1
         node.paused = False
         node.pending.clear()
         self._schedule_tick(node)
@@ -155,6 +174,10 @@ class SimulatedCluster:
         if not self.persist:
             node.stored = HardState()
         self.oracle.node_crashed(node_id, self.now)
+        if self.death_evidence and self.evidence_on_crash:
+            for other in self.nodes.values():
+                if other.alive and other.node_id != node_id:
+                    self._answer_probe(other.node_id, node_id, "connection_refused", round_trips=1)
 
     def restart(self, node_id: int) -> None:
         """Crash (if running) and start again."""
@@ -176,7 +199,10 @@ class SimulatedCluster:
         node.scheduled_deadline = math.nan
         pending, node.pending = node.pending, []
         for sender, data in pending:
-            self._deliver_now(node, sender, data)
+            if isinstance(data, str):
+                self._evidence_now(node, sender, data)
+            else:
+                self._deliver_now(node, sender, data)
         self._tick(node)
 
     # ------------------------------------------------------------------ network faults
@@ -207,6 +233,12 @@ class SimulatedCluster:
     def can_reach(self, src: int, dst: int) -> bool:
         """Whether messages from ``src`` to ``dst`` currently get through (ignoring random loss)."""
         return (src, dst) not in self._cut
+
+    def forge_evidence(self, node_id: int, about: int, kind: str = "forged") -> None:
+        """Hand ``node_id`` death evidence about ``about`` now, true or not (a forged ICMP error)."""
+        node = self.nodes[node_id]
+        if node.alive:
+            self._push(self.now, _EVIDENCE, node_id, (node.incarnation, about, kind))
 
     # ------------------------------------------------------------------ commands
 
@@ -301,6 +333,13 @@ class SimulatedCluster:
             if payload == node.tick_generation and node.core is not None and not node.paused:
                 node.scheduled_deadline = math.nan
                 self._tick(node)
+        elif kind == _EVIDENCE:
+            incarnation, about, evidence_kind = payload
+            if node.core is not None and incarnation == node.incarnation:
+                if node.paused:
+                    node.pending.append((about, evidence_kind))
+                else:
+                    self._evidence_now(node, about, evidence_kind)
         else:
             sender, data = payload
             if not self.can_reach(sender, node_id) or node.core is None:
@@ -321,6 +360,19 @@ class SimulatedCluster:
         self.delivered += 1
         self._apply(node, node.core.receive(envelope.sender, envelope.message, node.local(self.now)))
 
+    def _evidence_now(self, node: SimNode, about: int, kind: str) -> None:
+        assert node.core is not None
+        self.evidence_log.append((self.now, node.node_id, about, kind))
+        self._apply(node, node.core.evidence(about, kind, node.local(self.now)))
+
+    def _answer_probe(self, src: int, dst: int, kind: str, round_trips: int = 2) -> None:
+        """Evidence for ``src`` if ``dst`` is crashed and reachable both ways (subject to random loss)."""
+        if (self.nodes[dst].alive or not self.can_reach(src, dst) or not self.can_reach(dst, src)
+                or self._rng.random() < self.drop_rate):
+            return
+        delay = sum(self._rng.uniform(*self.delay) for _ in range(round_trips))
+        self._push(self.now + delay, _EVIDENCE, src, (self.nodes[src].incarnation, dst, kind))
+
     def _apply(self, node: SimNode, output: Output) -> None:
         """Carry out a core output in the required order: persist, then send, then report."""
         if output.hard_state is not None:
@@ -336,6 +388,9 @@ class SimulatedCluster:
                 self.oracle.became_leader(node.node_id, event.term, node.to_global(event.at))
             elif isinstance(event, LostLeadership):
                 self.oracle.lost_leadership(node.node_id, event.term, node.to_global(event.lease_end))
+        if self.death_evidence:
+            for peer in output.probes:
+                self._answer_probe(node.node_id, peer, "port_unreachable")
         self._schedule_tick(node)
 
     def _send(self, src: int, dst: int, data: bytes) -> None:

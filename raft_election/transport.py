@@ -15,10 +15,16 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Optional, TypeVar
 
-__all__ = ["DeliverFn", "Transport", "as_bytes"]
+__all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes"]
 
 #: Called by the transport with each datagram that arrived for this node.
 DeliverFn = Callable[[bytes], None]
+
+#: Called by a :class:`DeathProbe` transport with ``(peer_id, kind)`` when it has evidence that the peer's
+#: process is gone.  ``kind`` names the evidence: ``"port_unreachable"`` (UDP: the peer's host answered a
+#: probe with ICMP port unreachable), ``"connection_refused"`` (TCP: the peer's host refused a connection to
+#: its port), ``"closed"`` (in memory: the peer's transport is closed).
+EvidenceFn = Callable[[int, str], None]
 
 _T = TypeVar("_T", bound="Transport")
 
@@ -71,6 +77,15 @@ class Transport(abc.ABC):
                  tb: Optional[TracebackType]) -> None:
         self.close()
 
+    @property
+    def failed(self) -> bool:
+        """True if the transport stopped working by itself (its receive loop ended before :meth:`close`).
+
+        A node whose transport failed never reports leadership: its peers may already be replacing it on
+        evidence that it is gone.  Default: False (a transport that cannot fail on its own).
+        """
+        return False
+
     def counters(self) -> Mapping[str, int]:
         """Transport-level counters, merged into :meth:`RaftNode.status` (optional; default: none).
 
@@ -78,3 +93,44 @@ class Transport(abc.ABC):
         example ``rejected_oversized``), ``send_dropped`` and the like for outgoing data it could not send.
         """
         return {}
+
+
+class DeathProbe(abc.ABC):
+    """Optional capability of a :class:`Transport`: evidence that a peer's *process* is gone.
+
+    A peer that is merely silent may be paused, partitioned away or slow, and only an election timeout can
+    tell.  But when a process dies on a host that stays up, the host's kernel says so at once: nothing
+    listens on the peer's port any more, so a probe is refused.  The node uses such evidence to replace a
+    dead leader in milliseconds (see :mod:`raft_election.core`, "fast failover").
+
+    Rules every implementation follows, because safety arguments rest on them:
+
+    * Evidence means "nothing listens on the peer's address now": ICMP port unreachable or a refused TCP
+      connection, in answer to a probe this transport sent within :data:`EVIDENCE_WINDOW` seconds.  A
+      timeout, host or network unreachable, a reset connection alone, or anything else ambiguous is *not*
+      evidence.  Unsolicited errors (no probe outstanding) are ignored.
+    * A paused process keeps its sockets, so it never yields evidence.
+    * ``report`` is called from a transport thread, outside the transport's own locks, never after
+      :meth:`Transport.close` has returned, and never raises into the transport (exceptions are logged).
+
+    The node calls :meth:`watch` once after :meth:`Transport.start`, and :meth:`probe` whenever its core
+    asks for one (a leader's heartbeat is overdue, or a voter is asked to confirm a leader's death).
+    """
+
+    @abc.abstractmethod
+    def watch(self, report: EvidenceFn) -> None:
+        """From now on, call ``report(peer_id, kind)`` with every piece of death evidence about a peer."""
+
+    @abc.abstractmethod
+    def probe(self, peer_id: int) -> None:
+        """Check, without blocking the caller, whether anything still listens on ``peer_id``'s address.
+
+        If nothing does, ``report`` is called soon after (typically within a millisecond on a LAN); if the
+        peer is alive, paused or unreachable, nothing happens.  Unknown peers and calls before
+        :meth:`Transport.start` or after :meth:`Transport.close` are ignored.
+        """
+
+
+#: How long after sending a probe its refusal still counts as evidence, in seconds.  A refusal that
+#: arrives later (or without any probe) is ignored, so a stray or forged error cannot be banked for later.
+EVIDENCE_WINDOW = 0.5

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import struct
 
 import pytest
@@ -20,10 +21,11 @@ TIMEOUT = (0.150, 0.300)
 
 @pytest.fixture(scope="module")
 def short_run() -> tuple:
-    """3 members in memory, 3 crashes and 2 graceful stops; run once for the tests below."""
-    with MemoryCluster(3, election_timeout=TIMEOUT, heartbeat_interval=0.05, seed=1) as cluster:
+    """3 members in memory, timeout path, 3 crashes and 2 graceful stops; run once for the tests below."""
+    with MemoryCluster(3, election_timeout=TIMEOUT, heartbeat_interval=0.05, seed=1,
+                       fast_failover=False) as cluster:
         result = run_range(cluster, trials=3, handovers=2, heartbeat_interval=0.05, election_timeout=TIMEOUT,
-                           rng=random.Random(1))
+                           rng=random.Random(1), fast_failover=False)
         return result, cluster.log.events
 
 
@@ -57,6 +59,20 @@ def test_graceful_handovers_are_measured_after_the_crashes(short_run):
     assert result.initial_election >= 0
 
 
+def test_with_fast_failover_the_report_says_which_failovers_took_the_fast_path():
+    """In memory a crashed member's transport is closed, so probes find it gone (issue 7)."""
+    with MemoryCluster(3, election_timeout=TIMEOUT, heartbeat_interval=0.05, seed=2) as cluster:
+        result = run_range(cluster, trials=3, handovers=0, heartbeat_interval=0.05, election_timeout=TIMEOUT,
+                           rng=random.Random(2), fast_failover=True)
+    assert all(failover.fast is not None for failover in result.failovers)
+    assert any(failover.fast for failover in result.failovers)
+    figures = range_figures(result)
+    assert figures["fast_share"] == sum(f.fast for f in result.failovers) / 3
+    assert figures["ideal"] is None  # the model is the timeout path's
+    row = markdown_table([result]).splitlines()[2]
+    assert row.startswith(f"| 150-300 | 50 | {figures['fast_share']:.0%} |")
+
+
 def test_the_report_has_every_figure_of_a_range(short_run):
     result, _ = short_run
     figures = range_figures(result)
@@ -67,7 +83,7 @@ def test_the_report_has_every_figure_of_a_range(short_run):
     assert figures["ideal"] == pytest.approx(ideal_failover(3, TIMEOUT, 0.05, figures["round_trip"]))
     assert figures["median_over_ideal"] == pytest.approx(failover["median"] / figures["ideal"])
     table = markdown_table([result]).splitlines()
-    assert len(table) == 3 and table[2].startswith("| 150-300 | 50 | 3 |")
+    assert len(table) == 3 and table[2].startswith("| 150-300 | 50 | off | 3 |")
     assert table[0].count("|") == table[1].count("|") == table[2].count("|")
 
 
@@ -92,7 +108,7 @@ def test_bench_command_in_memory_writes_json_a_table_and_a_plot(tmp_path, capsys
                    "--timeout", "150-300", "--json", str(out_json), "--plot", str(out_png)])
     assert status == 0
     printed = capsys.readouterr().out
-    assert "| 150-300 | 50 | 3 |" in printed
+    assert re.search(r"\| 150-300 \| 50 \| \d+% \| 3 \|", printed), printed
     document = json.loads(out_json.read_text())
     assert document["settings"]["transport"] == "memory" and document["settings"]["trials"] == 3
     (only,) = document["ranges"]

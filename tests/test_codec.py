@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import raft_election.codec as codec_module
-from raft_election.codec import HEADER_SIZE, MAC_SIZE, MAX_MESSAGE_SIZE, Codec, cluster_id
+from raft_election.codec import HEADER_SIZE, MAC_SIZE, MAX_MESSAGE_SIZE, WIRE_VERSION, Codec, cluster_id
 from raft_election.errors import DecodeError
 from raft_election.messages import (
     MAX_NODE_ID,
@@ -59,7 +59,7 @@ TYPE_CODES = {Heartbeat: 1, HeartbeatResponse: 2, VoteRequest: 3, VoteResponse: 
 ENCODED_SIZES = {
     Heartbeat: 33,
     HeartbeatResponse: 34,
-    VoteRequest: 34,
+    VoteRequest: 38,
     VoteResponse: 34,
     TimeoutNow: 29,
     Resign: 33,
@@ -75,11 +75,12 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
     Heartbeat: st.builds(Heartbeat, term=terms, round=rounds),
     HeartbeatResponse: st.builds(HeartbeatResponse, term=terms, round=rounds, candidate=st.booleans()),
     VoteRequest: st.builds(
-        VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans()
+        VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans(),
+        suspect=st.integers(0, MAX_NODE_ID)
     ),
     VoteResponse: st.builds(
         VoteResponse, term=terms, round=rounds, granted=st.booleans(), pre_vote=st.booleans(),
-        candidate=st.booleans(),
+        candidate=st.booleans(), evidence=st.booleans(),
     ),
     TimeoutNow: st.builds(TimeoutNow, term=terms),
     Resign: st.builds(Resign, term=terms, successor=st.integers(0, MAX_NODE_ID)),
@@ -97,7 +98,7 @@ envelopes = envelopes_of(messages)
 def frame(
     *,
     magic: bytes = b"RE",
-    version: int = 1,
+    version: int = WIRE_VERSION,
     type_code: int = 1,
     flags: Optional[int] = None,
     cluster: str = "test",
@@ -208,15 +209,17 @@ def test_sizes_are_compact():
         (Heartbeat(term=5, round=7), "00000007"),
         (HeartbeatResponse(term=5, round=7, candidate=False), "0000000700"),
         (HeartbeatResponse(term=5, round=7, candidate=True), "0000000701"),
-        (VoteRequest(term=5, round=7), "0000000700"),
-        (VoteRequest(term=5, round=7, pre_vote=True), "0000000701"),
-        (VoteRequest(term=5, round=7, transfer=True), "0000000702"),
-        (VoteRequest(term=5, round=7, pre_vote=True, transfer=True), "0000000703"),
+        (VoteRequest(term=5, round=7), "000000070000000000"),
+        (VoteRequest(term=5, round=7, pre_vote=True), "000000070000000001"),
+        (VoteRequest(term=5, round=7, transfer=True), "000000070000000002"),
+        (VoteRequest(term=5, round=7, pre_vote=True, transfer=True), "000000070000000003"),
+        (VoteRequest(term=5, round=7, pre_vote=True, suspect=3), "000000070000000301"),
         (VoteResponse(term=5, round=7, granted=False), "0000000700"),
         (VoteResponse(term=5, round=7, granted=True), "0000000701"),
         (VoteResponse(term=5, round=7, granted=False, pre_vote=True), "0000000702"),
         (VoteResponse(term=5, round=7, granted=True, pre_vote=True), "0000000703"),
         (VoteResponse(term=5, round=7, granted=True, candidate=True), "0000000705"),
+        (VoteResponse(term=5, round=7, granted=True, evidence=True), "0000000709"),
         (TimeoutNow(term=5), ""),
         (Resign(term=5), "00000000"),
         (Resign(term=5, successor=3), "00000003"),
@@ -226,7 +229,7 @@ def test_sizes_are_compact():
 def test_golden_encoding(message, body_hex):
     envelope = Envelope(sender=1, recipient=2, message=message)
     code = TYPE_CODES[type(message)]
-    header = "5245" + "01" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
+    header = "5245" + "02" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
     header += "0000000000000005"
     plain = bytes.fromhex(header.format(flags="00") + body_hex)
     assert PLAIN.encode(envelope) == plain
@@ -248,7 +251,7 @@ def test_cluster_id_is_blake2b_64_of_the_utf8_name():
 
 def test_every_message_fits_the_maximum_size():
     largest = max(ENCODED_SIZES.values()) + MAC_SIZE
-    assert largest == 66
+    assert largest == 70
     assert largest <= MAX_MESSAGE_SIZE
     envelope = Envelope(sender=1, recipient=2, message=VoteRequest(term=MAX_TERM, round=MAX_ROUND))
     assert len(SIGNED.encode(envelope)) <= MAX_MESSAGE_SIZE
@@ -277,13 +280,14 @@ REASON_CASES = [
     ("short-garbage", PLAIN, b"XX", "truncated"),
     ("heartbeat-body-short", PLAIN, frame()[:-1], "truncated"),
     ("header-only-heartbeat", PLAIN, frame(body=b""), "truncated"),
-    ("vote-request-no-flags", PLAIN, frame(type_code=3, body=b"\0\0\0\1"), "truncated"),
+    ("vote-request-no-flags", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0"), "truncated"),
     ("signed-missing-last-byte", SIGNED, frame(secret=SECRET)[:-1], "truncated"),
     ("signed-mac-cut-off", SIGNED, frame(secret=SECRET)[:-MAC_SIZE], "truncated"),
     ("bad-magic", PLAIN, frame(magic=b"XX"), "bad_magic"),
     ("lowercase-magic", PLAIN, frame(magic=b"re"), "bad_magic"),
     ("version-0", PLAIN, frame(version=0), "bad_version"),
-    ("version-2", PLAIN, frame(version=2), "bad_version"),
+    ("version-1", PLAIN, frame(version=1), "bad_version"),
+    ("version-3", PLAIN, frame(version=3), "bad_version"),
     ("version-255", SIGNED, frame(version=255, secret=SECRET), "bad_version"),
     ("type-0", PLAIN, frame(type_code=0), "unknown_type"),
     ("type-7", PLAIN, frame(type_code=7), "unknown_type"),
@@ -305,8 +309,8 @@ REASON_CASES = [
     ("header-flag-bit1", PLAIN, frame(flags=0x02), "bad_field"),
     ("header-flag-bit7-signed", SIGNED, frame(flags=0x81, trailing=b"", secret=SECRET), "bad_field"),
     ("heartbeat-response-flag", PLAIN, frame(type_code=2, body=b"\0\0\0\1\x02"), "bad_field"),
-    ("vote-request-flag", PLAIN, frame(type_code=3, body=b"\0\0\0\1\x04"), "bad_field"),
-    ("vote-response-flag", PLAIN, frame(type_code=4, body=b"\0\0\0\1\x80"), "bad_field"),
+    ("vote-request-flag", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0\x04"), "bad_field"),
+    ("vote-response-flag", PLAIN, frame(type_code=4, body=b"\0\0\0\1\x10"), "bad_field"),
     ("signed-bad-field", SIGNED, frame(sender=0, secret=SECRET), "bad_field"),
 ]
 
@@ -503,7 +507,7 @@ def test_random_bytes_only_ever_raise_decode_error(codec, data):
 )
 def test_random_bytes_behind_a_plausible_prefix_only_ever_raise_decode_error(codec, type_code, flags, rest):
     # Random bytes rarely get past the magic; this prefix lets the fuzzer reach the deeper checks.
-    decode_or_reject(codec, b"RE\x01" + bytes([type_code, flags]) + cluster_id("test") + rest)
+    decode_or_reject(codec, b"RE" + bytes([WIRE_VERSION, type_code, flags]) + cluster_id("test") + rest)
 
 
 @settings(max_examples=300)

@@ -108,6 +108,17 @@ def clean() -> Builder:
 # ------------------------------------------------------------------------------------------------ violations
 
 
+def test_elections_won_by_fast_failover_are_counted_and_reported():
+    b = clean()
+    b.events[-5:] = [attrs.evolve(e, record={**e.record, "fast": True}) if e.event == "became_leader" else e
+                     for e in b.events[-5:]]
+    history = b.build()
+    result = check(history)
+    assert result.ok and result.elections == 2 and result.fast_elections == 1
+    assert result.stats["fast_elections"] == 1
+    assert "elections: 2 (1 by fast failover)" in format_report(history, result)
+
+
 def test_a_clean_history_has_no_violations_and_reports_so():
     history = clean().build()
     result = check(history)
@@ -344,7 +355,7 @@ def test_report_lists_settings_faults_figures_violations_and_the_replay_command(
     report = format_report(history, result)
     assert "3 nodes, transport udp, seed 7, election timeout 150-300 ms" in report
     assert "| kill | 1 | 0.50 | 0.400 |" in report and "| partition | 1 | 0.80 | 0.300 |" in report
-    assert "elections: 4, leader changes: 3, highest term: 4" in report
+    assert "elections: 4 (0 by fast failover), leader changes: 3, highest term: 4" in report
     assert "median 300.0, p90 400.0, p99 400.0, max 400.0" in report
     assert "spurious elections" in report and "member 1 term 4" in report
     assert result.violations[0] in report

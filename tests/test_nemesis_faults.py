@@ -93,6 +93,27 @@ def fault_threads() -> list[threading.Thread]:
 # ---------------------------------------------------------------------------- LinkFaults and the file
 
 
+def test_probes_go_through_the_cut_and_evidence_comes_back():
+    """A probe of a peer behind a cut is never sent (a real partition gives no evidence either)."""
+    with InMemoryNetwork(seed=1) as network:
+        for dead in (2, 3):
+            network.transport(dead).close()  # nothing listens for 2 and 3: probes of them find them gone
+        faulty = FaultyTransport(network.transport(1), seed=1)
+        faulty.start(1, {1: "memory:1", 2: "memory:2", 3: "memory:3"}, lambda data: None)
+        reports: list[tuple[int, str]] = []
+        arrived = threading.Event()
+        faulty.watch(lambda peer, kind: (reports.append((peer, kind)), arrived.set()))
+        faulty.set_faults(LinkFaults(drop_to=frozenset({3})))
+        faulty.probe(3)
+        faulty.probe(2)
+        assert arrived.wait(10.0)
+        assert reports == [(2, "closed")] and network.stats.probes == 1
+        faulty.set_faults(LinkFaults(loss=1.0))
+        faulty.probe(2)
+        assert network.stats.probes == 1  # lost like a message
+        faulty.close()
+
+
 def test_default_faults_are_none():
     faults = LinkFaults()
     assert faults == NO_FAULTS

@@ -169,6 +169,68 @@ def test_sigterm_stops_a_leader_gracefully_with_a_handover(cluster, transport):
     c.check_no_overlap()
 
 
+# ---------------------------------------------------------------------------- fast failover (issue 7)
+
+#: What each transport's evidence of a dead process is.
+EVIDENCE_KIND = {"udp": "port_unreachable", "zmq": "connection_refused"}
+
+
+def evidence_about(c: Cluster, node_id: int, since: int) -> list[MemberEvent]:
+    return [e for e in c.processes.events[since:] if e.event == "evidence" and e.record["peer"] == node_id]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_killed_leader_is_replaced_through_the_fast_path(cluster, transport):
+    """The kernel refuses the dead process's port: the followers see it and elect without a timeout."""
+    c = cluster(transport, 5)
+    first = c.leader_elected()
+    since = c.processes.mark()
+    c.kill(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.term > first.term and second.record["fast"] is True
+    evidence = evidence_about(c, first.node, since)
+    assert evidence and {e.record["kind"] for e in evidence} == {EVIDENCE_KIND[transport]}
+    assert c.processes.status(second.node)["counters"]["fast_elections_won"] == 1
+    c.check_no_overlap()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_paused_leader_gives_no_evidence_and_never_overlaps(cluster, transport):
+    """SIGSTOP keeps the sockets open: no evidence, the timeout path, and no two lease holders."""
+    c = cluster(transport, 5)
+    p = c.processes
+    first = c.leader_elected()
+    since = p.mark()
+    p.pause(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.record["fast"] is False
+    assert evidence_about(c, first.node, since) == []
+    assert sum(p.status(n)["counters"].get("probes_requested", 0) for n in c.members if n != first.node) > 0
+    p.resume(first.node)
+    p.wait_for(lambda e: e.node == first.node and e.event == "leader_changed" and e.leader == second.node,
+               PATIENCE, since)
+    c.check_no_overlap()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_leader_restarted_on_its_port_at_once_confuses_nobody(cluster, transport):
+    """Evidence about the dead process may still be in flight when its successor binds the same port."""
+    c = cluster(transport, 5)
+    p = c.processes
+    first = c.leader_elected()
+    since = p.mark()
+    c.kill(first.node)
+    p.start(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    assert second.term > first.term
+    for node_id in c.members:
+        if node_id != second.node:
+            p.wait_for(lambda e, n=node_id: (e.node, e.event, e.leader) == (n, "leader_changed", second.node),
+                       PATIENCE, since)
+    assert p.status(first.node)["role"] == "follower"
+    c.check_no_overlap()
+
+
 # ---------------------------------------------------------------------------- bad input on live sockets
 
 

@@ -39,7 +39,7 @@ def test_a_non_candidate_forgets_a_silent_leader_on_timeout():
     core = make_core(members=3, candidate=False, hard_state=HardState(term=TERM))
     core.receive(2, Heartbeat(term=TERM, round=1), START)
     assert core.leader_id == 2
-    out = core.tick(core.next_deadline)
+    out = core.tick(core.election_deadline)
     assert core.leader_id is None
     assert events(out, LeaderChanged) == [LeaderChanged(leader_id=None, term=TERM)]
 

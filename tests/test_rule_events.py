@@ -89,7 +89,7 @@ def test_a_timeout_reports_the_loss_of_the_leader_once():
     """Raft §5.2: the timeout means "no viable leader": LeaderChanged(None) once, not at every retry."""
     core = make_core(members=3, hard_state=HardState(term=TERM))
     core.receive(2, Heartbeat(term=TERM, round=1), START)
-    outs = [core.tick(core.next_deadline) for _ in range(4)]
+    outs = [core.tick(core.election_deadline) for _ in range(4)]
     assert leader_events(outs) == [LeaderChanged(leader_id=None, term=TERM)]
 
 

@@ -231,9 +231,9 @@ def test_the_other_followers_forget_the_old_leader_but_stay_sticky():
     """
     follower = make_core(node_id=3, members=5, hard_state=HardState(term=TERM))
     follower.receive(1, Heartbeat(term=TERM, round=1), START)
-    deadline = follower.next_deadline
+    deadline = follower.election_deadline
     out = follower.receive(1, Resign(term=TERM, successor=2), START + STEP)
-    assert follower.leader_id is None and follower.next_deadline == deadline
+    assert follower.leader_id is None and follower.election_deadline == deadline
     assert follower.role is Role.FOLLOWER and follower.term == TERM and out.messages == ()
     rival = follower.receive(4, VoteRequest(term=TERM + 1, round=5, pre_vote=True), START + STEP)
     assert not only(messages(rival, VoteResponse, to=4)).granted

@@ -2,7 +2,10 @@
 
 A RuleBasedStateMachine throws partitions, one-way cuts, message loss, duplication, reordering (random
 delays), crashes, restarts, pauses, clock drift, step-downs, transfers and candidacy changes at a
-simulated cluster.  The cluster's ElectionOracle checks after every simulated step that
+simulated cluster with fast failover on: probes of crashed servers yield death evidence (delayed, or lost
+with the messages), crashes may hand evidence out unasked (ZeroMQ-like), and false evidence about live
+servers, the leader included, is forged at a minority of members.  The cluster's ElectionOracle checks
+after every simulated step that
 
 * at most one server wins each term,
 * never two servers hold a lease at the same virtual instant,
@@ -45,12 +48,14 @@ class ClusterMachine(RuleBasedStateMachine):
         seed=st.integers(min_value=0, max_value=2**32 - 1),
         drift=st.sampled_from([0.0, MAX_DRIFT / 2, MAX_DRIFT]),
         max_delay=st.sampled_from([0.002, 0.010, 0.040]),
+        evidence_on_crash=st.booleans(),
     )
-    def start(self, size: int, seed: int, drift: float, max_delay: float) -> None:
+    def start(self, size: int, seed: int, drift: float, max_delay: float, evidence_on_crash: bool) -> None:
         self.size = size
         self.cluster = SimulatedCluster(
             size, seed=seed, delay=(0.0005, max_delay), clock_drift=drift,
-            election_timeout=TIMEOUT, heartbeat_interval=HEARTBEAT, max_clock_drift=MAX_DRIFT)
+            evidence_on_crash=evidence_on_crash, election_timeout=TIMEOUT, heartbeat_interval=HEARTBEAT,
+            max_clock_drift=MAX_DRIFT)
         self.cluster.wait_for_leader(timeout=LIVENESS_BOUND)  # every schedule starts from a working cluster
 
     def _id(self, raw: int) -> int:
@@ -117,6 +122,18 @@ class ClusterMachine(RuleBasedStateMachine):
             self.cluster.crash(leader)
         else:
             self.cluster.isolate(leader)
+
+    @rule(node=node_ids, about=node_ids, at_leader=st.booleans())
+    def forge_evidence(self, node: int, about: int, at_leader: bool) -> None:
+        """False (or stale) death evidence, at members 1 .. quorum - 1 only: a minority of fooled members.
+
+        The lease guarantee must survive it (thesis §6.4.1 with the majority rule of fast campaigns); it
+        may cost availability.
+        """
+        forger = (self._id(node) - 1) % (self.size // 2) + 1
+        leader = self.cluster.leader()
+        target = leader if at_leader and leader is not None else self._id(about)
+        self.cluster.forge_evidence(forger, target)
 
     # ---------------------------------------------------------------- commands
 

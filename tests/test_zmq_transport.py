@@ -357,6 +357,7 @@ def test_counters_are_a_snapshot_with_every_key(pair: tuple[Inbox, Inbox]) -> No
     assert set(counters) == {
         "frames_received", "frames_sent", "rejected_oversized", "rejected_multipart", "rejected_empty",
         "rejected_unauthenticated", "send_dropped", "send_errors", "receive_errors", "deliver_errors",
+        "disconnects", "probes_sent", "death_evidence", "evidence_ignored", "probe_errors",
     }
     assert all(isinstance(value, int) for value in counters.values())
     counters["frames_sent"] = -1  # a snapshot: changing it changes nothing

@@ -17,12 +17,17 @@ Delivery model:
   partition (or a closed receiver) also catches messages already in flight.
 * Nothing is ever raised to a sender for a network condition; every message ends up in exactly one
   counter of :attr:`InMemoryNetwork.stats`.
+* Death evidence (:class:`~raft_election.transport.DeathProbe`): a probe of a node whose transport is
+  closed (a crashed node) is answered with evidence of kind ``"closed"`` after two one-way delays, if the
+  path is open both ways and the probe is not lost (``drop_rate``); a live node, or one cut off by a
+  partition, yields nothing, as on a real network.
 
 The network moves opaque bytes and knows nothing about Raft.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -30,14 +35,14 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Dict, List, Optional, Set, Tuple, Type, Union
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Type, Union
 
 import attrs
 
 from raft_election.errors import TransportError
-from raft_election.transport import DeliverFn, Transport, as_bytes
+from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
 __all__ = ["InMemoryNetwork", "MemoryTransport", "NetworkStats"]
 
@@ -47,9 +52,17 @@ logger = logging.getLogger(__name__)
 #: ``delay == (0, 0)``: a reordered message is held back by up to this long and later ones overtake it.
 REORDER_MIN_WINDOW = 0.005
 
+
+
+class _Evidence(NamedTuple):
+    """The answer to a probe: nothing listens for ``about`` (its transport is closed)."""
+
+    about: int
+
+
 #: ``(deliver_at, sequence, src, dst, data)``; ``src`` is ``None`` for :meth:`InMemoryNetwork.inject`.
 #: The unique sequence number breaks ties, so later fields are never compared.
-_Entry = Tuple[float, int, Optional[int], int, bytes]
+_Entry = Tuple[float, int, Optional[int], int, Union[bytes, _Evidence]]
 
 _network_numbers = itertools.count(1)
 
@@ -82,6 +95,10 @@ class NetworkStats:
     deliver_errors: int = 0
     #: Copies scheduled and not yet delivered or dropped.
     in_flight: int = 0
+    #: Calls to :meth:`MemoryTransport.probe` (not messages: outside the equation above).
+    probes: int = 0
+    #: Probes answered with death evidence (the probed node's transport was closed).
+    evidence: int = 0
 
 
 def _is_number(value: object) -> bool:
@@ -163,6 +180,9 @@ class InMemoryNetwork:
         self._duplicated = 0
         self._dropped_closed = 0
         self._deliver_errors = 0
+        self._probes = 0
+        self._evidence = 0
+        self._evidence_in_flight = 0
 
     # ---------------------------------------------------------------- endpoints and lifecycle
 
@@ -363,7 +383,9 @@ class InMemoryNetwork:
                 duplicated=self._duplicated,
                 dropped_closed=self._dropped_closed,
                 deliver_errors=self._deliver_errors,
-                in_flight=len(self._heap),
+                in_flight=len(self._heap) - self._evidence_in_flight,
+                probes=self._probes,
+                evidence=self._evidence,
             )
 
     def __repr__(self) -> str:
@@ -432,15 +454,31 @@ class InMemoryNetwork:
                     delay += rng.uniform(0.0, max(high, REORDER_MIN_WINDOW))
                 self._schedule(now + delay, src.node_id, dst, data)
 
-    def _schedule(self, deliver_at: float, src: Optional[int], dst: int, data: bytes) -> None:
+    def _probe(self, src: MemoryTransport, dst: int) -> None:
+        """Answer a probe with evidence if ``dst``'s transport is closed and the path is open both ways."""
+        with self._cond:
+            self._probes += 1
+            if (self._closed or src._closed or self._accepting(dst) or not self._reachable(src.node_id, dst)
+                    or not self._reachable(dst, src.node_id) or self._random.random() < self._drop_rate):
+                return
+            low, high = self._delay
+            delay = self._random.uniform(low, high) + self._random.uniform(low, high)
+            self._evidence_in_flight += 1
+            self._schedule(time.monotonic() + delay, dst, src.node_id, _Evidence(dst))
+
+    def _schedule(self, deliver_at: float, src: Optional[int], dst: int,
+                  data: Union[bytes, _Evidence]) -> None:
         heapq.heappush(self._heap, (deliver_at, next(self._sequence), src, dst, data))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
         self._cond.notify_all()
 
-    def _next_delivery(self) -> Optional[Tuple[MemoryTransport, DeliverFn, bytes]]:
-        """Wait for the next message that is due and still deliverable; ``None`` once the network closes."""
+    def _next_delivery(self) -> Optional[Tuple[MemoryTransport, Callable[[], object]]]:
+        """Wait for the next message that is due and still deliverable; ``None`` once the network closes.
+
+        Returns the endpoint and the call that delivers the message (or the probe's answer) to it.
+        """
         while True:
             if self._closed:
                 return None
@@ -453,6 +491,14 @@ class InMemoryNetwork:
                 continue
             _, _, src, dst, data = heapq.heappop(self._heap)
             endpoint = self._transports.get(dst)
+            if isinstance(data, _Evidence):
+                self._evidence_in_flight -= 1
+                if endpoint is None or endpoint._deliver is None or endpoint._report is None:
+                    continue
+                report = endpoint._report
+                self._evidence += 1
+                self._delivering = endpoint
+                return endpoint, functools.partial(report, data.about, "closed")
             deliver = None if endpoint is None else endpoint._deliver
             if endpoint is None or deliver is None:
                 self._dropped_closed += 1
@@ -461,7 +507,7 @@ class InMemoryNetwork:
             else:
                 self._delivered += 1
                 self._delivering = endpoint
-                return endpoint, deliver, data
+                return endpoint, functools.partial(deliver, data)
 
     def _run(self) -> None:
         """The scheduler thread: deliver due messages one at a time, outside the lock."""
@@ -470,10 +516,10 @@ class InMemoryNetwork:
                 item = self._next_delivery()
             if item is None:
                 return
-            endpoint, deliver, data = item
+            endpoint, deliver = item
             failed = 0
             try:
-                deliver(data)
+                deliver()
             except Exception:
                 failed = 1
                 logger.exception("%s: deliver callback of node %d raised", self._name, endpoint.node_id)
@@ -488,6 +534,7 @@ class InMemoryNetwork:
         with self._cond:
             endpoint._closed = True
             endpoint._deliver = None
+            endpoint._report = None
             if self._transports.get(endpoint.node_id) is endpoint:
                 del self._transports[endpoint.node_id]
             if threading.current_thread() is self._thread:
@@ -496,11 +543,11 @@ class InMemoryNetwork:
                 self._cond.wait()
 
 
-class MemoryTransport(Transport):
+class MemoryTransport(Transport, DeathProbe):
     """One node's endpoint on an :class:`InMemoryNetwork`; create it with :meth:`InMemoryNetwork.transport`.
 
-    Addresses are node ids, so the ``peers`` given to :meth:`start` are ignored.  ``deliver`` is called
-    on the network's delivery thread, one message at a time.
+    Addresses are node ids, so the ``peers`` given to :meth:`start` are ignored.  ``deliver`` (and the
+    ``report`` of :meth:`watch`) is called on the network's delivery thread, one call at a time.
     """
 
     def __init__(self, network: InMemoryNetwork, node_id: int) -> None:
@@ -508,6 +555,7 @@ class MemoryTransport(Transport):
         self.node_id = node_id
         # Both fields are guarded by the network's lock.
         self._deliver: Optional[DeliverFn] = None
+        self._report: Optional[EvidenceFn] = None
         self._closed = False
 
     def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
@@ -538,6 +586,15 @@ class MemoryTransport(Transport):
             TypeError: ``data`` is not bytes-like (a programming error, not a network condition).
         """
         self._network._send(self, peer_id, as_bytes(data))
+
+    def watch(self, report: EvidenceFn) -> None:
+        """Report death evidence (answers to :meth:`probe`) to ``report(peer_id, "closed")``."""
+        with self._network._cond:
+            self._report = report
+
+    def probe(self, peer_id: int) -> None:
+        """Ask whether ``peer_id``'s transport is closed; the answer comes on the delivery thread, if any."""
+        self._network._probe(self, peer_id)
 
     def close(self) -> None:
         """Stop delivery to this node.  Idempotent.

@@ -13,15 +13,33 @@ address of that family cannot be reached from this socket, so datagrams to it ar
 (``send_dropped``) and :meth:`UdpTransport.start` logs a warning naming it.  Use one family per cluster.
 
 Threads: :meth:`UdpTransport.start` starts one daemon receive thread, named ``udp-<node id>``, that waits
-on the socket and on a wake-up socket pair (so :meth:`UdpTransport.close` stops it at once) and calls
-``deliver`` for each acceptable datagram, one at a time.  :meth:`UdpTransport.send` may be called from any
-thread.
+on the socket, on the probe sockets (see "Death probes" below) and on a wake-up socket pair (so
+:meth:`UdpTransport.close` stops it at once, and :meth:`UdpTransport.probe` is served at once), and calls
+``deliver`` for each acceptable datagram, one at a time.  :meth:`UdpTransport.send` and
+:meth:`UdpTransport.probe` may be called from any thread.
 
 Untrusted input: anyone who can reach the port can send to it.  The transport only drops what cannot be a
-message at all (empty or larger than ``MAX_MESSAGE_SIZE``); the codec behind ``deliver`` checks the rest
-(and authenticates, when the cluster has a secret).  Nothing a datagram or the socket does can stop the
-receive loop: every failure is counted (see :meth:`UdpTransport.counters`), logged at a limited rate, and
-the loop goes on.
+message at all: a datagram larger than ``MAX_MESSAGE_SIZE``, and an empty one, which is a peer's death
+probe (see below; counted as ``probes_received``).  The codec behind ``deliver`` checks the rest (and
+authenticates, when the cluster has a secret).  Nothing a datagram or the socket does can stop the receive
+loop: every failure is counted (see :meth:`UdpTransport.counters`), logged at a limited rate, and the loop
+goes on.
+
+Death probes (:class:`~raft_election.transport.DeathProbe`).  When a peer's process dies on a host that
+stays up, nothing listens on its port any more, and the host answers a datagram to that port with ICMP
+port unreachable.  An *unconnected* socket never hears of that error, so the transport keeps one extra
+socket per peer, a **probe socket**: bound to an ephemeral port of this node's own host address and
+``connect()``-ed to the peer's address, which makes the kernel report the ICMP error on that socket as
+``ECONNREFUSED`` (Linux matches the error to the socket by the 4-tuple of the datagram it quotes).
+:meth:`UdpTransport.probe` asks the receive thread to send an empty datagram on it; the receive thread
+watches the probe sockets too and reports ``(peer_id, "port_unreachable")`` when a probe is refused
+within :data:`~raft_election.transport.EVIDENCE_WINDOW` seconds (each probe is answered at most once; the
+kernel keeps one pending error per socket).  A live or paused peer simply
+receives the empty datagram (its transport counts it as ``probes_received``), and an unreachable host or
+network, a timeout or anything else is never evidence.  A refusal without a recent probe (a late,
+stray or forged ICMP error) is read, counted as ``evidence_ignored`` and forgotten, so it cannot be
+banked for a later probe.  Probe sockets are made by :meth:`UdpTransport.start`, before the receive thread
+starts, and are only ever used by that thread, which also closes them.
 """
 
 from __future__ import annotations
@@ -32,15 +50,16 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from raft_election.transport import DeliverFn, Transport
+from raft_election.transport import EVIDENCE_WINDOW, DeathProbe, DeliverFn, EvidenceFn, Transport
 
-__all__ = ["COUNTER_NAMES", "UdpTransport", "parse_address"]
+__all__ = ["COUNTER_NAMES", "EVIDENCE_KIND", "UdpTransport", "parse_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +67,18 @@ logger = logging.getLogger(__name__)
 COUNTER_NAMES = (
     "datagrams_received",
     "rejected_oversized",
-    "rejected_empty",
     "send_dropped",
     "receive_errors",
     "deliver_errors",
+    "probes_sent",
+    "probes_received",
+    "death_evidence",
+    "evidence_ignored",
+    "probe_errors",
 )
+
+#: The ``kind`` this transport reports to :meth:`UdpTransport.watch`'s callback.
+EVIDENCE_KIND = "port_unreachable"
 
 #: Datagrams read per readiness report before the loop looks at the wake-up socket again, so that a flood
 #: cannot delay :meth:`UdpTransport.close` (the stop flag is also checked before each datagram).
@@ -61,6 +87,9 @@ READ_BATCH = 64
 #: Longest pause of the receive loop after repeated consecutive errors (a broken socket must not turn
 #: into a busy loop; the pause ends early when the transport is closed).
 MAX_ERROR_BACKOFF = 0.1
+
+#: Most probes to one peer remembered as awaiting an answer (only those sent within ``EVIDENCE_WINDOW``).
+_MAX_OUTSTANDING = 16
 
 #: What a failed ``bind`` means, in plain words, by errno.
 _BIND_REASONS: Dict[int, str] = {
@@ -152,11 +181,12 @@ def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class UdpTransport(Transport):
-    """A node's UDP endpoint: a socket bound to ``peers[node_id]`` and a receive thread.
+class UdpTransport(Transport, DeathProbe):
+    """A node's UDP endpoint: a socket bound to ``peers[node_id]``, a probe socket per peer, a receive thread.
 
     Create one per node and hand it to :class:`~raft_election.RaftNode`, which calls :meth:`start`,
-    :meth:`send` and :meth:`close`.  A transport is started once; after :meth:`close` create a new one.
+    :meth:`send` and :meth:`close` (and :meth:`watch` and :meth:`probe`, see the module docstring on death
+    probes).  A transport is started once; after :meth:`close` create a new one.
 
     Delivery is best effort, as UDP is: datagrams may be lost, duplicated or reordered, and nothing is
     ever raised to a sender for a network condition.  Every datagram read, and every one that could not
@@ -179,9 +209,23 @@ class UdpTransport(Transport):
         self._members: FrozenSet[int] = frozenset()
         self._thread: Optional[threading.Thread] = None
         self._counts: Dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        #: Set by :meth:`close`; the receive loop checks it before each datagram.
+        #: Set by :meth:`close`; the receive loop checks it before each datagram and each report.
         self._stopping = threading.Event()
+        #: Set when the receive thread ended before :meth:`close` (see :attr:`failed`).
+        self._failed = False
         self._log = RateLimitedLog(logger)
+        #: Called with death evidence; set by :meth:`watch`.
+        self._report: Optional[EvidenceFn] = None
+        #: Peers whose probe :meth:`probe` asked for and the receive thread has not sent yet, in request
+        #: order (a dict used as an ordered set: repeated requests before the send are one probe).
+        self._probe_requests: Dict[int, None] = {}
+        #: The local ``(host, port)`` of each peer's probe socket (fixed at start; see :meth:`probe_address`).
+        self._probe_addresses: Dict[int, Tuple[str, int]] = {}
+        #: Each peer's probe socket.  Set at start, then used (and finally closed) by the receive thread only.
+        self._probe_socks: Dict[int, socket.socket] = {}
+        #: When the receive thread sent the probes to each peer that still await an answer
+        #: (``time.monotonic``, oldest first); used by that thread only.
+        self._probe_sent_at: Dict[int, List[float]] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -228,15 +272,17 @@ class UdpTransport(Transport):
         sock = _bind(node_id, peers[node_id], *parsed[node_id])
         wake_receive: Optional[socket.socket] = None
         wake_send: Optional[socket.socket] = None
+        probe_socks: Dict[int, socket.socket] = {}
         try:
             routes = _routes(node_id, sock.family, peers, parsed)
+            probe_socks = self._open_probe_sockets(node_id, sock, routes)
             wake_receive, wake_send = socket.socketpair()
             wake_receive.setblocking(False)
             wake_send.setblocking(False)
             host, port = sock.getsockname()[:2]
             thread = threading.Thread(
-                target=self._run, args=(sock, wake_receive, wake_send, deliver), name=f"udp-{node_id}",
-                daemon=True,
+                target=self._run, args=(sock, wake_receive, wake_send, probe_socks, deliver),
+                name=f"udp-{node_id}", daemon=True,
             )
             with self._lock:
                 if self._state != _STARTING:
@@ -247,16 +293,50 @@ class UdpTransport(Transport):
                 self._wake_send = wake_send
                 self._routes = routes
                 self._members = frozenset(peers)
+                self._probe_socks = probe_socks
+                self._probe_addresses = {peer_id: probe.getsockname()[:2]
+                                         for peer_id, probe in probe_socks.items()}
                 # Started under the lock, so that a concurrent close() finds the thread to join.
                 thread.start()
                 self._thread = thread
                 self._state = _RUNNING
         except BaseException:
-            for resource in (sock, wake_receive, wake_send):
+            for resource in (sock, wake_receive, wake_send, *probe_socks.values()):
                 if resource is not None:
                     resource.close()
             raise
         logger.info("node %d: UDP transport bound to %s", node_id, _format(host, port))
+
+    def _open_probe_sockets(self, node_id: int, sock: socket.socket,
+                            routes: Mapping[int, _SockAddr]) -> Dict[int, socket.socket]:
+        """One non-blocking probe socket per routed peer: bound to ``(own host, 0)``, connected to the peer.
+
+        Binding the node's own host address makes probes leave from the address the node is known by
+        (a wildcard address lets the kernel pick, as for the main socket).  A peer whose probe socket
+        cannot be made is logged and cannot be probed (counted as ``probe_errors``); the node then waits
+        for its election timeout, as it would without this capability.
+        """
+        own = sock.getsockname()
+        local = (own[0], 0, *own[2:])  # keep an IPv6 address's flow info and scope id
+        probes: Dict[int, socket.socket] = {}
+        for peer_id, route in routes.items():
+            if peer_id == node_id:
+                continue
+            probe: Optional[socket.socket] = None
+            try:
+                probe = socket.socket(sock.family, socket.SOCK_DGRAM)
+                probe.setblocking(False)
+                probe.bind(local)
+                probe.connect(route)
+            except OSError as exc:
+                if probe is not None:
+                    probe.close()
+                self._count("probe_errors")
+                logger.warning("node %d: cannot make a probe socket for node %d (%s); its death will only "
+                               "be noticed by the election timeout", node_id, peer_id, exc)
+                continue
+            probes[peer_id] = probe
+        return probes
 
     def close(self) -> None:
         """Stop the receive thread, wait for it and close the sockets.  Idempotent.
@@ -269,13 +349,61 @@ class UdpTransport(Transport):
             if self._state != _CLOSED:
                 self._state = _CLOSED
                 self._stopping.set()
-                if self._wake_send is not None:
-                    # If this fails the loop still stops: it checks _stopping before each datagram.
-                    with contextlib.suppress(OSError):
-                        self._wake_send.send(b"\0")
+                # If this fails the loop still stops: it checks _stopping before each datagram.
+                self._wake_locked()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def _wake_locked(self) -> None:
+        """Wake the receive thread (called with the lock held).  Never blocks, never raises."""
+        if self._wake_send is not None:
+            # OSError: the pair's buffer is full, so a wake-up is pending anyway (or the thread has ended).
+            with contextlib.suppress(OSError):
+                self._wake_send.send(b"\0")
+
+    # ---------------------------------------------------------------- death probes
+
+    def watch(self, report: EvidenceFn) -> None:
+        """From now on, call ``report(peer_id, "port_unreachable")`` with every piece of death evidence.
+
+        ``report`` runs on the receive thread, outside the transport's lock, one call at a time, never
+        after :meth:`close` has returned; what it raises is logged (at a limited rate) and receiving goes
+        on.
+        """
+        with self._lock:
+            self._report = report
+
+    def probe(self, peer_id: int) -> None:
+        """Ask the receive thread to send an empty datagram to ``peer_id`` on its probe socket.
+
+        Never blocks and never raises.  If nothing listens on the peer's port its host answers with ICMP
+        port unreachable, and the callback given to :meth:`watch` gets ``(peer_id, "port_unreachable")``
+        (on loopback or a LAN within a millisecond or so).  A live, paused or unreachable peer yields
+        nothing.  Requests for this node itself, for unknown peers or peers without a probe socket,
+        before :meth:`start` and after :meth:`close` are ignored; requests made before the receive
+        thread got to the previous one for the same peer are one probe.
+        """
+        with self._lock:
+            if self._state != _RUNNING or peer_id not in self._probe_addresses:
+                return
+            self._probe_requests[peer_id] = None
+            self._wake_locked()
+
+    def probe_address(self, peer_id: int) -> Optional[Tuple[str, int]]:
+        """The local ``(host, port)`` of ``peer_id``'s probe socket, or ``None`` if it has none.
+
+        Read-only, for diagnostics and tests: an ICMP error is matched to the probe socket by this address
+        together with the peer's.
+        """
+        with self._lock:
+            return self._probe_addresses.get(peer_id)
+
+    @property
+    def failed(self) -> bool:
+        """True if the receive thread ended before :meth:`close` was called (it then never restarts)."""
+        with self._lock:
+            return self._failed
 
     # ---------------------------------------------------------------- sending
 
@@ -326,12 +454,19 @@ class UdpTransport(Transport):
 
         * ``datagrams_received``: datagrams handed to ``deliver`` (including calls that raised);
         * ``rejected_oversized``: datagrams longer than ``MAX_MESSAGE_SIZE``, dropped unread;
-        * ``rejected_empty``: empty datagrams, dropped;
         * ``send_dropped``: datagrams that could not be sent (see :meth:`send`);
         * ``receive_errors``: errors reported by the socket (or the selector) to the receive loop;
-        * ``deliver_errors``: ``deliver`` calls that raised.
+        * ``deliver_errors``: ``deliver`` calls that raised;
+        * ``probes_sent``: empty datagrams sent on probe sockets (see :meth:`probe`);
+        * ``probes_received``: empty datagrams read, that is probes from peers (dropped, never delivered);
+        * ``death_evidence``: refusals reported to the :meth:`watch` callback;
+        * ``evidence_ignored``: errors and datagrams read from probe sockets that were not evidence: a
+          refusal with no probe to that peer sent within ``EVIDENCE_WINDOW`` seconds (late, stray or
+          forged), any other error (an unreachable host or network is never evidence), data;
+        * ``probe_errors``: probe sockets that could not be made and probes that could not be sent.
 
-        Every datagram read is in exactly one of the first three.
+        Every datagram read from the main socket is in exactly one of ``datagrams_received``,
+        ``rejected_oversized`` and ``probes_received``.
         """
         with self._lock:
             return dict(self._counts)
@@ -362,16 +497,21 @@ class UdpTransport(Transport):
     # ---------------------------------------------------------------- the receive thread
 
     def _run(self, sock: socket.socket, wake_receive: socket.socket, wake_send: socket.socket,
-             deliver: DeliverFn) -> None:
-        """Read and deliver datagrams until :meth:`close`; the thread owns and finally closes the sockets."""
+             probes: Dict[int, socket.socket], deliver: DeliverFn) -> None:
+        """Read and deliver datagrams, send and watch probes until :meth:`close`.
+
+        The thread owns the sockets from here on and finally closes them, the probe sockets included.
+        """
         selector = selectors.DefaultSelector()
         try:
             selector.register(sock, selectors.EVENT_READ)
             selector.register(wake_receive, selectors.EVENT_READ)
+            for peer_id, probe in probes.items():
+                selector.register(probe, selectors.EVENT_READ, peer_id)
             failures = 0
             while not self._stopping.is_set():
                 try:
-                    self._serve(selector, sock, deliver)
+                    self._serve(selector, sock, wake_receive, probes, deliver)
                     failures = 0
                 except Exception as exc:
                     failures += 1
@@ -383,17 +523,36 @@ class UdpTransport(Transport):
         finally:
             selector.close()
             with self._lock:
+                failed = self._failed = self._state != _CLOSED
                 self._sock = None
                 self._wake_send = None
-                for resource in (sock, wake_receive, wake_send):
+                for resource in (sock, wake_receive, wake_send, *probes.values()):
                     resource.close()
+            if failed:
+                logger.error("node %s: the UDP receive thread ended before close(); this node receives "
+                             "nothing more", self._node_id)
             logger.debug("node %s: UDP transport closed", self._node_id)
 
-    def _serve(self, selector: selectors.BaseSelector, sock: socket.socket, deliver: DeliverFn) -> None:
-        """Wait until the socket is readable (or the transport closes), then read a batch of datagrams."""
-        ready = [key.fileobj for key, _ in selector.select()]
-        if sock not in ready:
-            return  # only the wake-up socket: close() was called
+    def _serve(self, selector: selectors.BaseSelector, sock: socket.socket, wake_receive: socket.socket,
+               probes: Mapping[int, socket.socket], deliver: DeliverFn) -> None:
+        """Wait until a socket is readable or the thread is woken, then do what is due.
+
+        In this order: read the probe sockets (answers to probes already sent), send the probes asked for,
+        report the evidence found, then read a batch of datagrams from the main socket.
+        """
+        main_ready = False
+        evidence: List[int] = []
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                main_ready = True
+            elif key.fileobj is wake_receive:
+                _drain(wake_receive)
+            else:
+                self._read_probe_socket(key.data, probes[key.data], evidence)
+        self._send_requested_probes(probes, evidence)
+        self._report_evidence(evidence)
+        if not main_ready:
+            return
         for _ in range(READ_BATCH):
             if self._stopping.is_set():
                 return
@@ -405,12 +564,13 @@ class UdpTransport(Transport):
 
     def _handle(self, data: bytes, source: _SockAddr, deliver: DeliverFn) -> None:
         size = len(data)
-        if size == 0 or size > MAX_MESSAGE_SIZE:
-            reason = "empty" if size == 0 else "oversized"
-            self._count(f"rejected_{reason}")
-            self._log.warning(f"rejected_{reason}", "node %s: dropped an %s datagram from %s", self._node_id,
-                              reason if size == 0 else f"oversized (> {MAX_MESSAGE_SIZE} bytes)",
-                              _format(*source[:2]))
+        if size == 0:
+            self._count("probes_received")  # a peer checking that this node's process is alive
+            return
+        if size > MAX_MESSAGE_SIZE:
+            self._count("rejected_oversized")
+            self._log.warning("rejected_oversized", "node %s: dropped an oversized (> %d bytes) datagram "
+                              "from %s", self._node_id, MAX_MESSAGE_SIZE, _format(*source[:2]))
             return
         self._count("datagrams_received")
         try:
@@ -420,9 +580,100 @@ class UdpTransport(Transport):
             self._log.warning("deliver_error", "node %s: deliver callback raised %r; receiving goes on",
                               self._node_id, exc)
 
+    # ---------------------------------------------------------------- probes (receive thread only)
+
+    def _read_probe_socket(self, peer_id: int, probe: socket.socket, evidence: List[int]) -> None:
+        """Read what is pending on ``peer_id``'s probe socket: a refusal may be evidence, nothing else is."""
+        for _ in range(READ_BATCH):
+            try:
+                probe.recv(1)  # nobody should send to a probe socket: read and drop (and count) it
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                self._refused(peer_id, evidence)
+                continue
+            except OSError as exc:  # host or network unreachable and the like: never evidence
+                self._ignore(peer_id, f"an error ({exc})")
+                continue
+            self._ignore(peer_id, "a datagram")
+
+    def _send_requested_probes(self, probes: Mapping[int, socket.socket], evidence: List[int]) -> None:
+        """Send one empty datagram to each peer :meth:`probe` asked for since the last time, in order."""
+        with self._lock:
+            requested, self._probe_requests = list(self._probe_requests), {}
+        for peer_id in requested:
+            probe = probes.get(peer_id)
+            if probe is None or self._stopping.is_set():
+                continue
+            try:
+                try:
+                    probe.send(b"")
+                except ConnectionRefusedError:
+                    # The kernel had an ICMP error pending for an earlier datagram: it answers an earlier
+                    # probe (or none).  Reading it cleared it, so the new probe can go out now.
+                    self._refused(peer_id, evidence)
+                    probe.send(b"")
+            except OSError as exc:
+                self._count("probe_errors")
+                self._log.warning(f"probe_error_{peer_id}", "node %s: cannot send a probe to node %d: %s",
+                                  self._node_id, peer_id, exc)
+                continue
+            now = time.monotonic()
+            # Only probes still within the window can be answered; the list stays short.
+            sent = [at for at in self._probe_sent_at.get(peer_id, []) if now - at <= EVIDENCE_WINDOW]
+            self._probe_sent_at[peer_id] = [*sent[-(_MAX_OUTSTANDING - 1):], now]
+            self._count("probes_sent")
+
+    def _refused(self, peer_id: int, evidence: List[int]) -> None:
+        """A refusal (ICMP port unreachable) on ``peer_id``'s probe socket: evidence if a probe awaits one.
+
+        Each probe is answered at most once: the oldest probe sent within ``EVIDENCE_WINDOW`` takes it.
+        """
+        now = time.monotonic()
+        sent = [at for at in self._probe_sent_at.get(peer_id, []) if now - at <= EVIDENCE_WINDOW]
+        if sent:
+            self._probe_sent_at[peer_id] = sent[1:]
+            evidence.append(peer_id)
+        else:
+            self._probe_sent_at.pop(peer_id, None)
+            self._ignore(peer_id, f"a port-unreachable error with no probe sent within {EVIDENCE_WINDOW} s "
+                                  "(late, stray or forged)")
+
+    def _ignore(self, peer_id: int, what: str) -> None:
+        self._count("evidence_ignored")
+        self._log.warning(f"evidence_ignored_{peer_id}", "node %s: ignored %s on the probe socket for node "
+                          "%d", self._node_id, what, peer_id)
+
+    def _report_evidence(self, evidence: List[int]) -> None:
+        """Hand each piece of evidence to the :meth:`watch` callback, outside the lock, unless closed."""
+        if not evidence:
+            return
+        with self._lock:
+            report = self._report
+        for peer_id in evidence:
+            if self._stopping.is_set():
+                return  # close() was called, perhaps by the callback itself: report nothing more
+            self._count("death_evidence")
+            self._log.warning(f"evidence_{peer_id}", "node %s: nothing listens on node %d's port any more "
+                              "(ICMP port unreachable): its process is gone", self._node_id, peer_id)
+            if report is None:
+                continue
+            try:
+                report(peer_id, EVIDENCE_KIND)
+            except Exception as exc:
+                self._log.warning("report_error", "node %s: the death evidence callback raised %r; receiving "
+                                  "goes on", self._node_id, exc)
+
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
+
+
+def _drain(wake: socket.socket) -> None:
+    """Read every wake-up byte pending on the receive end of the wake-up pair."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while wake.recv(4096):
+            pass
 
 
 def _bind(node_id: int, address: str, host: str, port: int) -> socket.socket:

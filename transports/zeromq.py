@@ -5,15 +5,17 @@ peer's address.  ZeroMQ does the framing, connects lazily and reconnects by itse
 
 Threads:
 
-* The **receive thread** owns the ``PULL`` socket (and, with CURVE, the ZAP handler's ``REP`` socket).  It
-  polls it together with the read end of a wake-up socket pair (``zmq.Poller`` polls plain file
-  descriptors too), so :meth:`ZmqTransport.close` wakes it at once; it reads frames without blocking, drops
-  bad ones (counted, logged at a limited rate) and hands the others to ``deliver``, one at a time.  Nothing
-  a peer sends can stop the loop.
-* :meth:`ZmqTransport.send` may be called from any thread.  The ``PUSH`` sockets are guarded by one lock:
-  libzmq sockets are not thread-safe, but may be used by several threads one after the other provided a
-  full memory barrier separates the uses, which taking and releasing a lock is.  A send is a non-blocking
-  ``zmq_send`` under that lock, so it takes microseconds and never waits for the network.
+* The **receive thread** owns the ``PULL`` socket (and, with CURVE, the ZAP handler's ``REP`` socket), the
+  ``PUSH`` sockets' monitors and the probes' TCP sockets (see "Death probes" below).  It polls them together
+  with the read end of a wake-up socket pair (``zmq.Poller`` polls plain file descriptors too), so
+  :meth:`ZmqTransport.close` and :meth:`ZmqTransport.probe` wake it at once; it reads frames without
+  blocking, drops bad ones (counted, logged at a limited rate) and hands the others to ``deliver``, one at a
+  time.  Nothing a peer sends can stop the loop.
+* :meth:`ZmqTransport.send` and :meth:`ZmqTransport.probe` may be called from any thread.  The ``PUSH``
+  sockets are guarded by one lock: libzmq sockets are not thread-safe, but may be used by several threads
+  one after the other provided a full memory barrier separates the uses, which taking and releasing a lock
+  is.  A send is a non-blocking ``zmq_send`` under that lock, so it takes microseconds and never waits for
+  the network.
 
 Stale messages.  A message for a peer that is down is **dropped**, never queued and delivered late (a burst
 of stale heartbeats after a reconnect would be a bug).  What makes that so:
@@ -65,6 +67,24 @@ keys (see :class:`ZmqTransport`) only members complete the handshake; nobody els
 Without CURVE, bytes that do not start with the ZMTP 3 signature are read as legacy ZMTP 1.0
 (length-prefixed frames, no handshake), so raw TCP garbage may reach ``deliver`` as frames; that is no
 different from any other bad input.
+
+Death probes (:class:`~raft_election.transport.DeathProbe`).  When a peer's process dies on a host that stays
+up, its kernel closes the connections and refuses new ones to the port.  The transport asks for both:
+
+* :meth:`ZmqTransport.probe` has the receive thread open a plain, non-blocking TCP connection (not ZeroMQ)
+  to the peer's host and port.  Refused (``ECONNREFUSED``) within
+  :data:`~raft_election.transport.EVIDENCE_WINDOW` seconds: the receive thread reports
+  ``(peer_id, "connection_refused")`` to the callback given to :meth:`ZmqTransport.watch`.  Connected: the
+  connection is closed at once and nothing is reported (a paused peer's kernel completes the handshake too,
+  so it never yields evidence).  No answer within :data:`PROBE_TIMEOUT`, host or network unreachable, or
+  anything else: nothing is reported (counted as ``evidence_ignored``).  One probe per peer is in flight at
+  a time; further requests meanwhile are dropped.  A DNS name is resolved by a short-lived helper thread,
+  so neither the caller nor the receive thread waits for DNS.
+* Each ``PUSH`` socket is monitored (``zmq_socket_monitor``, read by the receive thread).  When its
+  connection drops the peer is probed at once, and again whenever libzmq's reconnection fails, for
+  :data:`DISCONNECT_WATCH` seconds or until there is evidence or the connection is back; a dead peer is so
+  reported without anyone calling :meth:`ZmqTransport.probe`.  (The repeats cover the instant in which the
+  dying process has closed its connections but not yet its listening socket.)
 """
 
 from __future__ import annotations
@@ -74,11 +94,15 @@ import errno
 import ipaddress
 import itertools
 import logging
+import math
+import os
 import re
 import socket
+import struct
 import threading
+import time
 from collections.abc import Mapping
-from typing import Dict, FrozenSet, NamedTuple, Optional, Union
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple, Union
 
 import zmq
 from zmq.utils import z85
@@ -86,12 +110,15 @@ from zmq.utils import z85
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from raft_election.transport import DeliverFn, Transport, as_bytes
+from raft_election.transport import EVIDENCE_WINDOW, DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
 __all__ = [
     "CurveKey",
+    "DISCONNECT_WATCH",
+    "EVIDENCE_KIND",
     "KERNEL_BUFFER",
     "MAX_FRAME_SIZE",
+    "PROBE_TIMEOUT",
     "RECEIVE_HWM",
     "RECONNECT_IVL_MAX_MS",
     "RECONNECT_IVL_MS",
@@ -145,6 +172,17 @@ TCP_KEEPALIVE = (5, 2, 3)
 #: counted and logged by the receive loop.
 MAX_FRAME_SIZE = 8 * MAX_MESSAGE_SIZE
 
+#: Longest wait for the answer to one probe's TCP connection, in seconds: a host that drops the SYN (it is
+#: down, or partitioned away) says nothing about the peer's process, and the probe is given up.
+PROBE_TIMEOUT = 1.0
+#: After a connection to a peer dropped, every failed reconnection by libzmq is probed too, for this many
+#: seconds (or until there is evidence, or the connection is back).
+DISCONNECT_WATCH = 2.0
+#: The ``kind`` this transport reports to :meth:`ZmqTransport.watch`'s callback.
+EVIDENCE_KIND = "connection_refused"
+#: The events each PUSH socket's monitor reports (see "Death probes" in the module docstring).
+_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+
 #: Upper bound on one wait of the receive thread (it is woken at once on close; this is a safety net).
 _POLL_TIMEOUT_MS = 1000
 #: Frames handled per wake-up before checking for close again.
@@ -172,6 +210,11 @@ _COUNTER_NAMES = (
     "receive_errors",
     "deliver_errors",
     "rejected_unauthenticated",
+    "disconnects",
+    "probes_sent",
+    "death_evidence",
+    "evidence_ignored",
+    "probe_errors",
 )
 _BIND_HINTS = {
     errno.EADDRINUSE: "the port is already in use (by another process, or another socket of this one)",
@@ -216,6 +259,36 @@ def _is_ipv6(endpoint: str) -> bool:
     return endpoint.startswith("tcp://[")
 
 
+def _split_endpoint(endpoint: str) -> Tuple[str, int]:
+    """``(host, port)`` of an endpoint made by :func:`normalize_address` (an IPv6 host without brackets)."""
+    match = _ADDRESS.fullmatch(endpoint)
+    assert match is not None, endpoint
+    return match["v6"] or match["host"], int(match["port"])
+
+
+class _ProbeTarget(NamedTuple):
+    """Where a probe connects for one peer."""
+
+    host: str
+    port: int
+    #: The family to resolve ``host`` in (``AF_UNSPEC`` when IPv6 is enabled for a DNS name).
+    family: int
+    #: The resolved address of a numeric host; ``None`` for a DNS name, resolved again by every probe.
+    sockaddr: Optional[Tuple[Any, ...]]
+
+
+class _Attempt(NamedTuple):
+    """A probe's TCP connection in progress (receive thread only)."""
+
+    sock: socket.socket
+    #: ``time.monotonic()`` when the SYN was sent.
+    started: float
+
+
+#: A background name resolution's result: the family and address to connect to, or why there is none.
+_Resolution = Union[Tuple[int, Tuple[Any, ...]], OSError]
+
+
 #: A CURVE key as accepted by :class:`ZmqTransport`: 40 Z85 characters (``str`` or ``bytes``) or 32 raw bytes.
 CurveKey = Union[str, bytes]
 
@@ -246,7 +319,7 @@ def _curve_key(name: str, key: object) -> bytes:
                      "zmq.curve_keypair()")
 
 
-class ZmqTransport(Transport):
+class ZmqTransport(Transport, DeathProbe):
     """Moves opaque byte strings between nodes over ZeroMQ ``PUSH``/``PULL`` sockets on TCP.
 
     Args:
@@ -272,7 +345,8 @@ class ZmqTransport(Transport):
     codec's HMAC (``RaftConfig.secret``) still applies on top of CURVE.
 
     The addresses given to :meth:`start` are those of :func:`normalize_address`.  Counters (see
-    :meth:`counters`) are kept from start to close and stay readable afterwards.
+    :meth:`counters`) are kept from start to close and stay readable afterwards.  :meth:`watch` and
+    :meth:`probe` give evidence that a peer's process died (see "Death probes" in the module docstring).
     """
 
     def __init__(
@@ -323,6 +397,23 @@ class ZmqTransport(Transport):
 
         self._counters_lock = threading.Lock()
         self._counters: Dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
+
+        # Death probes.  Guarded by _lock: the callback, the requests and the background resolutions.
+        self._report: Optional[EvidenceFn] = None
+        #: Peers to probe, in request order (a dict used as an ordered set).
+        self._probe_requests: Dict[int, None] = {}
+        self._resolved: List[Tuple[int, _Resolution]] = []
+        #: Set when the receive thread ended before close() (see :attr:`failed`).
+        self._failed = False
+        # Fixed at start, before the receive thread runs.
+        self._probe_targets: Dict[int, _ProbeTarget] = {}
+        #: Each PUSH socket's monitor (a PAIR socket), read by the receive thread only.
+        self._monitors: Dict[int, zmq.Socket[bytes]] = {}
+        # Used by the receive thread only.
+        self._attempts: Dict[int, _Attempt] = {}
+        self._resolving: Set[int] = set()
+        #: Peers whose connection dropped, with the end of their watch (``time.monotonic``).
+        self._watching: Dict[int, float] = {}
 
     # ---------------------------------------------------------------- Transport interface
 
@@ -426,8 +517,8 @@ class ZmqTransport(Transport):
             self._state = "closed"
             thread = self._thread
             push, self._push = self._push, {}
-            for sock in push.values():
-                sock.close(linger=0)
+            for peer_id, sock in push.items():
+                self._close_push(peer_id, sock)
         self._stopping.set()
         if thread is None:
             self._release_all()
@@ -451,10 +542,48 @@ class ZmqTransport(Transport):
         * ``send_dropped`` - sends dropped because the peer was unknown, down or not keeping up, or the
           transport was not running;
         * ``send_errors``, ``receive_errors`` - unexpected ZeroMQ errors (logged);
-        * ``deliver_errors`` - ``deliver`` calls that raised (logged; delivery goes on).
+        * ``deliver_errors`` - ``deliver`` calls that raised (logged; delivery goes on);
+        * ``disconnects`` - connections to peers that dropped (each one triggers a probe);
+        * ``probes_sent`` - TCP connections opened by probes (see :meth:`probe`);
+        * ``death_evidence`` - refusals reported to the :meth:`watch` callback;
+        * ``evidence_ignored`` - probes answered with anything but a completed connection or evidence: a
+          refusal later than ``EVIDENCE_WINDOW``, no answer within :data:`PROBE_TIMEOUT`, host or network
+          unreachable, other errors;
+        * ``probe_errors`` - probes that could not be made (no socket, a DNS name that did not resolve).
         """
         with self._counters_lock:
             return dict(self._counters)
+
+    # ---------------------------------------------------------------- death probes
+
+    def watch(self, report: EvidenceFn) -> None:
+        """From now on, call ``report(peer_id, "connection_refused")`` with every piece of death evidence.
+
+        ``report`` runs on the receive thread, outside the transport's locks, one call at a time, never
+        after :meth:`close` has returned; what it raises is logged, and receiving goes on.
+        """
+        with self._lock:
+            self._report = report
+
+    def probe(self, peer_id: int) -> None:
+        """Ask the receive thread to try a TCP connection to ``peer_id``'s port; never blocks, never raises.
+
+        Refused: the callback given to :meth:`watch` gets ``(peer_id, "connection_refused")`` (on loopback or
+        a LAN within a millisecond or so).  Connected, no answer, unreachable: nothing happens.  Ignored
+        while a probe to the same peer is in flight, for this node itself and unknown peers, before
+        :meth:`start` and after :meth:`close`.
+        """
+        with self._lock:
+            if self._state != "started" or peer_id not in self._probe_targets:
+                return
+            self._probe_requests[peer_id] = None
+        self._wake()
+
+    @property
+    def failed(self) -> bool:
+        """True if the receive thread ended before :meth:`close` (e.g. the zmq context was terminated)."""
+        with self._lock:
+            return self._failed
 
     # ---------------------------------------------------------------- introspection
 
@@ -537,9 +666,20 @@ class ZmqTransport(Transport):
         self._wake_w.setblocking(False)
         for peer_id, endpoint in endpoints.items():
             if peer_id != node_id:
+                self._probe_targets[peer_id] = self._probe_target(endpoint)
                 push = self._connect(context, peer_id, endpoint)
                 with self._lock:  # published only once set up: send() may run in other threads already
                     self._push[peer_id] = push
+
+    def _probe_target(self, endpoint: str) -> _ProbeTarget:
+        """Where probes for the peer at ``endpoint`` connect; a numeric host is resolved now (no DNS)."""
+        host, port = _split_endpoint(endpoint)
+        family = socket.AF_UNSPEC if self._ipv6 or _is_ipv6(endpoint) else socket.AF_INET
+        try:
+            infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        except socket.gaierror:  # a DNS name, as libzmq resolves it again on every connect
+            return _ProbeTarget(host, port, family, None)
+        return _ProbeTarget(host, port, infos[0][0], infos[0][4])
 
     def _connect(self, context: zmq.Context[zmq.Socket[bytes]], peer_id: int,
                  endpoint: str) -> zmq.Socket[bytes]:
@@ -558,12 +698,33 @@ class ZmqTransport(Transport):
                 push.setsockopt(zmq.CURVE_SERVERKEY, self._curve.keys[peer_id])
                 push.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
                 push.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+            self._monitor(push, peer_id)
             push.connect(endpoint)
         except zmq.ZMQError as exc:
-            push.close(linger=0)
+            self._close_push(peer_id, push)
             raise TransportError(f"node {self._node_id} cannot connect to node {peer_id} at {endpoint}: "
                                  f"{exc.strerror}") from exc
         return push
+
+    def _monitor(self, push: zmq.Socket[bytes], peer_id: int) -> None:
+        """Have libzmq report ``push``'s connection events to a PAIR socket that the receive thread reads.
+
+        Without a monitor the peer can still be probed; only the probe on disconnection is lost.
+        """
+        try:
+            monitor = push.get_monitor_socket(_MONITOR_EVENTS, f"inproc://{self._name}-monitor-{peer_id}")
+        except zmq.ZMQError as exc:
+            logger.warning("%s: cannot monitor the connection to node %d (%s); a drop of it will not trigger "
+                           "a probe", self._name, peer_id, exc.strerror)
+            return
+        self._monitors[peer_id] = monitor
+
+    def _close_push(self, peer_id: int, push: zmq.Socket[bytes]) -> None:
+        """Stop ``push``'s monitor (if it has one), then close it, discarding what it holds."""
+        if peer_id in self._monitors:
+            with contextlib.suppress(zmq.ZMQError):
+                push.disable_monitor()
+        push.close(linger=0)
 
     def _bind_zap_handler(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         """The REP socket on which libzmq asks this transport whether a CURVE client may connect."""
@@ -598,8 +759,14 @@ class ZmqTransport(Transport):
         """
         with self._lock:
             push, self._push = self._push, {}
-            for sock in push.values():
-                sock.close(linger=0)
+            for peer_id, sock in push.items():
+                self._close_push(peer_id, sock)
+        monitors, self._monitors = self._monitors, {}
+        for monitor in monitors.values():
+            monitor.close(linger=0)
+        attempts, self._attempts = self._attempts, {}
+        for attempt in attempts.values():
+            attempt.sock.close()
         for own in (self._pull, self._zap):
             if own is not None:
                 own.close(linger=0)
@@ -622,7 +789,7 @@ class ZmqTransport(Transport):
     # ---------------------------------------------------------------- receive thread
 
     def _run(self) -> None:
-        """Receive frames until close.  Never lets an exception end the loop early."""
+        """Receive frames and run probes until close.  Never lets an exception end the loop early."""
         pull, wake, zap = self._pull, self._wake_r, self._zap
         assert pull is not None and wake is not None
         poller = zmq.Poller()
@@ -630,16 +797,27 @@ class ZmqTransport(Transport):
         poller.register(wake, zmq.POLLIN)
         if zap is not None:
             poller.register(zap, zmq.POLLIN)
+        monitors = [(peer_id, monitor) for peer_id, monitor in self._monitors.items()]
+        for _, monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
+        explained = False
         try:
             while not self._stopping.is_set():
                 try:
-                    ready = dict(poller.poll(_POLL_TIMEOUT_MS))
+                    ready = dict(poller.poll(self._poll_timeout_ms()))
+                    if wake.fileno() in ready:  # plain sockets come back from zmq_poll as their fds
+                        _drain(wake)
                     if zap is not None and zap in ready:
                         self._answer_zap(zap)
+                    for peer_id, monitor in monitors:
+                        if monitor in ready:
+                            self._read_monitor(peer_id, monitor)
+                    self._report_evidence(self._run_probes(poller, ready))
                     if pull in ready:
                         self._receive_batch(pull)
                 except zmq.ContextTerminated:
                     if not self._stopping.is_set():
+                        explained = True
                         logger.error("%s: the zmq context was terminated under the transport; node %s "
                                      "receives nothing more", self._name, self._node_id)
                     return
@@ -648,8 +826,163 @@ class ZmqTransport(Transport):
                     self._log.warning("receive", "%s: receive loop error (continuing): %r", self._name, exc)
                     self._stopping.wait(_ERROR_BACKOFF)
         finally:
+            with self._lock:
+                failed = self._failed = self._state != "closed"
+            if failed and not explained:
+                logger.error("%s: the receive thread of node %s ended before close(); it receives nothing "
+                             "more", self._name, self._node_id)
             if self._release_on_exit:
                 self._release_all()
+
+    # ---------------------------------------------------------------- probes (receive thread only)
+
+    def _poll_timeout_ms(self) -> int:
+        """How long the receive thread may wait: until the earliest probe in flight must be given up."""
+        if not self._attempts:
+            return _POLL_TIMEOUT_MS
+        due = min(attempt.started for attempt in self._attempts.values()) + PROBE_TIMEOUT
+        return max(0, min(_POLL_TIMEOUT_MS, math.ceil((due - time.monotonic()) * 1000)))
+
+    def _read_monitor(self, peer_id: int, monitor: zmq.Socket[bytes]) -> None:
+        """Read the connection events of the PUSH socket to ``peer_id``; a drop asks for a probe."""
+        for _ in range(_RECEIVE_BATCH):
+            try:
+                message = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(message) != 2 or len(message[0]) != 6:
+                continue  # not an event of libzmq 4's format: [uint16 event, uint32 value], endpoint
+            event = struct.unpack("=HI", message[0])[0]
+            now = time.monotonic()
+            if event == zmq.EVENT_DISCONNECTED:
+                self._count("disconnects")
+                self._watching[peer_id] = now + DISCONNECT_WATCH
+                self._request_probe(peer_id)
+            elif event == zmq.EVENT_CONNECT_RETRIED and peer_id in self._watching:
+                # libzmq's reconnection failed: refused (evidence) or unanswered (not).
+                if now < self._watching[peer_id]:
+                    self._request_probe(peer_id)
+                else:
+                    del self._watching[peer_id]
+            elif event == zmq.EVENT_CONNECTED:
+                self._watching.pop(peer_id, None)
+
+    def _request_probe(self, peer_id: int) -> None:
+        with self._lock:
+            self._probe_requests[peer_id] = None
+
+    def _run_probes(self, poller: zmq.Poller, ready: Mapping[Any, int]) -> List[int]:
+        """Conclude the probes that were answered or timed out, start those asked for; return the evidence.
+
+        ``ready`` is what ``zmq_poll`` reported: a plain socket appears as its file descriptor.
+        """
+        evidence: List[int] = []
+        now = time.monotonic()
+        for peer_id, attempt in list(self._attempts.items()):
+            answered = attempt.sock.fileno() in ready
+            if answered or now - attempt.started >= PROBE_TIMEOUT:
+                del self._attempts[peer_id]
+                poller.unregister(attempt.sock)
+                if answered:
+                    outcome = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                else:
+                    outcome = errno.ETIMEDOUT
+                self._conclude(peer_id, attempt, outcome, evidence)
+        with self._lock:
+            resolved, self._resolved = self._resolved, []
+            requested, self._probe_requests = list(self._probe_requests), {}
+        for peer_id, resolution in resolved:
+            self._resolving.discard(peer_id)
+            if isinstance(resolution, OSError):
+                self._count("probe_errors")
+                self._log.warning(f"resolve_{peer_id}", "%s: cannot probe node %d: its host name does not "
+                                  "resolve (%s)", self._name, peer_id, resolution)
+            else:
+                self._connect_probe(poller, peer_id, *resolution, evidence)
+        for peer_id in requested:
+            target = self._probe_targets.get(peer_id)
+            busy = peer_id in self._attempts or peer_id in self._resolving
+            if target is None or busy or peer_id in evidence:
+                continue  # one probe per peer in flight; evidence found just now answers this request too
+            if target.sockaddr is not None:
+                self._connect_probe(poller, peer_id, target.family, target.sockaddr, evidence)
+            else:
+                self._resolving.add(peer_id)
+                threading.Thread(target=self._resolve, args=(peer_id, target), daemon=True,
+                                 name=f"{self._name}-resolve-{peer_id}").start()
+        return evidence
+
+    def _resolve(self, peer_id: int, target: _ProbeTarget) -> None:
+        """Resolve a peer's DNS name for a probe (in a helper thread); the receive thread then connects."""
+        result: _Resolution
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, target.family, socket.SOCK_STREAM)
+            result = (infos[0][0], infos[0][4])
+        except (OSError, IndexError) as exc:
+            result = exc if isinstance(exc, OSError) else OSError(f"no address for {target.host}")
+        with self._lock:
+            if self._state != "started":
+                return
+            self._resolved.append((peer_id, result))
+        self._wake()
+
+    def _connect_probe(self, poller: zmq.Poller, peer_id: int, family: int, sockaddr: Tuple[Any, ...],
+                       evidence: List[int]) -> None:
+        """Start a non-blocking TCP connection to ``sockaddr``; conclude at once if the kernel knows."""
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._count("probe_errors")
+            self._log.warning("probe_socket", "%s: cannot make a probe socket: %s", self._name, exc)
+            return
+        sock.setblocking(False)
+        attempt = _Attempt(sock, time.monotonic())
+        self._count("probes_sent")
+        try:
+            outcome = sock.connect_ex(sockaddr)
+        except OSError as exc:
+            outcome = exc.errno or errno.EINVAL
+        if outcome in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+            self._attempts[peer_id] = attempt
+            poller.register(sock, zmq.POLLOUT)
+        else:
+            self._conclude(peer_id, attempt, outcome, evidence)
+
+    def _conclude(self, peer_id: int, attempt: _Attempt, outcome: int, evidence: List[int]) -> None:
+        """Close a probe's connection; a refusal within ``EVIDENCE_WINDOW`` is evidence, nothing else is."""
+        attempt.sock.close()
+        if outcome == 0:
+            return  # something listens: the peer's process is alive (perhaps paused)
+        if outcome == errno.ECONNREFUSED and time.monotonic() - attempt.started <= EVIDENCE_WINDOW:
+            self._watching.pop(peer_id, None)
+            evidence.append(peer_id)
+            return
+        self._count("evidence_ignored")
+        if outcome == errno.ECONNREFUSED:
+            self._log.warning(f"late_{peer_id}", "%s: ignored a refusal by node %d that came more than %s s "
+                              "after the probe", self._name, peer_id, EVIDENCE_WINDOW)
+        else:
+            logger.debug("%s: probe of node %d: %s (not evidence)", self._name, peer_id, os.strerror(outcome))
+
+    def _report_evidence(self, evidence: List[int]) -> None:
+        """Hand each piece of evidence to the :meth:`watch` callback, outside the locks, unless closed."""
+        if not evidence:
+            return
+        with self._lock:
+            report = self._report
+        for peer_id in evidence:
+            if self._stopping.is_set():
+                return  # close() was called, perhaps by the callback itself: report nothing more
+            self._count("death_evidence")
+            self._log.warning(f"evidence_{peer_id}", "%s: node %d refused a connection to its port: its "
+                              "process is gone", self._name, peer_id)
+            if report is None:
+                continue
+            try:
+                report(peer_id, EVIDENCE_KIND)
+            except Exception as exc:
+                self._log.warning("report", "%s: the death evidence callback of node %s raised %r",
+                                  self._name, self._node_id, exc)
 
     def _receive_batch(self, pull: zmq.Socket[bytes]) -> None:
         """Read up to ``_RECEIVE_BATCH`` frames without blocking, and deliver the good ones.
@@ -723,3 +1056,10 @@ class ZmqTransport(Transport):
     def _count(self, name: str) -> None:
         with self._counters_lock:
             self._counters[name] += 1
+
+
+def _drain(wake: socket.socket) -> None:
+    """Read every wake-up byte pending on the receive end of the wake-up pair."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while wake.recv(4096):
+            pass

@@ -46,6 +46,8 @@ class BenchSettings:
     seed: int = 0
     settle: float = 0.0
     idle: float = 0.0
+    #: The members' ``fast_failover`` setting (other member programs ignore it).
+    fast_failover: bool = True
 
     def heartbeat_for(self, election_timeout: tuple[float, float]) -> float:
         """The heartbeat interval used with ``election_timeout``."""
@@ -62,7 +64,7 @@ class BenchSettings:
                 raise ConfigError(field, f"must be 0 or more, not {getattr(self, field)}")
         for timeout in self.timeouts:
             check_settings(self.nodes, election_timeout=timeout,
-                           heartbeat_interval=self.heartbeat_for(timeout))
+                           heartbeat_interval=self.heartbeat_for(timeout), fast_failover=self.fast_failover)
 
 
 def run_one_range(settings: BenchSettings, election_timeout: tuple[float, float], rng: random.Random, *,
@@ -74,16 +76,18 @@ def run_one_range(settings: BenchSettings, election_timeout: tuple[float, float]
         cluster: BenchCluster
         if settings.transport == "memory":
             cluster = MemoryCluster(settings.nodes, election_timeout=election_timeout,
-                                    heartbeat_interval=heartbeat, seed=rng.getrandbits(32))
+                                    heartbeat_interval=heartbeat, seed=rng.getrandbits(32),
+                                    fast_failover=settings.fast_failover)
         else:
             cluster = ProcessCluster(settings.nodes, workdir, transport=settings.transport,
                                      election_timeout=election_timeout, heartbeat_interval=heartbeat,
-                                     member_command=member_command)
+                                     member_command=member_command, fast_failover=settings.fast_failover)
         with cluster:
             handovers = settings.handovers if member_command is None else 0
             return run_range(cluster, trials=settings.trials, handovers=handovers,
                              heartbeat_interval=heartbeat, election_timeout=election_timeout, rng=rng,
-                             settle=settings.settle, idle=settings.idle, progress=progress)
+                             settle=settings.settle, idle=settings.idle, progress=progress,
+                             fast_failover=settings.fast_failover if member_command is None else None)
 
 
 def run_bench(settings: BenchSettings, *, progress: Callable[[], object] = lambda: None) -> list[RangeResult]:
@@ -104,6 +108,8 @@ def describe(settings: BenchSettings) -> str:
              "zmq": "member processes over ZeroMQ on 127.0.0.1",
              "memory": "threads over the in-memory network (0.2-1 ms delay)"}[settings.transport]
     heartbeat = "min/3" if settings.heartbeat is None else f"{settings.heartbeat * 1000:g} ms"
-    return (f"{settings.nodes} members, {where}; heartbeat {heartbeat}; {settings.trials} crash trials and "
-            f"{settings.handovers} graceful handovers per range; seed {settings.seed}")
+    fast = "on" if settings.fast_failover else "off"
+    return (f"{settings.nodes} members, {where}; heartbeat {heartbeat}; fast failover {fast}; "
+            f"{settings.trials} crash trials and {settings.handovers} graceful handovers per range; "
+            f"seed {settings.seed}")
 

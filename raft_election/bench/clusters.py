@@ -135,13 +135,15 @@ class ProcessCluster(BenchCluster):
     """
 
     def __init__(self, size: int, workdir: str, *, transport: str, election_timeout: tuple[float, float],
-                 heartbeat_interval: float, member_command: Optional[MemberCommand] = None) -> None:
+                 heartbeat_interval: float, member_command: Optional[MemberCommand] = None,
+                 fast_failover: bool = True) -> None:
         # Other member programs (PySyncObj) listen on TCP whatever the file says.
         ports = free_ports(size, kind="udp" if transport == "udp" and member_command is None else "tcp")
         self.addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in enumerate(ports, 1)}
         self.cluster_file = write_cluster_file(
             os.path.join(workdir, "cluster.json"), self.addresses, transport=transport, cluster="bench",
-            election_timeout=election_timeout, heartbeat_interval=heartbeat_interval)
+            election_timeout=election_timeout, heartbeat_interval=heartbeat_interval,
+            fast_failover=fast_failover)
         command = None
         if member_command is not None:
             path = self.cluster_file
@@ -190,7 +192,8 @@ class MemoryCluster(BenchCluster):
     """Threaded :class:`RaftNode` members over an in-memory network (0.2-1 ms delays) in this process.
 
     A crash cuts the member off the network, then stops it: nothing it says gets out any more, as with a
-    killed process.  Its :class:`MemoryStorage` survives for the restart.
+    killed process.  Then it is reachable again but closed, so a probe finds it gone (a killed process's
+    port is refused).  Its :class:`MemoryStorage` survives for the restart.
     """
 
     def __init__(self, size: int, *, seed: Optional[int] = None, **settings: Any) -> None:
@@ -210,7 +213,7 @@ class MemoryCluster(BenchCluster):
             now = time.monotonic()
             if isinstance(event, BecameLeader):
                 record = MemberEvent(node=node_id, event="became_leader", term=event.term, leader=node_id,
-                                     monotonic=event.at, record={}, received=now)
+                                     monotonic=event.at, record={"fast": event.fast}, received=now)
             elif isinstance(event, LeaderChanged):
                 record = MemberEvent(node=node_id, event="leader_changed", term=event.term,
                                      leader=event.leader_id, monotonic=now, record={}, received=now)
@@ -236,6 +239,7 @@ class MemoryCluster(BenchCluster):
         at = time.monotonic()
         self.network.isolate(node_id)
         self.nodes[node_id].stop()
+        self.network.rejoin(node_id)
         return at
 
     def _stop_gracefully(self, node_id: int) -> float:
@@ -247,7 +251,6 @@ class MemoryCluster(BenchCluster):
         """``stop()`` returns once the member has stopped."""
 
     def _restart(self, node_id: int) -> None:
-        self.network.rejoin(node_id)
         self._start(node_id)
 
     def election_messages(self) -> Optional[dict[int, int]]:

@@ -62,8 +62,10 @@ def range_figures(result: RangeResult) -> dict[str, Any]:
     round_trips = [f.round_trip for f in result.failovers if f.round_trip is not None]
     messages = [f.messages for f in result.failovers if f.messages is not None]
     round_trip = statistics.median(round_trips) if round_trips else None
+    # The model is the timeout path's: with fast failover on, a death is seen sooner than any timeout.
     ideal = (ideal_failover(result.nodes, result.election_timeout, result.heartbeat_interval, round_trip)
-             if round_trip is not None else None)
+             if round_trip is not None and not result.fast_failover else None)
+    known = [f.fast for f in result.failovers if f.fast is not None]
     failover = summarize(times)
     handover = summarize([handover.seconds for handover in result.handovers])
     return {
@@ -82,6 +84,9 @@ def range_figures(result: RangeResult) -> dict[str, Any]:
         "handover": attrs.asdict(handover) if handover else None,
         "unprovoked_elections": result.unprovoked,
         "restarts": result.restarts,
+        "fast_failover": result.fast_failover,
+        #: The share of failovers won by fast failover (None when the members do not say).
+        "fast_share": (sum(known) / len(known)) if known else None,
     }
 
 
@@ -91,9 +96,9 @@ def _ms(value: Optional[float], digits: int = 1) -> str:
 
 def markdown_table(results: Sequence[RangeResult]) -> str:
     """One row per range: failover distribution, split votes, the model, and the other measures."""
-    header = ("| timeout ms | h ms | trials | min | median | mean | p90 | p99 | max | split votes "
-              "| r ms | ideal | median/ideal | msgs/election | first election | handover median "
-              "| unprovoked/restarts |")
+    header = ("| timeout ms | h ms | fast path | trials | min | median | mean | p90 | p99 | max "
+              "| split votes | r ms | ideal | median/ideal | msgs/election | first election "
+              "| handover median | unprovoked/restarts |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for result in results:
         figures = range_figures(result)
@@ -105,8 +110,10 @@ def markdown_table(results: Sequence[RangeResult]) -> str:
         messages = figures["messages_per_election"]
         censored = figures["censored"]
         trials = f"{figures['trials']}" + (f" ({censored} censored)" if censored else "")
+        share = figures["fast_share"]
+        fast = ("off" if result.fast_failover is False else "-" if share is None else f"{share:.0%}")
         lines.append(
-            f"| {low * 1000:g}-{high * 1000:g} | {result.heartbeat_interval * 1000:.3g} "
+            f"| {low * 1000:g}-{high * 1000:g} | {result.heartbeat_interval * 1000:.3g} | {fast} "
             f"| {trials} "
             f"| {_ms(failover.get('min'))} | {_ms(failover.get('median'))} | {_ms(failover.get('mean'))} "
             f"| {_ms(failover.get('p90'))} | {_ms(failover.get('p99'))} | {_ms(failover.get('max'))} "
@@ -140,5 +147,6 @@ def from_json(document: Mapping[str, Any]) -> list[RangeResult]:
             nodes=int(entry["nodes"]), initial_election=float(entry["initial_election"]),
             failovers=tuple(Failover(**failover) for failover in entry["failovers"]),
             handovers=tuple(Failover(**handover) for handover in entry["handovers"]),
-            unprovoked=int(entry["unprovoked_elections"]), restarts=int(entry["restarts"])))
+            unprovoked=int(entry["unprovoked_elections"]), restarts=int(entry["restarts"]),
+            fast_failover=entry.get("fast_failover")))
     return results

@@ -41,6 +41,8 @@ class Failover:
     #: No leader within the run's ``censor`` time: the crashed member was restarted to end the split votes,
     #: so ``seconds`` only says the failover took at least that long.
     censored: bool = False
+    #: Whether the new leader won by fast failover (on death evidence), if the members say.
+    fast: Optional[bool] = None
 
     @property
     def terms(self) -> int:
@@ -64,11 +66,14 @@ class RangeResult:
     unprovoked: int
     #: Members restarted (after each crash and graceful stop).
     restarts: int
+    #: Whether the members had fast failover on (None: not our members, or not recorded).
+    fast_failover: Optional[bool] = None
 
 
 def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_interval: float,
               election_timeout: tuple[float, float], rng: random.Random, settle: float = 0.0,
               idle: float = 0.0, patience: float = 60.0, censor: float = 30.0,
+              fast_failover: Optional[bool] = None,
               progress: Callable[[], object] = lambda: None) -> RangeResult:
     """Start ``cluster`` and run ``trials`` crash failovers and then ``handovers`` graceful stops on it.
 
@@ -85,6 +90,7 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
         patience: the longest any one wait may take before the run is abandoned (TimeoutError).
         censor: after this many seconds without a new leader the crashed member is restarted (the trial
             is marked censored): split votes can go on for ever when the range has almost no randomness.
+        fast_failover: the members' setting, reported with the results.
         progress: called after every trial and handover.
     """
     log = cluster.log
@@ -125,7 +131,7 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
             messages = sum(after[m] - (0 if m == leader else before[m]) for m in after)
         results[kind].append(Failover(old_leader=leader, new_leader=won.node, old_term=term,
                                       new_term=won.term, seconds=won.monotonic - at, round_trip=round_trip,
-                                      messages=messages, censored=censored))
+                                      messages=messages, censored=censored, fast=won.record.get("fast")))
         progress()
     cluster.wait_stable(patience)
     caused = {(f.new_leader, f.new_term) for f in results["crash"] + results["stop"]}
@@ -135,7 +141,8 @@ def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_i
                        nodes=len(cluster.members), initial_election=max(0.0, first.monotonic - ready),
                        failovers=tuple(results["crash"]), handovers=tuple(results["stop"]),
                        unprovoked=sum((e.node, e.term) not in caused for e in elected),
-                       restarts=len(results["crash"]) + len(results["stop"]) + discarded)
+                       restarts=len(results["crash"]) + len(results["stop"]) + discarded,
+                       fast_failover=fast_failover)
 
 
 def _new_leader(old: int, term: int) -> Callable[[MemberEvent], bool]:

@@ -140,6 +140,7 @@ class CheckResult:
     * ``faults``: per kind applied, the count, the total seconds (``end - start``) and the unavailability
       blamed on it (below);
     * ``elections``: ``became_leader`` events during the run;
+    * ``fast_elections``: those of them won by fast failover (on death evidence; the event's ``fast``);
     * ``leader_changes``: leaderships during the run, in order of start, whose member differs from the
       previous leadership's (the first leadership is not a change);
     * ``highest_term``: the highest term in any member event;
@@ -169,6 +170,7 @@ class CheckResult:
     failover: Optional[Summary]
     first_leader: Optional[float]
     spurious: tuple[Leadership, ...]
+    fast_elections: int = 0
 
     @property
     def violations(self) -> tuple[str, ...]:
@@ -194,6 +196,7 @@ class CheckResult:
                               "unavailable_seconds": s.unavailable_seconds}
                        for kind, s in self.faults.items()},
             "elections": self.elections,
+            "fast_elections": self.fast_elections,
             "leader_changes": self.leader_changes,
             "highest_term": self.highest_term,
             "unavailable_seconds": self.unavailable_seconds,
@@ -247,6 +250,9 @@ def check(history: History) -> CheckResult:
         failover=summarize([gap.seconds for gap in gaps if gap.failover]),
         first_leader=first_leader,
         spurious=spurious,
+        fast_elections=sum(1 for event in history.events
+                           if event.event == "became_leader" and event.record.get("fast")
+                           and history.started <= event.monotonic <= history.ended),
     )
     logger.info("nemesis check: %d leaderships, %d violations", len(held), len(findings))
     for finding in result.findings:
@@ -499,8 +505,8 @@ def format_report(history: History, result: CheckResult) -> str:
     failover = result.failover
     lines += [
         "",
-        f"- elections: {result.elections}, leader changes: {result.leader_changes}, "
-        f"highest term: {result.highest_term}",
+        f"- elections: {result.elections} ({result.fast_elections} by fast failover), leader changes: "
+        f"{result.leader_changes}, highest term: {result.highest_term}",
         f"- first leader after: {_ms(result.first_leader)} ms",
         f"- unavailable: {result.unavailable_seconds:.3f} s of {result.duration:.1f} s ({share:.1%}), "
         f"{len(result.gaps)} leaderless gaps",

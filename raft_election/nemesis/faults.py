@@ -33,7 +33,7 @@ from typing import Any, List, Optional, Tuple, Union
 import attrs
 
 from raft_election.errors import ConfigError
-from raft_election.transport import DeliverFn, Transport, as_bytes
+from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
 __all__ = [
     "COUNTER_NAMES",
@@ -190,7 +190,7 @@ def write_faults(path: PathLike, faults: LinkFaults) -> None:
 _Entry = Tuple[float, int, int, bytes]
 
 
-class FaultyTransport(Transport):
+class FaultyTransport(Transport, DeathProbe):
     """A transport that applies :class:`LinkFaults` to outbound messages before passing them to ``inner``.
 
     :meth:`start`, :meth:`close` and :meth:`counters` delegate to ``inner`` (the counters gain
@@ -211,6 +211,10 @@ class FaultyTransport(Transport):
 
     :meth:`set_faults` is thread-safe and applies to messages sent afterwards; queued messages keep their
     schedule (but a peer newly in ``drop_to`` loses them).
+
+    Death probes (fast failover) go to ``inner`` if it has the capability, subject to the same cut and
+    loss as messages: a probe of a peer in ``drop_to``, or lost, is never sent, so a cut link gives no
+    evidence, as a real partition would not.
     """
 
     def __init__(self, inner: Transport, *, seed: int) -> None:
@@ -290,6 +294,26 @@ class FaultyTransport(Transport):
                 self._cond.notify_all()
                 return
         self._inner.send(peer_id, payload)
+
+    def watch(self, report: EvidenceFn) -> None:
+        """Pass ``inner``'s death evidence on to ``report`` (nothing, if ``inner`` has no probes)."""
+        if isinstance(self._inner, DeathProbe):
+            self._inner.watch(report)
+
+    def probe(self, peer_id: int) -> None:
+        """Probe ``peer_id`` through ``inner`` unless the link to it is cut or the probe is lost."""
+        with self._cond:
+            faults = self._faults
+            if self._closed or peer_id in faults.drop_to or (
+                    faults.loss > 0.0 and self._random.random() < faults.loss):
+                return
+        if isinstance(self._inner, DeathProbe):
+            self._inner.probe(peer_id)
+
+    @property
+    def failed(self) -> bool:
+        """Whether ``inner`` failed."""
+        return self._inner.failed
 
     def close(self) -> None:
         """Discard queued messages, join the scheduler thread, then close ``inner``.  Idempotent."""
