@@ -57,7 +57,14 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from raft_election.transport import EVIDENCE_WINDOW, DeathProbe, DeliverFn, EvidenceFn, Transport
+from raft_election.transport import (
+    EVIDENCE_WINDOW,
+    DeathProbe,
+    DeliverFn,
+    EvidenceFn,
+    Transport,
+    report_deaths,
+)
 
 __all__ = ["COUNTER_NAMES", "EVIDENCE_KIND", "UdpTransport", "parse_address"]
 
@@ -650,19 +657,9 @@ class UdpTransport(Transport, DeathProbe):
             return
         with self._lock:
             report = self._report
-        for peer_id in evidence:
-            if self._stopping.is_set():
-                return  # close() was called, perhaps by the callback itself: report nothing more
-            self._count("death_evidence")
-            self._log.warning(f"evidence_{peer_id}", "node %s: nothing listens on node %d's port any more "
-                              "(ICMP port unreachable): its process is gone", self._node_id, peer_id)
-            if report is None:
-                continue
-            try:
-                report(peer_id, EVIDENCE_KIND)
-            except Exception as exc:
-                self._log.warning("report_error", "node %s: the death evidence callback raised %r; receiving "
-                                  "goes on", self._node_id, exc)
+        report_deaths(report, evidence, EVIDENCE_KIND, stopping=self._stopping, count=self._count,
+                      limited_log=self._log, who=f"node {self._node_id}",
+                      what="ICMP port unreachable from the port")
 
     def _count(self, name: str) -> None:
         with self._lock:

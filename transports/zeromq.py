@@ -110,7 +110,15 @@ from zmq.utils import z85
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from raft_election.transport import EVIDENCE_WINDOW, DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
+from raft_election.transport import (
+    EVIDENCE_WINDOW,
+    DeathProbe,
+    DeliverFn,
+    EvidenceFn,
+    Transport,
+    as_bytes,
+    report_deaths,
+)
 
 __all__ = [
     "CurveKey",
@@ -970,19 +978,8 @@ class ZmqTransport(Transport, DeathProbe):
             return
         with self._lock:
             report = self._report
-        for peer_id in evidence:
-            if self._stopping.is_set():
-                return  # close() was called, perhaps by the callback itself: report nothing more
-            self._count("death_evidence")
-            self._log.warning(f"evidence_{peer_id}", "%s: node %d refused a connection to its port: its "
-                              "process is gone", self._name, peer_id)
-            if report is None:
-                continue
-            try:
-                report(peer_id, EVIDENCE_KIND)
-            except Exception as exc:
-                self._log.warning("report", "%s: the death evidence callback of node %s raised %r",
-                                  self._name, self._node_id, exc)
+        report_deaths(report, evidence, EVIDENCE_KIND, stopping=self._stopping, count=self._count,
+                      limited_log=self._log, who=self._name, what="a refused connection to the port")
 
     def _receive_batch(self, pull: zmq.Socket[bytes]) -> None:
         """Read up to ``_RECEIVE_BATCH`` frames without blocking, and deliver the good ones.
