@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from raft_election import DistributedLock, FileStorage, RaftNode, load_cluster_file
-from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.events import BecameLeader, DeathEvidence, Event, LostLeadership
 from raft_election.member import make_transport
 from raft_election.processes import free_ports, write_cluster_file
 
@@ -58,9 +58,11 @@ def main() -> None:
 
     def on_event(event: Event) -> None:
         if isinstance(event, BecameLeader):
-            emit(event="lease_start", node=int(node_id), term=event.term, at=event.at)
+            emit(event="lease_start", node=int(node_id), term=event.term, at=event.at, fast=event.fast)
         elif isinstance(event, LostLeadership):
             emit(event="lease_end", node=int(node_id), term=event.term, at=event.lease_end)
+        elif isinstance(event, DeathEvidence):
+            emit(event="evidence", node=int(node_id), peer=event.peer, at=time.monotonic())
 
     node.add_listener(on_event)
     with node:

@@ -22,7 +22,8 @@ Rules implemented (section numbers: Raft paper 2014 and Ongaro's thesis 2014):
 * Leadership transfer with TimeoutNow, giving up the lease first (thesis §3.10), and resignation.
 * Fast failover on death evidence (this library's extension; see :meth:`RaftCore.evidence`): a follower
   whose transport reports that the leader's process is gone campaigns at once, and a voter grants such a
-  campaign inside its stickiness window only on death evidence of its own; the campaign wins only with a
+  campaign inside its stickiness window only on death evidence of its own about that leader; it wins only with
+  a
   majority of evidence-backed grants.  Without evidence everything is as above.
 
 Message handling follows the three phases of etcd's ``Step``: term handling common to every message, then
@@ -343,7 +344,8 @@ class RaftCore:
         * a follower with evidence about its leader campaigns at once (staggered by id, see
           :data:`FAST_STAGGER`) instead of waiting for its election timer, naming the leader as ``suspect``;
         * a voter grants such a request inside its stickiness window only if it holds evidence of its own
-          about the leader it follows; without it, it probes that leader and answers once evidence comes;
+          about the suspect (see :meth:`_evidence_override` for why that suffices); without it, it probes
+          the suspect and answers once evidence comes;
         * the campaign (pre-vote and vote) wins only with a strict majority of evidence-backed grants.
 
         Evidence is void once any message from ``peer`` arrives after it, and stale after
@@ -548,15 +550,21 @@ class RaftCore:
     def _evidence_override(self, request: VoteRequest, now: float) -> bool:
         """Whether our own death evidence lifts our stickiness for this fast-failover ``request``.
 
-        Only when the window we are in protects the suspect's lease (we follow the suspect, so our latest
-        contact was its heartbeat, or we campaign to replace it ourselves), and we hold evidence of our own
-        that it is gone.  A window opened by our own start or by a vote we granted protects a leader we do
-        not know, so no evidence can lift it.
+        The request's suspect is the leader of term ``request.term - 1`` (the candidate followed it in that
+        term).  Our window protects the lease of whichever leader we last heard from or voted for, or, after
+        a restart, one we may not know; its lease counted on us only in a term up to our own.  A grant also
+        needs ``request.term`` above our term, so that leader's term is at most ``request.term - 1``: if
+        equal, it *is* the suspect (one leader per term), whose process we found gone; if lower, the suspect
+        led a later term, and no lease of an earlier leader outlives a later leader's (the lease guarantee),
+        so nothing we promised is still live.  Hence evidence of our own about the suspect suffices, also in
+        a window opened by our own start or by a vote we granted.  As a guard against a confused candidate,
+        a voter that knows another leader of the suspect's term refuses.
         """
         suspect = request.suspect
-        replacing = self._leader_id == suspect or (self._suspect == suspect and self._role is not Role.LEADER)
-        return (self._fast and suspect != 0 and self._role is not Role.LEADER and replacing
-                and self._has_evidence(suspect, now))
+        if not self._fast or suspect == 0 or self._role is Role.LEADER:
+            return False
+        other_leader = self._term == request.term - 1 and self._leader_id not in (None, suspect)
+        return not other_leader and self._has_evidence(suspect, now)
 
     def _fast_suspect(self, now: float) -> int:
         """The leader we follow if we hold death evidence about it and fast failover is on, else 0."""

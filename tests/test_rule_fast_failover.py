@@ -7,7 +7,8 @@ The rules (see ``RaftCore.evidence``):
 * with death evidence about its leader it campaigns at once, staggered by id, naming the leader as
   ``suspect``;
 * a voter grants such a request inside its stickiness window only with evidence of its own about the
-  leader it follows; without it, it probes and answers once evidence comes;
+  suspect (the leader of the term before the one asked for); without it, it probes and answers once
+  evidence comes;
 * a fast campaign wins (pre-vote and vote) only with a strict majority of evidence-backed grants;
 * evidence is void once the suspect is heard from again, and stale after ``election_timeout_max``.
 
@@ -252,18 +253,38 @@ def test_evidence_never_lifts_stickiness_for_a_normal_request(pre_vote):
     assert voter.voted_for is None
 
 
-def test_evidence_about_another_member_does_not_lift_stickiness():
+def test_evidence_about_a_suspect_that_did_not_lead_the_term_does_not_lift_stickiness():
+    """The voter knows 5 leads term 3, so a request naming 4 as term 3's leader is confused: refused."""
     voter = follower(2)
     voter.evidence(4, KIND, START + STEP)
     request = VoteRequest(term=TERM + 1, round=9, pre_vote=True, suspect=4)
     assert not answer(voter.receive(1, request, START + 2 * STEP)).granted
 
 
-def test_a_just_started_voter_is_not_talked_out_of_its_start_window():
-    """The start window protects a leader the restarted member does not know: no evidence lifts it."""
+def test_a_just_started_voter_lifts_its_start_window_only_on_evidence_of_its_own():
+    """The start window protects a lease of some leader of a term up to the voter's own; the request is for
+    a later term and names that term's leader, so evidence that the suspect is gone covers it too."""
     voter = make_core(node_id=2, members=5, now=START, hard_state=HardState(term=TERM))
+    out = voter.receive(1, fast_request(), START + STEP)
+    assert not answer(out).granted and out.probes == (LEADER,)
+    response = answer(voter.evidence(LEADER, KIND, START + STEP + STEP / 8))
+    assert response.granted and response.evidence
+
+
+def test_a_voter_that_just_voted_lifts_that_window_on_evidence_about_the_suspect():
+    voter = make_core(node_id=2, members=5, hard_state=HardState(term=TERM))
+    assert answer(voter.receive(3, VoteRequest(term=TERM, round=1), START), to=3).granted
     voter.evidence(LEADER, KIND, START + STEP)
-    assert not answer(voter.receive(1, fast_request(), START + 2 * STEP)).granted
+    normal = VoteRequest(term=TERM + 1, round=9, pre_vote=True)
+    assert not answer(voter.receive(1, normal, START + STEP)).granted  # sticky: it just voted
+    response = answer(voter.receive(1, fast_request(), START + 2 * STEP))
+    assert response.granted and response.evidence
+
+
+def test_no_evidence_lifts_stickiness_for_a_request_of_a_term_not_above_the_voters():
+    voter = follower(2)
+    voter.evidence(LEADER, KIND, START + STEP)
+    assert not answer(voter.receive(1, fast_request(term=TERM), START + 2 * STEP)).granted
 
 
 def test_evidence_is_stale_after_the_longest_election_timeout():
