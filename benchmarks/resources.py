@@ -169,6 +169,8 @@ class IdleSettings:
     seconds: float
     settle: float
     pysyncobj_tick: Optional[float] = None
+    #: Our members' ``fast_failover`` (a follower's timer then also wakes when each heartbeat is due).
+    fast_failover: bool = True
 
 
 def idle_run(settings: IdleSettings) -> dict[str, Any]:
@@ -181,7 +183,7 @@ def idle_run(settings: IdleSettings) -> dict[str, Any]:
         members = {i: f"127.0.0.1:{port}" for i, port in zip(ids, ports)}
         path = write_cluster_file(os.path.join(workdir, "cluster.json"), members,
                                   transport=settings.transport, election_timeout=settings.election_timeout,
-                                  heartbeat_interval=settings.heartbeat)
+                                  heartbeat_interval=settings.heartbeat, fast_failover=settings.fast_failover)
         command: Optional[Callable[[int], list[str]]] = None
         if not ours:
             tick = str(settings.pysyncobj_tick)
@@ -590,7 +592,8 @@ def resolve(args: argparse.Namespace, name: str) -> Any:
 def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     settings = IdleSettings(implementation="raft_election", transport=args.transport, members=args.members,
                             election_timeout=args.timeout, heartbeat=args.heartbeat / 1000,
-                            seconds=resolve(args, "seconds"), settle=resolve(args, "settle"))
+                            seconds=resolve(args, "seconds"), settle=resolve(args, "settle"),
+                            fast_failover=args.fast_failover)
     results: dict[str, Any] = {"raft_election": idle_run(settings)}
     print(idle_report(results["raft_election"]), end="\n\n", flush=True)
     if args.pysyncobj:
@@ -649,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_argument("--settle", type=float, help="seconds after the first leader (default 2; --quick: 1)")
     idle.add_argument("--members", type=int, default=5)
     idle.add_argument("--transport", choices=("udp", "zmq"), default="udp")
+    idle.add_argument("--no-fast-failover", dest="fast_failover", action="store_false",
+                      help="members without fast failover (no probe timer)")
     idle.add_argument("--pysyncobj", action="store_true",
                       help="also measure PySyncObj members (benchmarks/pysyncobj_member.py), if it exists")
     idle.add_argument("--pysyncobj-tick", type=float,
