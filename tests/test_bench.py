@@ -120,6 +120,17 @@ def test_bench_command_in_memory_writes_json_a_table_and_a_plot(tmp_path, capsys
     assert width > 100 and height > 100
 
 
+def test_bench_command_without_fast_failover_measures_the_timeout_path(capsys):
+    status = main(["bench", "--transport", "memory", "--nodes", "3", "--trials", "2", "--handovers", "0",
+                   "--no-fast-failover", "--no-progress"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "fast failover off" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| 150-300 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "off" and cells[13] != "-"  # the timeout path's ideal model is shown
+
+
 @pytest.mark.parametrize(("argv", "field"), [
     (["--nodes", "1"], "nodes"),
     (["--trials", "-1"], "trials"),
