@@ -33,6 +33,7 @@ import zmq
 
 from raft_election.errors import TransportError
 from raft_election.transport import EVIDENCE_WINDOW, DeathProbe
+from tests.transporttools import needs_ipv6
 from transports.udp import UdpTransport
 from transports.zeromq import ZmqTransport
 
@@ -44,17 +45,6 @@ ME = 1  # the node id of the transport under test; peers are 2, 3, ...
 AnyTransport = Union[UdpTransport, ZmqTransport]
 
 
-def _ipv6_problem() -> Optional[str]:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError as exc:
-        return f"cannot bind the IPv6 loopback address ::1 on this host ({exc})"
-    return None
-
-
-IPV6_PROBLEM = _ipv6_problem()
-needs_ipv6 = pytest.mark.skipif(IPV6_PROBLEM is not None, reason=IPV6_PROBLEM or "")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="forging ICMP needs a raw socket (run as root)")
 BOTH = pytest.mark.parametrize("transport_kind", ["udp", "zmq"])
 

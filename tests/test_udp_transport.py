@@ -35,7 +35,7 @@ import transports.udp as udp
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
-from tests.transporttools import received_until
+from tests.transporttools import needs_ipv6, received_until
 from transports.udp import UdpTransport, parse_address
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
@@ -44,17 +44,6 @@ ATTEMPTS = 5  # retries when a port picked as free was taken before the transpor
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _ipv6_problem() -> Optional[str]:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError as exc:
-        return f"cannot bind the IPv6 loopback address ::1 on this host ({exc})"
-    return None
-
-
-IPV6_PROBLEM = _ipv6_problem()
-needs_ipv6 = pytest.mark.skipif(IPV6_PROBLEM is not None, reason=IPV6_PROBLEM or "")
 HOSTS = [pytest.param("127.0.0.1", id="ipv4"), pytest.param("::1", id="ipv6", marks=needs_ipv6)]
 
 
