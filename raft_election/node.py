@@ -507,17 +507,7 @@ class RaftNode:
             self._reject("decode_failure", "dropped a message: %r", exc)
             return
         try:
-            with self._lock:
-                if self._stopping or self._failure is not None or self._core is None:
-                    return
-                deadline = self._core.next_deadline
-                output = self._core.receive(envelope.sender, envelope.message, self._clock())
-                self._pending.append(output)
-                # Wake the timer and any waiter only for news: an event, or a deadline that came earlier.
-                # A heartbeat that merely pushes the election deadline back (most messages) wakes nobody.
-                if output.events or self._core.next_deadline < deadline:
-                    self._changed.notify_all()
-            self._drain()
+            self._feed(lambda core, now: core.receive(envelope.sender, envelope.message, now))
         except Exception:
             logger.exception("%d: error handling %r", self.node_id, envelope)
             self._reject("handling_failure", "error handling a message from %d", envelope.sender)
@@ -525,17 +515,25 @@ class RaftNode:
     def _on_evidence(self, peer: int, kind: str) -> None:
         """Transport callback: evidence that ``peer``'s process is gone.  Never raises."""
         try:
-            with self._lock:
-                if self._stopping or self._failure is not None or self._core is None:
-                    return
-                deadline = self._core.next_deadline
-                output = self._core.evidence(peer, kind, self._clock())
-                self._pending.append(output)
-                if output.events or self._core.next_deadline < deadline:
-                    self._changed.notify_all()
-            self._drain()
+            self._feed(lambda core, now: core.evidence(peer, kind, now))
         except Exception:
             logger.exception("%d: error handling death evidence about %d", self.node_id, peer)
+
+    def _feed(self, step: Callable[[RaftCore, float], Output]) -> None:
+        """Hand the core something from a transport thread (ignored unless running), then carry it out.
+
+        Wakes the timer and any waiter only for news: an event, or a deadline that came earlier.  A
+        heartbeat that merely pushes the deadlines back (most messages) wakes nobody.
+        """
+        with self._lock:
+            if self._stopping or self._failure is not None or self._core is None:
+                return
+            deadline = self._core.next_deadline
+            output = step(self._core, self._clock())
+            self._pending.append(output)
+            if output.events or self._core.next_deadline < deadline:
+                self._changed.notify_all()
+        self._drain()
 
     def _reject(self, reason: str, message: str, *args: object) -> None:
         with self._lock:
