@@ -595,12 +595,11 @@ class RaftCore:
         self.counters["probes_requested"] += 1
 
     def _defer_for_evidence(self, sender: int, request: VoteRequest, now: float) -> None:
-        """Keep a fast request we cannot grant yet for lack of evidence, and probe its suspect.
+        """If ``request`` is a fast one and we hold no evidence about its suspect, keep it and probe.
 
         When evidence arrives, :meth:`_answer_deferred` handles the request again: a voter inside its
-        window that follows the suspect may then grant it, and one outside grants it again, now backed by
-        evidence.  A candidate also repeats its request every heartbeat interval, so a lost probe costs at
-        most that.
+        stickiness window may then grant it, and one outside grants it again, now backed by evidence.  A
+        candidate also repeats its request every heartbeat interval, so a lost probe costs at most that.
         """
         suspect = request.suspect
         if not self._fast or suspect == 0 or self._has_evidence(suspect, now):
@@ -631,8 +630,7 @@ class RaftCore:
         """
         sticky = not message.transfer and not override and self._in_lease_window(now)
         evidence = message.suspect != 0 and self._has_evidence(message.suspect, now)
-        if message.suspect != 0 and not evidence:
-            self._defer_for_evidence(sender, message, now)
+        self._defer_for_evidence(sender, message, now)  # a fast request, and we lack evidence: probe
         if message.pre_vote:
             # Would we vote for it in the term it proposes?  We record nothing (thesis §9.6).
             granted = message.term > self._term and not sticky
