@@ -182,7 +182,6 @@ class InMemoryNetwork:
         self._deliver_errors = 0
         self._probes = 0
         self._evidence = 0
-        self._evidence_in_flight = 0
 
     # ---------------------------------------------------------------- endpoints and lifecycle
 
@@ -383,7 +382,7 @@ class InMemoryNetwork:
                 duplicated=self._duplicated,
                 dropped_closed=self._dropped_closed,
                 deliver_errors=self._deliver_errors,
-                in_flight=len(self._heap) - self._evidence_in_flight,
+                in_flight=sum(not isinstance(entry[4], _Evidence) for entry in self._heap),
                 probes=self._probes,
                 evidence=self._evidence,
             )
@@ -463,7 +462,6 @@ class InMemoryNetwork:
                 return
             low, high = self._delay
             delay = self._random.uniform(low, high) + self._random.uniform(low, high)
-            self._evidence_in_flight += 1
             self._schedule(time.monotonic() + delay, dst, src.node_id, _Evidence(dst))
 
     def _schedule(self, deliver_at: float, src: Optional[int], dst: int,
@@ -492,7 +490,6 @@ class InMemoryNetwork:
             _, _, src, dst, data = heapq.heappop(self._heap)
             endpoint = self._transports.get(dst)
             if isinstance(data, _Evidence):
-                self._evidence_in_flight -= 1
                 if endpoint is None or endpoint._deliver is None or endpoint._report is None:
                     continue
                 report = endpoint._report
