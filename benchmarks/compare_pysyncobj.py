@@ -35,13 +35,12 @@ import json
 import platform
 import random
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 import attrs
 
-from raft_election.bench import BenchSettings, RangeResult, run_one_range
+from raft_election.bench import BenchSettings, RangeResult, merge_ranges, run_one_range
 from raft_election.bench.clusters import MemberCommand
 from raft_election.bench.report import range_figures
 
@@ -85,15 +84,6 @@ def sides(fast: bool) -> list[Side]:
     return chosen
 
 
-def merge(parts: Sequence[RangeResult]) -> RangeResult:
-    """One result from the chunks of one configuration."""
-    first = parts[0]
-    return attrs.evolve(first, failovers=tuple(f for part in parts for f in part.failovers),
-                        handovers=(), unprovoked=sum(part.unprovoked for part in parts),
-                        restarts=sum(part.restarts for part in parts),
-                        initial_election=sorted(part.initial_election for part in parts)[len(parts) // 2])
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30, help="kills per configuration (default 30)")
@@ -115,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{side.name}: trials {done + 1}-{done + chunk}", file=sys.stderr, flush=True)
             parts[side.name].append(run_one_range(settings, side.timeout, rng, member_command=side.command()))
         done += chunk
-    results = {name: merge(chunks) for name, chunks in parts.items()}
+    results = {name: merge_ranges(chunks) for name, chunks in parts.items()}
     print(f"5 members on 127.0.0.1, {args.trials} SIGKILLs of the leader per configuration, interleaved in "
           f"rounds of {args.chunk}; {platform.python_implementation()} {platform.python_version()}, "
           f"{platform.machine()}, seed {args.seed}\n")

@@ -20,30 +20,18 @@ import argparse
 import json
 import platform
 import random
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from tqdm import tqdm
 
-from raft_election.bench import BenchSettings, RangeResult, run_one_range
+from raft_election.bench import BenchSettings, RangeResult, merge_ranges, run_one_range
 from raft_election.bench.report import range_figures, to_json
 
 TIMEOUT = (0.150, 0.300)
 HEARTBEAT = 0.050
 TRANSPORTS = ("udp", "zmq")
-
-
-def merge(parts: list[RangeResult]) -> RangeResult:
-    """One result from the chunks of one configuration (their failovers in order)."""
-    first = parts[0]
-    return RangeResult(
-        election_timeout=first.election_timeout, heartbeat_interval=first.heartbeat_interval,
-        nodes=first.nodes, initial_election=statistics.median(p.initial_election for p in parts),
-        failovers=tuple(f for p in parts for f in p.failovers), handovers=(),
-        unprovoked=sum(p.unprovoked for p in parts), restarts=sum(p.restarts for p in parts),
-        fast_failover=first.fast_failover)
 
 
 def _ms(seconds: Optional[float]) -> str:
@@ -99,7 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                          fast_failover=fast)
                 chunks.append(run_one_range(settings, TIMEOUT, rng, progress=bar.update))
             done += chunk
-    results = {key: merge(chunks) for key, chunks in parts.items()}
+    results = {key: merge_ranges(chunks) for key, chunks in parts.items()}
     coordination = None
     if args.coordination:
         coordination = json.loads(Path(args.coordination).read_text(encoding="utf-8"))

@@ -10,9 +10,10 @@ import random
 import re
 import struct
 
+import attrs
 import pytest
 
-from raft_election.bench import BenchSettings, MemoryCluster, run_range
+from raft_election.bench import BenchSettings, MemoryCluster, merge_ranges, run_range
 from raft_election.bench.report import ideal_failover, markdown_table, percentile, range_figures, summarize
 from raft_election.cli import main
 
@@ -71,6 +72,16 @@ def test_with_fast_failover_the_report_says_which_failovers_took_the_fast_path()
     assert figures["ideal"] is None  # the model is the timeout path's
     row = markdown_table([result]).splitlines()[2]
     assert row.startswith(f"| 150-300 | 50 | {figures['fast_share']:.0%} |")
+
+
+def test_chunks_of_one_configuration_merge_into_one_result(short_run):
+    result, _ = short_run
+    later = attrs.evolve(result, initial_election=result.initial_election + 1.0, unprovoked=1)
+    merged = merge_ranges([result, later])
+    assert merged.failovers == result.failovers + later.failovers and merged.handovers == ()
+    assert merged.restarts == 2 * result.restarts and merged.unprovoked == result.unprovoked + 1
+    assert merged.initial_election == later.initial_election  # the upper median of two
+    assert merged.fast_failover is result.fast_failover
 
 
 def test_the_report_has_every_figure_of_a_range(short_run):
