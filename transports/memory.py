@@ -41,6 +41,7 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Type, Union
 
 import attrs
 
+from raft_election._due import wait_until_due
 from raft_election.errors import TransportError
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
@@ -477,16 +478,7 @@ class InMemoryNetwork:
 
         Returns the endpoint and the call that delivers the message (or the probe's answer) to it.
         """
-        while True:
-            if self._closed:
-                return None
-            if not self._heap:
-                self._cond.wait()
-                continue
-            wait = self._heap[0][0] - time.monotonic()
-            if wait > 0:
-                self._cond.wait(wait)
-                continue
+        while wait_until_due(self._cond, self._heap, lambda: self._closed) is not None:
             _, _, src, dst, data = heapq.heappop(self._heap)
             endpoint = self._transports.get(dst)
             if isinstance(data, _Evidence):
@@ -505,6 +497,7 @@ class InMemoryNetwork:
                 self._delivered += 1
                 self._delivering = endpoint
                 return endpoint, functools.partial(deliver, data)
+        return None
 
     def _run(self) -> None:
         """The scheduler thread: deliver due messages one at a time, outside the lock."""

@@ -32,6 +32,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import attrs
 
+from raft_election._due import wait_until_due
 from raft_election.errors import ConfigError
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
@@ -350,16 +351,9 @@ class FaultyTransport(Transport, DeathProbe):
     def _due(self) -> Optional[List[Tuple[int, bytes]]]:
         """Wait (lock held) for queued messages that are due; return those still to send, None once closed."""
         while True:
-            if self._closed:
+            now = wait_until_due(self._cond, self._heap, lambda: self._closed)
+            if now is None:
                 return None
-            if not self._heap:
-                self._cond.wait()
-                continue
-            now = time.monotonic()
-            wait = self._heap[0][0] - now
-            if wait > 0:
-                self._cond.wait(wait)
-                continue
             due: List[Tuple[int, bytes]] = []
             cut = self._faults.drop_to
             while self._heap and self._heap[0][0] <= now:
