@@ -19,7 +19,7 @@ from typing import Optional
 import attrs
 
 from raft_election.bench.clusters import MemoryCluster
-from raft_election.processes import MemberEvent, MemberProcesses, member_event
+from raft_election.processes import MemberEvent, MemberProcesses, member_event, member_follows
 
 __all__ = ["DemoResult", "Failover", "run_memory_demo"]
 
@@ -170,5 +170,4 @@ def _started_at(processes: MemberProcesses, node_id: int) -> float:
 
 def _rejoined(processes: MemberProcesses, node_id: int, leader: int, since: int) -> MemberEvent:
     """Wait until restarted member ``node_id`` follows ``leader``."""
-    return processes.wait_for(
-        lambda e: e.node == node_id and e.event == "leader_changed" and e.leader == leader, since=since)
+    return processes.wait_for(member_follows(node_id, leader), since=since)

@@ -75,6 +75,11 @@ def member_event(node_id: int, event: str) -> Callable[[MemberEvent], bool]:
     return lambda record: record.node == node_id and record.event == event
 
 
+def member_follows(node_id: int, leader: int) -> Callable[[MemberEvent], bool]:
+    """A predicate for :meth:`EventLog.wait_for`: member ``node_id`` reported that it follows ``leader``."""
+    return lambda record: (record.node, record.event, record.leader) == (node_id, "leader_changed", leader)
+
+
 class EventLog:
     """Member events in the order they arrived, with a wait for the first one that matches.
 

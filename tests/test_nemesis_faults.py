@@ -29,7 +29,13 @@ from raft_election.nemesis.faults import (
     load_faults,
     write_faults,
 )
-from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.processes import (
+    MemberEvent,
+    MemberProcesses,
+    free_ports,
+    member_follows,
+    write_cluster_file,
+)
 from raft_election.transport import DeliverFn, Transport
 from transports.memory import InMemoryNetwork
 
@@ -503,7 +509,6 @@ def test_isolating_the_leader_with_faults_files_and_healing_it(tmp_path, member_
     # Heal: clear every file; the old leader follows the new one.
     since = p.mark()
     _set_faults_and_reload(p, str(faults_dir), dict.fromkeys(members, NO_FAULTS))
-    p.wait_for(lambda e: e.node == old and e.event == "leader_changed" and e.leader == second.node,
-               PATIENCE, since)
+    p.wait_for(member_follows(old, second.node), PATIENCE, since)
     assert p.status(old)["term"] >= second.term
     assert all(p.alive(n) for n in members)

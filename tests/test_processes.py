@@ -20,7 +20,13 @@ import pytest
 from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
 from raft_election.oracle import ElectionOracle
-from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
+from raft_election.processes import (
+    MemberEvent,
+    MemberProcesses,
+    free_ports,
+    member_follows,
+    write_cluster_file,
+)
 
 TRANSPORTS = ["udp", "zmq"]
 TIMEOUT = (0.150, 0.300)
@@ -126,8 +132,7 @@ def test_five_members_kill_restart_pause_and_resume_the_leader(cluster, transpor
     # Restart of the killed member with its data dir: it rejoins as a follower, without raising the term.
     since = p.mark()
     p.start(first.node)
-    p.wait_for(lambda e: e.node == first.node and e.event == "leader_changed" and e.leader == second.node,
-               PATIENCE, since)
+    p.wait_for(member_follows(first.node, second.node), PATIENCE, since)
     status = p.status(second.node)
     assert status["is_leader"] and status["term"] == second.term
     rejoined = p.status(first.node)
@@ -148,8 +153,7 @@ def test_five_members_kill_restart_pause_and_resume_the_leader(cluster, transpor
     p.resume(second.node)
     lost = p.wait_for(lambda e: e.node == second.node and e.event == "lost_leadership", PATIENCE, since)
     assert lost.record["lease_end"] <= third.monotonic
-    p.wait_for(lambda e: e.node == second.node and e.event == "leader_changed" and e.leader == third.node,
-               PATIENCE, since)
+    p.wait_for(member_follows(second.node, third.node), PATIENCE, since)
     c.check_no_overlap()
 
 
@@ -207,8 +211,7 @@ def test_a_paused_leader_gives_no_evidence_and_never_overlaps(cluster, transport
     assert evidence_about(c, first.node, since) == []
     assert sum(p.status(n)["counters"].get("probes_requested", 0) for n in c.members if n != first.node) > 0
     p.resume(first.node)
-    p.wait_for(lambda e: e.node == first.node and e.event == "leader_changed" and e.leader == second.node,
-               PATIENCE, since)
+    p.wait_for(member_follows(first.node, second.node), PATIENCE, since)
     c.check_no_overlap()
 
 
@@ -225,8 +228,7 @@ def test_a_leader_restarted_on_its_port_at_once_confuses_nobody(cluster, transpo
     assert second.term > first.term
     for node_id in c.members:
         if node_id != second.node:
-            p.wait_for(lambda e, n=node_id: (e.node, e.event, e.leader) == (n, "leader_changed", second.node),
-                       PATIENCE, since)
+            p.wait_for(member_follows(node_id, second.node), PATIENCE, since)
     assert p.status(first.node)["role"] == "follower"
     c.check_no_overlap()
 
