@@ -182,7 +182,7 @@ def _demo(args: argparse.Namespace) -> int:
         result = run_memory_demo(args.nodes, args.failovers, seed=args.seed, report=report, **settings)
     else:
         result = run_process_demo(args.nodes, args.failovers, transport=args.transport, report=report,
-                                  **settings)
+                                  election_timeout=args.timeout, heartbeat_interval=args.heartbeat / 1000.0)
     rows = [("first election", result.first_election)]
     rows += [(f"crash {number}", crash) for number, crash in enumerate(result.crashes, 1)]
     rows.append(("graceful stop", result.handover))

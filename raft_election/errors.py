@@ -13,6 +13,7 @@ __all__ = [
     "StorageError",
     "IllegalTransitionError",
     "TransportError",
+    "NoTransferTargetError",
 ]
 
 
@@ -60,3 +61,7 @@ class IllegalTransitionError(RaftElectionError):
 
 class TransportError(RaftElectionError):
     """A transport could not be set up (for example its address cannot be bound)."""
+
+
+class NoTransferTargetError(RaftElectionError):
+    """A leadership transfer found no peer that stands for election and answered recently."""

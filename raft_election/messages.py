@@ -29,6 +29,7 @@ __all__ = [
     "TimeoutNow",
     "VoteRequest",
     "VoteResponse",
+    "check_term",
 ]
 
 #: Terms are unsigned 63-bit on the wire: large enough to never wrap, small enough to be an int64 anywhere.
@@ -39,7 +40,8 @@ MAX_NODE_ID = 2**32 - 1
 MAX_ROUND = 2**32 - 1
 
 
-def _check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """Validate a term (an attrs validator): an int, not a bool, in ``[0, MAX_TERM]``, else ValueError."""
     if type(value) is not int or not 0 <= value <= MAX_TERM:
         raise ValueError(f"{attribute.name} must be an int in [0, 2**63 - 1], got {value!r}")
 
@@ -70,7 +72,7 @@ class Heartbeat:
     round, which is what its lease is measured from (thesis §6.4.1).
     """
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
 
 
@@ -82,7 +84,7 @@ class HeartbeatResponse:
     picks a target that will actually campaign.
     """
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
     candidate: bool = attrs.field(validator=_bool)
 
@@ -99,7 +101,7 @@ class VoteRequest:
     death evidence of its own (it probes the suspect when asked), and says so in its answer.
     """
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
     pre_vote: bool = attrs.field(default=False, validator=_bool)
     transfer: bool = attrs.field(default=False, validator=_bool)
@@ -117,7 +119,7 @@ class VoteResponse:
     fast-failover campaign wins only with a majority of such grants.
     """
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
     granted: bool = attrs.field(validator=_bool)
     pre_vote: bool = attrs.field(default=False, validator=_bool)
@@ -129,7 +131,7 @@ class VoteResponse:
 class TimeoutNow:
     """Leader → chosen follower: campaign at once (leadership transfer, thesis §3.10)."""
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
 
 
 @attrs.frozen(kw_only=True)
@@ -141,7 +143,7 @@ class Resign:
     then only forget the old leader, so nobody keeps naming a leader that is gone.
     """
 
-    term: int = attrs.field(validator=_check_term)
+    term: int = attrs.field(validator=check_term)
     successor: int = attrs.field(default=0, validator=_check_optional_node_id)
 
 

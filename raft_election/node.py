@@ -1,11 +1,12 @@
 """RaftNode: the election core driven by threads, for ordinary blocking Python programs (SPEC §3.2).
 
-Threads and locks:
+Threads and the lock:
 
-* ``_lock`` (with the condition ``_changed``) guards the core.  Every public method takes it briefly; no
-  I/O ever happens while it is held.
+* One state lock, ``_lock``, guards the core and everything else the node keeps.  Every public method
+  takes it briefly; no I/O ever happens while it is held.  Two conditions share it: ``_changed`` (news
+  from the core, a stop or a failure) and ``_carried`` (an output was carried out).
 * The **timer thread** sleeps on ``_changed`` until the core's next deadline (woken early whenever a call
-  into the core may have moved it), then ticks the core.
+  into the core moved it or reported an event), then ticks the core.
 * The transport's **receive thread** decodes each datagram outside the lock (untrusted input is counted,
   logged at a limited rate and dropped: it never raises and never reaches the core) and hands valid
   messages to the core under the lock.
@@ -16,10 +17,13 @@ Threads and locks:
   back into the node (``step_down()`` from ``on_become_leader`` is fine).  A callback that raises is logged.
 
 Persist before send: each call into the core yields an :class:`~raft_election.core.Output`, appended under
-the lock to a FIFO.  Whoever appended drains the FIFO under a separate I/O lock, carrying out each output in
-order: save its hard state, then send its messages, then queue its events.  So no message ever leaves
-before the term and vote it depends on are durable, whichever thread produced it.  If saving fails the
-node halts: it sends nothing more and reports the error (:attr:`RaftNode.failure`).
+the lock to a FIFO with a ticket number.  Outputs are carried out strictly in FIFO order, by one thread at a
+time (whichever finds none doing it; the flag ``_carrying`` says so), outside the lock: save the hard
+state, then send the messages, then queue the events.  A thread that appended an output returns only once
+its ticket is carried out.  So no message ever leaves before the term and vote it depends on are durable,
+whichever thread produced it, and a command such as :meth:`RaftNode.transfer_leadership` has sent its
+messages when it returns.  If saving fails the node halts: it sends nothing more and reports the error
+(:attr:`RaftNode.failure`).
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ import attrs
 from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import Codec
 from raft_election.config import RaftConfig
-from raft_election.core import NoTransferTargetError, Output, RaftCore
-from raft_election.errors import DecodeError, RaftElectionError
+from raft_election.core import RaftCore
+from raft_election.errors import DecodeError, NoTransferTargetError, RaftElectionError
 from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
 from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
+from raft_election.output import Output
 from raft_election.roles import Role
+from raft_election.stats import MessageStats
 from raft_election.storage import MemoryStorage, Storage
 from raft_election.transport import DeathProbe, Transport
 
@@ -135,8 +141,12 @@ class RaftNode:
 
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._io_lock = threading.Lock()
+        self._carried = threading.Condition(self._lock)
         self._pending: collections.deque[Output] = collections.deque()
+        self._queued = 0  # tickets handed out: outputs appended to _pending so far
+        self._done = 0  # outputs carried out (or dropped by a halt) so far, in ticket order
+        self._carrying = False  # a thread is carrying out an output right now
+        self._stats = MessageStats()
         self._core: Optional[RaftCore] = None
         self._started = False
         self._stopping = False
@@ -211,14 +221,14 @@ class RaftNode:
                 if self.config.transfer_on_stop:
                     try:
                         _, output = core.transfer_leadership(now)
-                        self._pending.append(output)
+                        self._push(output, now)
                     except NoTransferTargetError:
-                        self._pending.append(core.step_down(now))
+                        self._push(core.step_down(now), now)
                 else:
-                    self._pending.append(core.step_down(now))
-            self._pending.append(core.stop(now))
+                    self._push(core.step_down(now), now)
+            ticket = self._push(core.stop(now), now)
             self._changed.notify_all()
-        self._drain()
+        self._carry_out(ticket)
         if self._timer_thread is not None:
             self._timer_thread.join()
         self._transport.close()
@@ -277,6 +287,7 @@ class RaftNode:
             now = self._clock()
             core = self._core
             counters = collections.Counter(self._counters)
+            counters.update(self._stats.counters)
             if core is not None:
                 counters.update(core.counters)
             counters.update(self._transport.counters())
@@ -293,7 +304,7 @@ class RaftNode:
                 candidate=core.candidate if core is not None else self._candidate,
                 running=self._started and not self._stopping and self._failure is None,
                 counters=MappingProxyType(dict(counters)),
-                round_trip=core.round_trip() if core is not None else None,
+                round_trip=self._stats.round_trip(),
             )
 
     def wait_for_leader(self, timeout: Optional[float] = None) -> int:
@@ -318,8 +329,10 @@ class RaftNode:
                      stalled: Callable[[], str]) -> _T:
         """Wait until ``probe(now)`` (called under the lock) gives a value; return it.
 
-        Wakes on every change to the core and at least every 50 ms, because a lease can lapse without any
-        call into the core.
+        ``probe`` asks for a known leader or a leadership with a valid lease.  Time alone never makes one
+        appear (a lease only ever runs out between two calls into the core), and every call into the core
+        that could make one appear reports an event, which wakes ``_changed``; so the wait needs no other
+        wake-up than that, a stop, a failure, or the timeout.
 
         Raises:
             TimeoutError: with ``stalled()`` as message, when ``timeout`` (None: forever) ran out.
@@ -335,7 +348,7 @@ class RaftNode:
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(stalled())
-                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+                self._changed.wait(remaining)
 
     def __repr__(self) -> str:
         with self._lock:
@@ -419,21 +432,33 @@ class RaftNode:
 
         Blocks the calling thread.  ``work`` must return once ``leadership.valid()`` is False (or
         ``leadership.lost`` is set); it runs in the calling thread, so it may block.  Exceptions from
-        ``work`` propagate to the caller.
+        ``work`` propagate to the caller.  ``work`` runs once per leadership: after it returns, the next
+        call waits for the next leadership.
+
+        The waits are on the node's own condition, woken by its news; a daemon thread waits for ``until``
+        and wakes it too (that thread ends when ``until`` is set).
         """
-        while until is None or not until.is_set():
-            try:
-                leadership = self.wait_for_leadership(timeout=0.2)
-            except TimeoutError:
-                continue
-            except RaftElectionError:
-                if self.status().running:
-                    raise
-                return
+        if until is not None:
+            threading.Thread(target=self._wake_when_set, args=(until,), daemon=True,
+                             name=f"raft-{self.node_id}-lead-until").start()
+        stopped = until.is_set if until is not None else (lambda: False)
+        previous: Optional[Leadership] = None
+        while True:
+            with self._lock:
+                while True:
+                    if stopped() or not (self._started and not self._stopping and self._failure is None):
+                        return
+                    leadership = self._leadership_locked(self._clock())
+                    if leadership is not None and leadership is not previous:
+                        break
+                    self._changed.wait()
             work(leadership)
-            while not leadership.lost.wait(0.1):  # run once per leadership
-                if until is not None and until.is_set():
-                    return
+            previous = leadership
+
+    def _wake_when_set(self, event: threading.Event) -> None:
+        event.wait()
+        with self._lock:
+            self._changed.notify_all()
 
     def _leadership_locked(self, now: float) -> Optional[Leadership]:
         core = self._core
@@ -454,9 +479,10 @@ class RaftNode:
         with self._lock:
             self._check_running_locked()
             assert self._core is not None
-            self._pending.append(action(self._core, self._clock()))
+            now = self._clock()
+            ticket = self._push(action(self._core, now), now)
             self._changed.notify_all()
-        self._drain()
+        self._carry_out(ticket)
 
     def _check_running_locked(self) -> None:
         if self._failure is not None:
@@ -487,11 +513,11 @@ class RaftNode:
                     now = self._clock()
                     wait = self._core.next_deadline - now
                     if wait <= 0:
-                        self._pending.append(self._core.tick(now))
+                        ticket = self._push(self._core.tick(now), now)
                         self._changed.notify_all()
                         break
                     self._changed.wait(wait)
-            self._drain()
+            self._carry_out(ticket)
 
     def _on_datagram(self, data: bytes) -> None:
         """Transport callback: decode untrusted bytes and hand valid messages to the core.  Never raises."""
@@ -506,8 +532,12 @@ class RaftNode:
             logger.exception("%d: unexpected error decoding %d bytes", self.node_id, len(data))
             self._reject("decode_failure", "dropped a message: %r", exc)
             return
+        def receive(core: RaftCore, now: float) -> Output:
+            self._stats.received(envelope.message, now)
+            return core.receive(envelope.sender, envelope.message, now)
+
         try:
-            self._feed(lambda core, now: core.receive(envelope.sender, envelope.message, now))
+            self._feed(receive)
         except Exception:
             logger.exception("%d: error handling %r", self.node_id, envelope)
             self._reject("handling_failure", "error handling a message from %d", envelope.sender)
@@ -529,51 +559,74 @@ class RaftNode:
             if self._stopping or self._failure is not None or self._core is None:
                 return
             deadline = self._core.next_deadline
-            output = step(self._core, self._clock())
-            self._pending.append(output)
+            now = self._clock()
+            output = step(self._core, now)
+            ticket = self._push(output, now)
             if output.events or self._core.next_deadline < deadline:
                 self._changed.notify_all()
-        self._drain()
+        self._carry_out(ticket)
 
     def _reject(self, reason: str, message: str, *args: object) -> None:
         with self._lock:
             self._counters[f"rejected_{reason}"] += 1
         self._bad_input_log.warning(reason, f"%d {message}", self.node_id, *args)
 
-    def _drain(self) -> None:
-        """Carry out pending outputs in FIFO order: persist, then send, then queue callbacks."""
-        with self._io_lock:
-            while True:
+    def _push(self, output: Output, now: float) -> int:
+        """Append ``output`` (produced at ``now``) to the FIFO, with the lock held; return its ticket."""
+        self._stats.sent(output.messages, now)
+        if any(isinstance(event, LostLeadership) for event in output.events):
+            self._stats.leadership_ended()
+        self._pending.append(output)
+        self._queued += 1
+        return self._queued
+
+    def _carry_out(self, ticket: int) -> None:
+        """Carry out pending outputs in FIFO order until output ``ticket`` is done (or the node halted).
+
+        One thread at a time carries out outputs, outside the lock; the others wait on ``_carried`` until it
+        is done with one, then carry on from there, so every output is carried out once, in order.
+        """
+        while True:
+            with self._lock:
+                while self._carrying and self._done < ticket and self._failure is None:
+                    self._carried.wait()
+                if self._done >= ticket or self._failure is not None:
+                    return
+                output = self._pending.popleft()
+                self._carrying = True
+            try:
+                self._perform(output)
+            finally:
                 with self._lock:
-                    if not self._pending:
-                        return
-                    output = self._pending.popleft()
-                    if self._failure is not None:
-                        self._pending.clear()
-                        return
-                if output.hard_state is not None:
-                    try:
-                        self._storage.save(output.hard_state)
-                    except Exception as exc:
-                        self._halt(exc)
-                        return
-                for outgoing in output.messages:
-                    data = self._codec.encode(Envelope(sender=self.node_id, recipient=outgoing.to,
-                                                       message=outgoing.message))
-                    try:
-                        self._transport.send(outgoing.to, data)
-                    except Exception:
-                        logger.exception("%d: transport failed to send to %d", self.node_id, outgoing.to)
-                        with self._lock:
-                            self._counters["send_errors"] += 1
-                if output.probes and isinstance(self._transport, DeathProbe):
-                    for peer in output.probes:
-                        try:
-                            self._transport.probe(peer)
-                        except Exception:
-                            logger.exception("%d: transport failed to probe %d", self.node_id, peer)
-                for event in output.events:
-                    self._dispatch(event)
+                    self._carrying = False
+                    self._done += 1
+                    self._carried.notify_all()
+
+    def _perform(self, output: Output) -> None:
+        """Carry out one output: persist, then send, then probe, then queue callbacks."""
+        if output.hard_state is not None:
+            try:
+                self._storage.save(output.hard_state)
+            except Exception as exc:
+                self._halt(exc)
+                return
+        for outgoing in output.messages:
+            data = self._codec.encode(Envelope(sender=self.node_id, recipient=outgoing.to,
+                                               message=outgoing.message))
+            try:
+                self._transport.send(outgoing.to, data)
+            except Exception:
+                logger.exception("%d: transport failed to send to %d", self.node_id, outgoing.to)
+                with self._lock:
+                    self._counters["send_errors"] += 1
+        if output.probes and isinstance(self._transport, DeathProbe):
+            for peer in output.probes:
+                try:
+                    self._transport.probe(peer)
+                except Exception:
+                    logger.exception("%d: transport failed to probe %d", self.node_id, peer)
+        for event in output.events:
+            self._dispatch(event)
 
     def _halt(self, exc: BaseException) -> None:
         """Storage failed: send nothing more (the state it should have made durable is not)."""
@@ -582,6 +635,7 @@ class RaftNode:
             self._failure = exc
             self._pending.clear()
             self._changed.notify_all()
+            self._carried.notify_all()
             if self._leadership is not None:
                 self._leadership.lost.set()
             core = self._core
@@ -596,8 +650,9 @@ class RaftNode:
         if isinstance(event, LostLeadership):
             with self._lock:
                 leadership = self._leadership
-            if leadership is not None and leadership.term == event.term:
-                leadership.lost.set()
+                if leadership is not None and leadership.term == event.term:
+                    leadership.lost.set()
+                    self._changed.notify_all()  # lead() waits for the next leadership
         if self._observer is not None:
             observer = self._observer
             self._callbacks.put(lambda: observer(event))

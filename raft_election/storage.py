@@ -43,10 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Optional, TypeVar, Union
 
-import attrs
-
 from raft_election.errors import StorageError
-from raft_election.messages import MAX_NODE_ID, MAX_TERM
+from raft_election.hardstate import HardState
 
 __all__ = ["FORMAT_VERSION", "FileStorage", "HardState", "MemoryStorage", "Storage"]
 
@@ -73,36 +71,6 @@ _VERSION_ADVICE = (
 )
 
 _S = TypeVar("_S", bound="Storage")
-
-
-def _check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if type(value) is not int or not 0 <= value <= MAX_TERM:
-        raise ValueError(f"{attribute.name} must be an int in [0, 2**63 - 1], got {value!r}")
-
-
-def _check_voted_for(
-    instance: object, attribute: attrs.Attribute[Optional[int]], value: Optional[int]
-) -> None:
-    if value is not None and (type(value) is not int or not 1 <= value <= MAX_NODE_ID):
-        raise ValueError(f"{attribute.name} must be None or an int in [1, 2**32 - 1], got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class HardState:
-    """The state a server must persist before answering or campaigning (Raft §5.2, Figure 2).
-
-    Attributes:
-        term: the latest term the server has seen (``currentTerm``), an int in ``[0, 2**63 - 1]``.
-        voted_for: the node id it voted for in ``term`` (``votedFor``), or ``None`` if it has not voted.
-
-    Raises:
-        ValueError: a field has the wrong type (including ``bool``, which is not accepted as an int) or is
-            out of range.  The library raises ``ValueError`` for both, as :mod:`raft_election.messages`
-            does, so one ``except ValueError`` covers every invalid value.
-    """
-
-    term: int = attrs.field(default=0, validator=_check_term)
-    voted_for: Optional[int] = attrs.field(default=None, validator=_check_voted_for)
 
 
 def _require_hard_state(state: object) -> HardState:

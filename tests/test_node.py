@@ -402,3 +402,30 @@ def test_with_a_secret_unauthenticated_and_wrongly_keyed_messages_are_rejected(c
     c.wait_for(lambda: node.status().counters.get("rejected_missing_mac", 0) == 1
                and node.status().counters.get("rejected_bad_mac", 0) == 1, what="rejections")
     assert node.term == term and node.is_leader
+
+
+# ---------------------------------------------------------------------------- leader-only work: lead()
+
+
+@pytest.mark.parametrize("ending", ["until", "stop"])
+def test_lead_waiting_for_the_next_leadership_returns_when_until_is_set_or_the_node_stops(cluster, ending):
+    """lead() waits on the node's condition, not a polling loop: ``until`` and ``stop()`` must wake it."""
+    c = cluster(1)
+    node = c.start(1)
+    worked = threading.Event()
+    until = threading.Event()
+
+    def work(leadership: Any) -> None:
+        worked.set()  # returns at once: lead() then waits for the next leadership, which never comes
+
+    worker = threading.Thread(target=node.lead, args=(work,), kwargs={"until": until})
+    worker.start()
+    assert worked.wait(PATIENCE)
+    worker.join(0.05)
+    assert worker.is_alive()  # still leading term 1: waiting for another leadership
+    if ending == "until":
+        until.set()
+    else:
+        node.stop()
+    worker.join(PATIENCE)
+    assert not worker.is_alive()

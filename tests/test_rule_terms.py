@@ -20,6 +20,7 @@ from raft_election.core import RaftCore
 from raft_election.errors import IllegalTransitionError
 from raft_election.events import LostLeadership, TermChanged
 from raft_election.messages import (
+    MESSAGE_TYPES,
     Heartbeat,
     HeartbeatResponse,
     Message,
@@ -261,3 +262,43 @@ def test_no_message_from_a_stranger_changes_a_leader(message):
     before = (core.role, core.term, core.voted_for, core.leader_id, core.next_deadline)
     assert core.receive(7, message, election.won_at).empty
     assert_untouched(core, before)
+
+
+def _in_role(role: Role) -> RaftCore:
+    """A core of three in ``role`` at term TERM or just above (a campaign raises it)."""
+    if role is Role.LEADER:
+        core = make_core(members=3, hard_state=HardState(term=TERM))
+        elect(core, now=LATER)
+        return core
+    core = make_core(members=3, pre_vote=role is Role.PRE_CANDIDATE, hard_state=HardState(term=TERM))
+    if role is not Role.FOLLOWER:
+        core.tick(max(LATER, core.next_deadline))
+    assert core.role is role
+    return core
+
+
+def _of_term(kind: type, term: int) -> Message:
+    """A message of type ``kind`` in ``term``."""
+    fields: dict[str, object] = {"term": term}
+    if kind in (Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse):
+        fields["round"] = 1
+    if kind is HeartbeatResponse:
+        fields["candidate"] = True
+    if kind is VoteResponse:
+        fields["granted"] = True
+    return kind(**fields)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("role", list(Role), ids=str)
+@pytest.mark.parametrize("kind", MESSAGE_TYPES, ids=lambda kind: kind.__name__)
+def test_every_role_handles_every_message_type_of_its_own_term(role, kind):
+    """etcd-style dispatch: each role has a step for every message type, and no catch-all.
+
+    A message of the receiver's own term passes phase 1, so it reaches the role's step (or, for a vote
+    request, the handling shared by all roles); none may go unhandled or raise.
+    """
+    core = _in_role(role)
+    term = core.term
+    core.receive(2, _of_term(kind, term), LATER + STEP)
+    transfer = kind is TimeoutNow and role is not Role.LEADER  # the step campaigns at once (thesis §3.10)
+    assert core.term == term + transfer  # its own term: phase 1 raised nothing

@@ -46,6 +46,10 @@ def election_messages(counters: Mapping[str, Any]) -> int:
 class BenchCluster(abc.ABC):
     """A cluster of ``size`` members (ids 1..size) under test."""
 
+    #: How :meth:`crash` and :meth:`stop_gracefully` end a member, for reports (e.g. `` (SIGKILL)``).
+    crash_how = ""
+    stop_how = ""
+
     def __init__(self, size: int, log: EventLog) -> None:
         self.members = tuple(range(1, size + 1))
         self.log = log
@@ -56,6 +60,10 @@ class BenchCluster(abc.ABC):
     @abc.abstractmethod
     def start(self) -> float:
         """Start every member; return the monotonic time at which a quorum of them had started."""
+
+    def describe(self) -> str:
+        """What was started, for reports."""
+        return f"{len(self.members)} members started"
 
     def crash(self, node_id: int) -> float:
         """End ``node_id`` abruptly (nothing it says gets out afterwards); return when (monotonic)."""
@@ -131,17 +139,20 @@ class ProcessCluster(BenchCluster):
     """Members as OS processes (``raft-election run --json``, or ``member_command``) on loopback.
 
     A crash is a SIGKILL; a graceful stop a SIGTERM.  Every process is ended by :meth:`close`, and the
-    cluster file and data directories live in ``workdir``.
+    cluster file (cluster ``name``) and data directories live in ``workdir``.
     """
+
+    crash_how = " (SIGKILL)"
+    stop_how = " (SIGTERM)"
 
     def __init__(self, size: int, workdir: str, *, transport: str, election_timeout: tuple[float, float],
                  heartbeat_interval: float, member_command: Optional[MemberCommand] = None,
-                 fast_failover: bool = True) -> None:
+                 fast_failover: bool = True, name: str = "bench") -> None:
         # Other member programs (PySyncObj) listen on TCP whatever the file says.
         ports = free_ports(size, kind="udp" if transport == "udp" and member_command is None else "tcp")
         self.addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in enumerate(ports, 1)}
         self.cluster_file = write_cluster_file(
-            os.path.join(workdir, "cluster.json"), self.addresses, transport=transport, cluster="bench",
+            os.path.join(workdir, "cluster.json"), self.addresses, transport=transport, cluster=name,
             election_timeout=election_timeout, heartbeat_interval=heartbeat_interval,
             fast_failover=fast_failover)
         command = None
@@ -159,6 +170,10 @@ class ProcessCluster(BenchCluster):
         started = sorted(self.log.wait_for(member_event(node_id, "started"), since=since).monotonic
                          for node_id in self.members)
         return started[len(self.members) // 2]
+
+    def describe(self) -> str:
+        pids = ", ".join(str(self.processes.pid(node_id)) for node_id in self.members)
+        return f"{len(self.members)} member processes started (pids {pids})"
 
     def _crash(self, node_id: int) -> float:
         return self.processes.kill(node_id)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from raft_election.core import FAST_STAGGER, PROBE_LATENESS, PROBE_REPEAT, RaftCore
+from raft_election.core import RaftCore
 from raft_election.events import BecameLeader, DeathEvidence, VoteGranted
+from raft_election.fastfailover import FAST_STAGGER, PROBE_LATENESS, PROBE_REPEAT
 from raft_election.messages import Heartbeat, VoteRequest, VoteResponse
 from raft_election.roles import Role
 from raft_election.storage import HardState

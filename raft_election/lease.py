@@ -1,0 +1,97 @@
+"""What a leader knows of its followers during one term: the lease, check-quorum and transfer targets.
+
+The core keeps one :class:`Lease` while it leads and drops it when it steps down.  It records the *send*
+time of each heartbeat round and, per follower, the newest round it acknowledged, when it last answered,
+and whether it stands for election.  From that follow:
+
+* the lease (thesis §6.4.1): valid until ``t + election_timeout_min * (1 - max_clock_drift)``, where ``t``
+  is the send time of the latest round a majority acknowledged (the leader acknowledges its own rounds at
+  once).  A follower resets its stickiness window when it answers a round, which is no earlier than the
+  round's send time, so no member of that majority grants a vote before the lease has run out;
+* check-quorum (thesis §6.2): how many members answered within ``election_timeout_min``;
+* the peer to hand leadership to (thesis §3.10): the candidate heard from most recently within
+  ``election_timeout_min``.
+
+The winning vote round counts as the first round: it was "sent" when the campaign started, and every voter
+that granted it reset its stickiness no earlier than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+__all__ = ["Lease"]
+
+#: How many heartbeat rounds a leader remembers the send time of; acknowledgements of older rounds
+#: cannot extend the lease any more and are ignored.
+ROUNDS_KEPT = 64
+
+
+class Lease:
+    """One leadership's view of its followers (see the module docstring).
+
+    Args:
+        quorum: the cluster's strict majority (this server included).
+        duration: how long a lease lasts from its start, ``election_timeout_min * (1 - max_clock_drift)``.
+        window: ``election_timeout_min``, the window within which an answer counts as recent.
+        won_round: the round number of the winning vote round, and ``started``, when that campaign began.
+        voters: each peer that granted the winning round, with whether it stands for election itself.
+        now: when the election was won (the voters count as just heard from).
+    """
+
+    def __init__(self, *, quorum: int, duration: float, window: float, won_round: int, started: float,
+                 voters: Mapping[int, bool], now: float) -> None:
+        self._quorum = quorum
+        self._duration = duration
+        self._window = window
+        self._round_sent: dict[int, float] = {won_round: started}
+        self._acked_at: dict[int, float] = dict.fromkeys(voters, started)
+        self._last_heard: dict[int, float] = dict.fromkeys(voters, now)
+        self._candidacy: dict[int, bool] = dict(voters)
+        self._start = started
+
+    @property
+    def expiry(self) -> float:
+        """When the lease runs out unless a newer round is acknowledged by a majority."""
+        return self._start + self._duration
+
+    def sent(self, round_: int, now: float) -> None:
+        """A heartbeat round numbered ``round_`` left at ``now`` (the leader acknowledges it itself)."""
+        self._round_sent[round_] = now
+        if len(self._round_sent) > ROUNDS_KEPT:
+            del self._round_sent[next(iter(self._round_sent))]
+        self._extend()  # a one-member cluster is its own majority
+
+    def acknowledged(self, peer: int, round_: int, candidate: bool, now: float) -> bool:
+        """``peer`` answered round ``round_`` at ``now``; False, recording nothing, for an unknown round."""
+        sent_at = self._round_sent.get(round_)
+        if sent_at is None:
+            return False
+        self._last_heard[peer] = max(self._last_heard.get(peer, -float("inf")), now)
+        self._candidacy[peer] = candidate
+        if sent_at > self._acked_at.get(peer, -float("inf")):
+            self._acked_at[peer] = sent_at
+            self._extend()
+        return True
+
+    def heard(self, now: float) -> int:
+        """How many members, the leader included, answered within the window before ``now`` (check-quorum)."""
+        return 1 + len(self.followers(now))
+
+    def followers(self, now: float) -> tuple[int, ...]:
+        """The peers that answered within the window before ``now``, in id order."""
+        return tuple(sorted(peer for peer, heard in self._last_heard.items() if now - heard < self._window))
+
+    def transfer_target(self, now: float) -> Optional[int]:
+        """The peer that stands for election and answered most recently within the window, or None."""
+        eligible = [(heard, peer) for peer, heard in self._last_heard.items()
+                    if self._candidacy.get(peer, False) and now - heard < self._window]
+        return max(eligible)[1] if eligible else None
+
+    def _extend(self) -> None:
+        """Move the lease start to the latest round a majority acknowledged (thesis §6.4.1)."""
+        own = max(self._round_sent.values(), default=self._start)
+        acked = sorted([own, *self._acked_at.values()], reverse=True)
+        if len(acked) >= self._quorum:
+            self._start = max(self._start, acked[self._quorum - 1])

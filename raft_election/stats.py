@@ -1,0 +1,80 @@
+"""Message statistics a node keeps beside its core: messages sent by type, and heartbeat round trips.
+
+Instrumentation, not algorithm: nothing here decides anything, so it lives in the node (which sees every
+message the core sends and receives) rather than in the core.  The figures appear in
+:meth:`RaftNode.status` (``counters`` and ``round_trip``); the benchmarks read them from there.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+from collections.abc import Iterable, Mapping
+from typing import Optional
+
+from raft_election.messages import (
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    Resign,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from raft_election.output import Outgoing
+
+__all__ = ["ROUND_TRIP_SAMPLES", "MessageStats"]
+
+#: How many recent heartbeat round trips :meth:`MessageStats.round_trip` takes the median of.
+ROUND_TRIP_SAMPLES = 32
+#: How many heartbeat rounds' send times are remembered for matching acknowledgements.
+_ROUNDS_KEPT = 64
+
+#: The counter each kind of message sent adds to, besides ``messages_sent`` (messages per election are
+#: the vote requests and responses sent).
+_SENT_COUNTER: Mapping[type[Message], str] = {
+    VoteRequest: "vote_requests_sent",
+    VoteResponse: "vote_responses_sent",
+    Heartbeat: "heartbeats_sent",
+    HeartbeatResponse: "heartbeat_responses_sent",
+    TimeoutNow: "timeout_nows_sent",
+    Resign: "resigns_sent",
+}
+
+
+class MessageStats:
+    """Counts the messages a node's core sends, by type, and times its heartbeat rounds as leader.
+
+    Not thread-safe: the node calls it with its state lock held.
+    """
+
+    def __init__(self) -> None:
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._rounds: dict[int, float] = {}  # heartbeat round -> when the core sent it
+        self._round_trips: collections.deque[float] = collections.deque(maxlen=ROUND_TRIP_SAMPLES)
+
+    def sent(self, messages: Iterable[Outgoing], now: float) -> None:
+        """The core asked, at ``now``, for ``messages`` to be sent."""
+        for outgoing in messages:
+            message = outgoing.message
+            self.counters["messages_sent"] += 1
+            self.counters[_SENT_COUNTER[type(message)]] += 1
+            if isinstance(message, Heartbeat) and message.round not in self._rounds:
+                self._rounds[message.round] = now
+                if len(self._rounds) > _ROUNDS_KEPT:
+                    del self._rounds[next(iter(self._rounds))]
+
+    def received(self, message: Message, now: float) -> None:
+        """The core was handed ``message`` at ``now``: an acknowledged heartbeat round is a round trip."""
+        if isinstance(message, HeartbeatResponse):
+            sent_at = self._rounds.get(message.round)
+            if sent_at is not None:
+                self._round_trips.append(now - sent_at)
+
+    def leadership_ended(self) -> None:
+        """Answers to the rounds of a leadership that ended are no round trips of a current one."""
+        self._rounds.clear()
+
+    def round_trip(self) -> Optional[float]:
+        """The median of the recent heartbeat round trips (send to acknowledgement), seconds; None before."""
+        return statistics.median(self._round_trips) if self._round_trips else None
