@@ -41,7 +41,7 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Type, Union
 
 import attrs
 
-from raft_election._due import wait_until_due
+from raft_election.delays import wait_until_due
 from raft_election.errors import TransportError
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 

@@ -32,7 +32,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import attrs
 
-from raft_election._due import wait_until_due
+from raft_election.delays import wait_until_due
 from raft_election.errors import ConfigError
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
