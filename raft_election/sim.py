@@ -37,6 +37,7 @@ from raft_election.config import RaftConfig
 from raft_election.core import Output, RaftCore
 from raft_election.events import BecameLeader, Event, LostLeadership
 from raft_election.messages import Envelope
+from raft_election.netfaults import FaultControls, NetworkFaults
 from raft_election.oracle import ElectionOracle
 from raft_election.storage import HardState
 
@@ -84,14 +85,22 @@ class SimNode:
         return f"<SimNode {self.node_id} {state}>"
 
 
-class SimulatedCluster:
+class SimulatedCluster(FaultControls):
     """A cluster of :class:`~raft_election.core.RaftCore` servers on a virtual clock and network.
+
+    The network's faults are a :class:`~raft_election.netfaults.NetworkFaults` value with the controls of
+    :class:`~raft_election.netfaults.FaultControls` (``partition``, ``isolate``/``rejoin``,
+    ``block``/``unblock``, ``heal``, ``can_reach``, the random settings and ``faults`` itself): the same
+    model and semantics as :class:`transports.memory.InMemoryNetwork`'s (see :mod:`raft_election.netfaults`;
+    a partition replaces the previous partition, isolations and blocks stay until undone or healed).
 
     Args:
         members: how many servers (ids 1..n), or an iterable of ids.
         seed: seeds every random choice (network faults, timeouts, clock rates): equal seeds replay equally.
         delay: range of one-way message delays, seconds.
         drop_rate, duplicate_rate: probability that a message is lost / delivered twice.
+        reorder_rate: probability that a copy is held back so that later messages overtake it (random
+            delays reorder messages too).
         clock_drift: servers' clock rates are drawn from ``[1 - clock_drift, 1]``; keep it at most the
             configured ``max_clock_drift`` for the lease guarantee to hold.
         persist: if False, a restart loses the server's term and vote (models storage that does not
@@ -110,6 +119,7 @@ class SimulatedCluster:
         delay: tuple[float, float] = (0.001, 0.005),
         drop_rate: float = 0.0,
         duplicate_rate: float = 0.0,
+        reorder_rate: float = 0.0,
         clock_drift: float = 0.0,
         persist: bool = True,
         death_evidence: bool = True,
@@ -125,9 +135,8 @@ class SimulatedCluster:
         first = self.configs[ids[0]]
         self._codec = Codec(first.cluster, first.secret)
         self.now = 0.0
-        self.delay = delay
-        self.drop_rate = drop_rate
-        self.duplicate_rate = duplicate_rate
+        self._faults = NetworkFaults(delay=delay, drop_rate=drop_rate, duplicate_rate=duplicate_rate,
+                                     reorder_rate=reorder_rate)
         self.persist = persist
         self.death_evidence = death_evidence
         self.evidence_on_crash = evidence_on_crash
@@ -141,7 +150,6 @@ class SimulatedCluster:
             self.nodes[node_id] = SimNode(node_id, self.configs[node_id], rate, offset)
         self._queue: list[tuple[float, int, int, int, Any]] = []
         self._seq = 0
-        self._cut: set[tuple[int, int]] = set()
         self.delivered = 0
         self.dropped = 0
         for node_id in ids:
@@ -207,32 +215,11 @@ class SimulatedCluster:
 
     # ------------------------------------------------------------------ network faults
 
-    def partition(self, *groups: Iterable[int]) -> None:
-        """Only servers in the same group can talk; servers in no group are cut off entirely."""
-        group_of: dict[int, int] = {}
-        for index, group in enumerate(groups):
-            for node_id in group:
-                group_of[node_id] = index
-        self._cut = {(a, b) for a in self.nodes for b in self.nodes
-                     if a != b and (a not in group_of or group_of.get(a) != group_of.get(b))}
+    def _current_faults(self) -> NetworkFaults:
+        return self._faults
 
-    def isolate(self, node_id: int) -> None:
-        """Cut one server off in both directions (other cuts stay)."""
-        for other in self.nodes:
-            if other != node_id:
-                self._cut.update({(node_id, other), (other, node_id)})
-
-    def block(self, src: int, dst: int) -> None:
-        """Drop messages from ``src`` to ``dst`` (one way)."""
-        self._cut.add((src, dst))
-
-    def heal(self) -> None:
-        """Remove every cut (drop, duplicate and delay settings stay)."""
-        self._cut.clear()
-
-    def can_reach(self, src: int, dst: int) -> bool:
-        """Whether messages from ``src`` to ``dst`` currently get through (ignoring random loss)."""
-        return (src, dst) not in self._cut
+    def _change_faults(self, change: Callable[[NetworkFaults], NetworkFaults]) -> None:
+        self._faults = change(self._faults)
 
     def forge_evidence(self, node_id: int, about: int, kind: str = "forged") -> None:
         """Hand ``node_id`` death evidence about ``about`` now, true or not (a forged ICMP error)."""
@@ -394,12 +381,12 @@ class SimulatedCluster:
         self._schedule_tick(node)
 
     def _send(self, src: int, dst: int, data: bytes) -> None:
-        if not self.can_reach(src, dst) or self._rng.random() < self.drop_rate:
+        delays = self._faults.copy_delays(self._rng) if self._faults.can_reach(src, dst) else ()
+        if not delays:
             self.dropped += 1
             return
-        copies = 2 if self._rng.random() < self.duplicate_rate else 1
-        for _ in range(copies):
-            self._push(self.now + self._rng.uniform(*self.delay), _DELIVER, dst, (src, data))
+        for delay in delays:
+            self._push(self.now + delay, _DELIVER, dst, (src, data))
 
     def _schedule_tick(self, node: SimNode) -> None:
         if node.core is None:

@@ -31,28 +31,23 @@ import functools
 import heapq
 import itertools
 import logging
-import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Type, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Type, Union
 
 import attrs
 
-from raft_election._due import wait_until_due
+from raft_election.delays import wait_until_due
 from raft_election.errors import TransportError
+from raft_election.netfaults import REORDER_MIN_WINDOW, FaultControls, NetworkFaults
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
-__all__ = ["InMemoryNetwork", "MemoryTransport", "NetworkStats"]
+__all__ = ["REORDER_MIN_WINDOW", "InMemoryNetwork", "MemoryTransport", "NetworkStats"]
 
 logger = logging.getLogger(__name__)
-
-#: Smallest window used for the extra delay of a reordered message, so reordering is visible even with
-#: ``delay == (0, 0)``: a reordered message is held back by up to this long and later ones overtake it.
-REORDER_MIN_WINDOW = 0.005
-
 
 
 class _Evidence(NamedTuple):
@@ -102,29 +97,13 @@ class NetworkStats:
     evidence: int = 0
 
 
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _check_rate(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{field} must be a probability between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _check_delay(value: object) -> Tuple[float, float]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        low, high = value
-        if _is_number(low) and _is_number(high) and 0.0 <= low <= high:
-            return (float(low), float(high))
-    raise ValueError(
-        f"delay must be a pair (min, max) of seconds with 0 <= min <= max, got {value!r}; "
-        "use (0.0, 0.0) for immediate delivery"
-    )
-
-
-class InMemoryNetwork:
+class InMemoryNetwork(FaultControls):
     """A simulated network of :class:`MemoryTransport` endpoints with fault injection.
+
+    The faults are a :class:`~raft_election.netfaults.NetworkFaults` value with the controls of
+    :class:`~raft_election.netfaults.FaultControls` (``partition``, ``isolate``/``rejoin``,
+    ``block``/``unblock``, ``heal``, ``can_reach``, the random settings and ``faults`` itself), the same
+    model and semantics as the deterministic simulation's (see :mod:`raft_election.netfaults`).
 
     Args:
         seed: seed of the network's own ``random.Random``, which makes every fault choice; ``None`` seeds
@@ -137,7 +116,7 @@ class InMemoryNetwork:
             so that messages sent after it overtake it.
 
     Raises:
-        ValueError: a setting is out of range; the message names the field.
+        ConfigError: a setting is out of range (a ``ValueError``); the message names the field.
 
     The random settings are also read/write properties (validated the same way) and apply to messages sent
     afterwards.  Partitions, isolations and blocks take effect at once, also for messages already in
@@ -155,10 +134,8 @@ class InMemoryNetwork:
         reorder_rate: float = 0.0,
     ) -> None:
         self._seed = seed
-        self._delay = _check_delay(delay)
-        self._drop_rate = _check_rate("drop_rate", drop_rate)
-        self._duplicate_rate = _check_rate("duplicate_rate", duplicate_rate)
-        self._reorder_rate = _check_rate("reorder_rate", reorder_rate)
+        self._faults = NetworkFaults(delay=delay, drop_rate=drop_rate, duplicate_rate=duplicate_rate,
+                                     reorder_rate=reorder_rate)
         self._random = random.Random(seed)
         #: Guards everything below; the scheduler waits on it for the next deadline or for new messages.
         self._cond = threading.Condition(threading.Lock())
@@ -166,9 +143,6 @@ class InMemoryNetwork:
         self._transports: Dict[int, MemoryTransport] = {}
         self._heap: List[_Entry] = []
         self._sequence = itertools.count()
-        self._group_of: Optional[Dict[int, int]] = None
-        self._isolated: Set[int] = set()
-        self._blocked: Set[Tuple[int, int]] = set()
         self._thread: Optional[threading.Thread] = None
         #: The transport whose ``deliver`` the scheduler is running right now, if any.
         self._delivering: Optional[MemoryTransport] = None
@@ -248,109 +222,16 @@ class InMemoryNetwork:
         with self._cond:
             return self._closed
 
-    # ---------------------------------------------------------------- fault controls
+    # ---------------------------------------------------------------- fault controls (FaultControls)
 
-    def partition(self, *groups: Iterable[int]) -> None:
-        """Split the network: only nodes in the same group can talk; ids in no group reach no one.
-
-        Replaces the previous partition (isolations and blocks stay).  ``partition()`` with no groups
-        cuts every node off from every other.
-
-        Raises:
-            ValueError: an id appears in more than one group.
-        """
-        group_of: Dict[int, int] = {}
-        for index, group in enumerate(groups):
-            for node_id in group:
-                if group_of.get(node_id, index) != index:
-                    raise ValueError(f"partition: node {node_id} appears in more than one group")
-                group_of[node_id] = index
+    def _current_faults(self) -> NetworkFaults:
         with self._cond:
-            self._group_of = group_of
+            return self._faults
 
-    def isolate(self, node_id: int) -> None:
-        """Cut ``node_id`` off from every other node, in both directions, keeping all other cuts."""
+    def _change_faults(self, change: Callable[[NetworkFaults], NetworkFaults]) -> None:
+        # Under the lock, so a control takes effect at once, also for messages already in flight.
         with self._cond:
-            self._isolated.add(node_id)
-
-    def rejoin(self, node_id: int) -> None:
-        """Undo :meth:`isolate` for ``node_id`` (partitions and blocks stay)."""
-        with self._cond:
-            self._isolated.discard(node_id)
-
-    def block(self, src: int, dst: int) -> None:
-        """Drop everything ``src`` sends to ``dst``; ``dst`` to ``src`` is unaffected (a one-way cut)."""
-        with self._cond:
-            self._blocked.add((src, dst))
-
-    def unblock(self, src: int, dst: int) -> None:
-        """Undo :meth:`block` for ``src -> dst``."""
-        with self._cond:
-            self._blocked.discard((src, dst))
-
-    def heal(self) -> None:
-        """Remove every partition, isolation and block; ``drop_rate``, delays etc. are kept."""
-        with self._cond:
-            self._group_of = None
-            self._isolated.clear()
-            self._blocked.clear()
-
-    def can_reach(self, src: int, dst: int) -> bool:
-        """Whether partitions, isolations and blocks currently let ``src``'s messages reach ``dst``.
-
-        Random faults and whether ``dst`` has a live transport are not considered.  A node is never cut
-        off from itself by a partition or an isolation (only by an explicit :meth:`block`).
-        """
-        with self._cond:
-            return self._reachable(src, dst)
-
-    @property
-    def drop_rate(self) -> float:
-        """Probability that a sent message is dropped."""
-        with self._cond:
-            return self._drop_rate
-
-    @drop_rate.setter
-    def drop_rate(self, value: float) -> None:
-        checked = _check_rate("drop_rate", value)
-        with self._cond:
-            self._drop_rate = checked
-
-    @property
-    def duplicate_rate(self) -> float:
-        """Probability that a message that is not dropped is delivered twice."""
-        with self._cond:
-            return self._duplicate_rate
-
-    @duplicate_rate.setter
-    def duplicate_rate(self, value: float) -> None:
-        checked = _check_rate("duplicate_rate", value)
-        with self._cond:
-            self._duplicate_rate = checked
-
-    @property
-    def reorder_rate(self) -> float:
-        """Probability that a copy is held back so later messages overtake it."""
-        with self._cond:
-            return self._reorder_rate
-
-    @reorder_rate.setter
-    def reorder_rate(self, value: float) -> None:
-        checked = _check_rate("reorder_rate", value)
-        with self._cond:
-            self._reorder_rate = checked
-
-    @property
-    def delay(self) -> Tuple[float, float]:
-        """``(min, max)`` seconds between sending a copy and delivering it (applies to new messages)."""
-        with self._cond:
-            return self._delay
-
-    @delay.setter
-    def delay(self, value: Tuple[float, float]) -> None:
-        checked = _check_delay(value)
-        with self._cond:
-            self._delay = checked
+            self._faults = change(self._faults)
 
     def inject(self, dst: int, data: Union[bytes, bytearray, memoryview]) -> None:
         """Deliver raw ``data`` to ``dst`` as if it came from the network (for bad-input tests).
@@ -396,35 +277,17 @@ class InMemoryNetwork:
                 state = "running"
             else:
                 state = "idle"
-            groups = (
-                None
-                if self._group_of is None
-                else [
-                    sorted(i for i, g in self._group_of.items() if g == index)
-                    for index in sorted(set(self._group_of.values()))
-                ]
-            )
+            faults = self._faults
+            groups = None if faults.partition is None else [sorted(group) for group in faults.partition]
             return (
                 f"<InMemoryNetwork {self._name} {state} seed={self._seed!r} nodes={sorted(self._transports)} "
-                f"in_flight={len(self._heap)} partition={groups} isolated={sorted(self._isolated)} "
-                f"blocked={sorted(self._blocked)} delay={self._delay} drop_rate={self._drop_rate} "
-                f"duplicate_rate={self._duplicate_rate} reorder_rate={self._reorder_rate}>"
+                f"in_flight={len(self._heap)} partition={groups} isolated={sorted(faults.isolated)} "
+                f"blocked={sorted(faults.blocked)} delay={faults.delay} drop_rate={faults.drop_rate} "
+                f"duplicate_rate={faults.duplicate_rate} reorder_rate={faults.reorder_rate}>"
             )
 
     # ---------------------------------------------------------------- internals (called with the lock held
     # unless noted)
-
-    def _reachable(self, src: int, dst: int) -> bool:
-        if (src, dst) in self._blocked:
-            return False
-        if src == dst:
-            return True
-        if src in self._isolated or dst in self._isolated:
-            return False
-        if self._group_of is None:
-            return True
-        group = self._group_of.get(src)
-        return group is not None and self._group_of.get(dst) == group
 
     def _accepting(self, node_id: int) -> bool:
         endpoint = self._transports.get(node_id)
@@ -437,31 +300,27 @@ class InMemoryNetwork:
             if self._closed or src._closed or not self._accepting(dst):
                 self._dropped_closed += 1
                 return
-            if not self._reachable(src.node_id, dst):
+            if not self._faults.can_reach(src.node_id, dst):
                 self._dropped_partition += 1
                 return
-            rng = self._random
-            if rng.random() < self._drop_rate:
+            delays = self._faults.copy_delays(self._random)
+            if not delays:
                 self._dropped_random += 1
                 return
-            copies = 2 if rng.random() < self._duplicate_rate else 1
-            self._duplicated += copies - 1
+            self._duplicated += len(delays) - 1
             now = time.monotonic()
-            low, high = self._delay
-            for _ in range(copies):
-                delay = rng.uniform(low, high)
-                if rng.random() < self._reorder_rate:
-                    delay += rng.uniform(0.0, max(high, REORDER_MIN_WINDOW))
+            for delay in delays:
                 self._schedule(now + delay, src.node_id, dst, data)
 
     def _probe(self, src: MemoryTransport, dst: int) -> None:
         """Answer a probe with evidence if ``dst``'s transport is closed and the path is open both ways."""
         with self._cond:
             self._probes += 1
-            if (self._closed or src._closed or self._accepting(dst) or not self._reachable(src.node_id, dst)
-                    or not self._reachable(dst, src.node_id) or self._random.random() < self._drop_rate):
+            faults = self._faults
+            if (self._closed or src._closed or self._accepting(dst) or not faults.can_reach(src.node_id, dst)
+                    or not faults.can_reach(dst, src.node_id) or self._random.random() < faults.drop_rate):
                 return
-            low, high = self._delay
+            low, high = faults.delay
             delay = self._random.uniform(low, high) + self._random.uniform(low, high)
             self._schedule(time.monotonic() + delay, dst, src.node_id, _Evidence(dst))
 
@@ -491,7 +350,7 @@ class InMemoryNetwork:
             deliver = None if endpoint is None else endpoint._deliver
             if endpoint is None or deliver is None:
                 self._dropped_closed += 1
-            elif src is not None and not self._reachable(src, dst):
+            elif src is not None and not self._faults.can_reach(src, dst):
                 self._dropped_partition += 1
             else:
                 self._delivered += 1

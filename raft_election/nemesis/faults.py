@@ -14,6 +14,12 @@ Only outbound messages are touched; cutting the other side's outbound gives the 
 is a JSON object with any of those keys, e.g. ``{"drop_to": [2, 3], "loss": 0.1, "delay": [0.01, 0.05]}``;
 a missing or empty file means no faults.  Write it with :func:`write_faults` (atomically, so a member
 reloading at that moment never reads half a file).
+
+:class:`LinkFaults` is one member's share of a :class:`~raft_election.netfaults.NetworkFaults` (the
+library's one description of network faults, with the semantics the simulation and the in-memory network
+follow too): :meth:`LinkFaults.of` takes it out, so a controller describes a partition, an isolation or a
+one-way cut once for the whole cluster and writes each member its part.  The fields are checked by the
+same checkers as :class:`~raft_election.netfaults.NetworkFaults`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import heapq
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import threading
@@ -32,8 +37,9 @@ from typing import Any, List, Optional, Tuple, Union
 
 import attrs
 
-from raft_election._due import wait_until_due
+from raft_election.delays import wait_until_due
 from raft_election.errors import ConfigError
+from raft_election.netfaults import NetworkFaults, check_delay, check_node_ids, check_probability
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, as_bytes
 
 __all__ = [
@@ -54,35 +60,19 @@ COUNTER_NAMES = ("fault_dropped", "fault_delayed")
 _KEYS = ("drop_to", "loss", "delay")
 
 
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _to_drop_to(value: Iterable[int]) -> frozenset[int]:
-    """``drop_to`` as a frozenset of node ids; rejects anything that is not a collection of ints."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise ConfigError("drop_to", f"must be a list of member ids, got {value!r}")
-    for node_id in value:
-        if isinstance(node_id, bool) or not isinstance(node_id, int) or node_id < 1:
-            raise ConfigError("drop_to", f"member ids are ints >= 1, got {node_id!r} in {value!r}")
-    return frozenset(value)
+    """``drop_to`` as a frozenset of node ids (see :func:`~raft_election.netfaults.check_node_ids`)."""
+    return check_node_ids("drop_to", value)
 
 
 def _to_loss(value: float) -> float:
-    """``loss`` as a float probability; rejects booleans, non-numbers and values outside [0, 1]."""
-    if not _is_number(value) or not 0.0 <= value <= 1.0:
-        raise ConfigError("loss", f"must be a probability between 0 and 1, got {value!r}")
-    return float(value)
+    """``loss`` as a float probability (see :func:`~raft_election.netfaults.check_probability`)."""
+    return check_probability("loss", value)
 
 
 def _to_delay(value: Tuple[float, float]) -> Tuple[float, float]:
-    """``delay`` as a ``(min, max)`` pair of floats with ``0 <= min <= max``."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        low, high = value
-        if _is_number(low) and _is_number(high) and 0.0 <= low <= high:
-            return (float(low), float(high))
-    raise ConfigError("delay", f"must be a pair [min, max] of seconds with 0 <= min <= max, got {value!r}; "
-                               "use [0, 0] for no delay")
+    """``delay`` as a ``(min, max)`` pair of floats (see :func:`~raft_election.netfaults.check_delay`)."""
+    return check_delay("delay", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +94,23 @@ class LinkFaults:
     def active(self) -> bool:
         """Whether any fault is set (``False`` for the default, which passes every message on at once)."""
         return bool(self.drop_to) or self.loss > 0.0 or self.delay[1] > 0.0
+
+    @classmethod
+    def of(cls, faults: NetworkFaults, member: int, members: Iterable[int]) -> LinkFaults:
+        """Member ``member``'s share of ``faults``: the peers among ``members`` it cannot reach, loss, delay.
+
+        Applied by every member of ``members``, the shares cut exactly the links ``faults`` cuts (a
+        two-way cut is both ends dropping to each other), with the same loss and delay on every message.
+
+        Raises:
+            ConfigError: ``faults`` duplicates or reorders messages, which member processes cannot do.
+        """
+        for field in ("duplicate_rate", "reorder_rate"):
+            if getattr(faults, field) > 0.0:
+                raise ConfigError(field, f"member processes cannot duplicate or reorder messages, got "
+                                         f"{getattr(faults, field)!r}; use 0 (the in-memory network and "
+                                         "the simulation can)")
+        return cls(drop_to=faults.cut_from(member, members), loss=faults.drop_rate, delay=faults.delay)
 
     @classmethod
     def from_json(cls, obj: object) -> LinkFaults:

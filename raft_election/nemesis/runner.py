@@ -6,9 +6,11 @@ secret, so forged or mutated messages are refused as they would be in production
 * ``kill`` / ``storm``: SIGKILL and restart with the data directory (a storm: the same members again and
   again, each time within a fraction of an election timeout);
 * ``pause``: SIGSTOP/SIGCONT, shorter or longer than the lease;
-* ``partition``, ``one_way``, ``partial``, ``loss``, ``delay``: link faults written to ``DIR/<id>.json`` and
-  applied by each member's fault-injecting transport on SIGUSR2 (see :mod:`raft_election.nemesis.faults`);
-  the runner waits for every running member's ``faults`` acknowledgement;
+* ``partition``, ``one_way``, ``partial``, ``loss``, ``delay``: described once for the cluster as a
+  :class:`~raft_election.netfaults.NetworkFaults`; each member's share of it is written to
+  ``DIR/<id>.json`` and applied by its fault-injecting transport on SIGUSR2 (see
+  :mod:`raft_election.nemesis.faults`); the runner waits for every running member's ``faults``
+  acknowledgement (with ``netns``, the cuts become blackhole routes instead);
 * ``flood``: mutated and random datagrams or frames at a member's port;
 * ``starve``: one busy process per core.
 
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional
 
 import attrs
@@ -35,6 +37,7 @@ from raft_election.nemesis.faults import LinkFaults, faults_path, write_faults
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History
 from raft_election.nemesis.netns import NetnsLab
 from raft_election.nemesis.schedule import PlannedFault, plan
+from raft_election.netfaults import NO_NETWORK_FAULTS, NetworkFaults
 from raft_election.processes import MemberProcesses, free_ports, member_event, write_cluster_file
 
 __all__ = ["NemesisSettings", "run_nemesis"]
@@ -132,10 +135,10 @@ class _Run:
         self.kills.setdefault(node, []).append(at)
         return at
 
-    def set_links(self, faults: Mapping[int, Mapping[str, Any]]) -> None:
-        """Write every member's link faults (absent: none) and wait until each running one applied them."""
+    def set_links(self, faults: NetworkFaults) -> None:
+        """Write every member its share of ``faults`` and wait until each running one applied it."""
         for member in self.members:
-            write_faults(faults_path(self.faults_dir, member), LinkFaults.from_json(faults.get(member, {})))
+            write_faults(faults_path(self.faults_dir, member), LinkFaults.of(faults, member, self.members))
         since = self.processes.mark()
         waiting = []
         for member in self.members:
@@ -181,27 +184,25 @@ class _Run:
         self.processes.resume(target)
         self.record("pause", start, [target], seconds=fault.duration)
 
-    def _links(self, fault: PlannedFault, cuts: set[tuple[int, int]], targets: Sequence[int],
+    def _links(self, fault: PlannedFault, faults: NetworkFaults, targets: Sequence[int],
                **extra: Any) -> None:
-        """Drop every message from ``a`` to ``b`` for each ``(a, b)`` in ``cuts`` while the fault lasts."""
+        """Cut the links ``faults`` cuts while the fault lasts."""
         start = time.monotonic()
+        cuts = faults.cuts(self.members)
         if self.lab is not None:  # real links: blackhole routes in the senders' namespaces
-            self.lab.set_cuts(cuts)
+            self.lab.set_cuts(set(cuts))
             time.sleep(fault.duration)
             self.lab.set_cuts(set())
         else:
-            faults: dict[int, dict[str, Any]] = {}
-            for a, b in cuts:
-                faults.setdefault(a, {"drop_to": []})["drop_to"].append(b)
             self.set_links(faults)
             time.sleep(fault.duration)
-            self.set_links({})
+            self.set_links(NO_NETWORK_FAULTS)
         self.record(fault.kind, start, targets, cuts=sorted(cuts), **extra)
 
     def _partition(self, fault: PlannedFault) -> None:
         minority = set(self.aim(fault, int(fault.params["minority"])))
-        cuts = {(a, b) for a in self.members for b in self.members if (a in minority) != (b in minority)}
-        self._links(fault, cuts, sorted(minority))
+        majority = set(self.members) - minority
+        self._links(fault, NO_NETWORK_FAULTS.partitioned(minority, majority), sorted(minority))
 
     def _one_way(self, fault: PlannedFault) -> None:
         (center,) = self.aim(fault)
@@ -210,27 +211,28 @@ class _Run:
         chosen = others[:int(fault.params["cuts"])]
         outbound = bool(fault.params["outbound"])
         cuts = {(center, b) if outbound else (b, center) for b in chosen}
-        self._links(fault, cuts, [center], outbound=outbound)
+        self._links(fault, NetworkFaults(blocked=cuts), [center], outbound=outbound)
 
     def _partial(self, fault: PlannedFault) -> None:
         share = float(fault.params["link_cut"])
         pairs = [(a, b) for a in self.members for b in self.members if a < b]
         cut = [pair for pair in pairs if self.rng.random() < share] or [self.rng.choice(pairs)]
         cuts = {(a, b) for a, b in cut} | {(b, a) for a, b in cut}
-        self._links(fault, cuts, sorted({m for pair in cut for m in pair}))
+        self._links(fault, NetworkFaults(blocked=cuts), sorted({m for pair in cut for m in pair}))
 
-    def _everywhere(self, fault: PlannedFault, faults: Mapping[str, Any]) -> None:
+    def _everywhere(self, fault: PlannedFault, faults: NetworkFaults, **detail: Any) -> None:
         start = time.monotonic()
-        self.set_links(dict.fromkeys(self.members, faults))
+        self.set_links(faults)
         time.sleep(fault.duration)
-        self.set_links({})
-        self.record(fault.kind, start, self.members, **faults)
+        self.set_links(NO_NETWORK_FAULTS)
+        self.record(fault.kind, start, self.members, **detail)
 
     def _loss(self, fault: PlannedFault) -> None:
-        self._everywhere(fault, {"loss": fault.params["loss"]})
+        self._everywhere(fault, NetworkFaults(drop_rate=fault.params["loss"]), loss=fault.params["loss"])
 
     def _delay(self, fault: PlannedFault) -> None:
-        self._everywhere(fault, {"delay": list(fault.params["delay"])})
+        low, high = fault.params["delay"]
+        self._everywhere(fault, NetworkFaults(delay=(low, high)), delay=[low, high])
 
     def _flood(self, fault: PlannedFault) -> None:
         (target,) = self.aim(fault)
