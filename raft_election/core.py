@@ -464,18 +464,16 @@ class RaftCore:
             # Would we vote for it in the term it proposes?  We record nothing (thesis §9.6).
             granted = request.term > self._term and not sticky
             self.counters["pre_votes_granted" if granted else "pre_votes_refused"] += 1
-            if granted and lifted:
-                assert self._ff is not None
-                self._ff.lifted_grant()
-                self._reset_election_timer(now)  # let this fast campaign run rather than start a rival one
         else:
             granted = not sticky and self._role is not Role.LEADER and self._voted_for in (None, sender)
             if granted:
                 self._vote(sender, now)
-                if lifted:
-                    assert self._ff is not None
-                    self._ff.lifted_grant()
             self.counters["votes_granted" if granted else "votes_refused"] += 1
+        if granted and lifted:
+            assert self._ff is not None
+            self._ff.lifted_grant()
+            if request.pre_vote:  # let this fast campaign run rather than start a rival one
+                self._reset_election_timer(now)
         backed = granted and self._ff is not None and self._ff.backs(request, now)
         self._send(sender, VoteResponse(term=request.term if granted and request.pre_vote else self._term,
                                         round=request.round, granted=granted, pre_vote=request.pre_vote,
