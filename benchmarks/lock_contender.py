@@ -18,11 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, Optional
 
 from raft_election import DistributedLock, FileStorage, RaftNode, load_cluster_file
 from raft_election.events import BecameLeader, DeathEvidence, Event, LostLeadership
+from raft_election.invariants import SafetyChecker
 from raft_election.member import make_transport
 from raft_election.processes import free_ports, write_cluster_file
 
@@ -145,19 +146,23 @@ class Contenders:
                     raise TimeoutError(f"no matching contender record in {timeout} s: {self.records[-10:]}")
                 self.changed.wait(remaining)
 
-    def leases(self) -> list[tuple[float, float, int, int]]:
-        """Every completed lease ``(start, end, node, term)``, from the members' own events, by start."""
-        starts: dict[tuple[int, int], float] = {}
-        result = []
+    def safety(self, kills: Optional[Mapping[int, float]] = None) -> SafetyChecker:
+        """A checker fed with every lease the members reported so far and ``kills`` (id -> SIGKILL time).
+
+        Leases come from the members' own events (``lease_start``, ``lease_end``), each contender's in the
+        order it printed them.
+        """
         with self.changed:
             records = list(self.records)
+        safety = SafetyChecker()
         for record in records:
-            key = (record.get("node"), record.get("term"))
             if record["event"] == "lease_start":
-                starts[key] = record["at"]
-            elif record["event"] == "lease_end" and key in starts:
-                result.append((starts.pop(key), record["at"], key[0], key[1]))
-        return sorted(result)
+                safety.became_leader(record["node"], record["term"], record["at"])
+            elif record["event"] == "lease_end":
+                safety.lost_leadership(record["node"], record["term"], record["at"])
+        for node_id, at in (kills or {}).items():
+            safety.killed(node_id, at)
+        return safety
 
     def close(self) -> None:
         """End every contender (SIGCONT first, in case one is stopped) and close the logs."""

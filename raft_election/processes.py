@@ -334,22 +334,3 @@ class MemberProcesses:
         self.signal(node_id, signal.SIGUSR1)
         event = self.wait_for(lambda e: e.node == node_id and e.event == "status", timeout, since)
         return event.record
-
-    def leaderships(self) -> list[tuple[int, int, float, Optional[float]]]:
-        """Every leadership seen: ``(node, term, start, end)``; ``end`` is None while still held.
-
-        ``start`` is when the lease began (``became_leader``), ``end`` when the member stopped believing
-        it leads (``lost_leadership``'s ``lease_end``).  A member that was killed while leading has
-        ``end`` None: its belief died with it, at the latest when it was killed.
-        """
-        result: list[tuple[int, int, float, Optional[float]]] = []
-        open_: dict[int, int] = {}
-        for event in self.events:
-            if event.event == "became_leader":
-                open_[event.node] = len(result)
-                result.append((event.node, event.term, event.monotonic, None))
-            elif event.event == "lost_leadership" and event.node in open_:
-                index = open_.pop(event.node)
-                node, term, start, _ = result[index]
-                result[index] = (node, term, start, float(event.record["lease_end"]))
-        return result

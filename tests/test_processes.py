@@ -12,14 +12,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 import pytest
 
 from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
-from raft_election.oracle import ElectionOracle
+from raft_election.invariants import LeaseInterval, SafetyChecker, lease_overlaps, replay_member_events
 from raft_election.processes import (
     MemberEvent,
     MemberProcesses,
@@ -54,17 +54,14 @@ class Cluster:
         return at
 
     def check_no_overlap(self) -> None:
-        """No two members believed they held a lease at one instant (from their own event timestamps)."""
-        intervals = []
-        for node, term, start, lease_end in self.processes.leaderships():
-            end = lease_end
-            if end is None:  # killed while leading (its belief ended with the process) or still leading
-                later = [t for t in self.killed_at.get(node, []) if t >= start]
-                end = min(later) if later else float("inf")
-            intervals.append((start, end, node, term))
-        intervals.sort()
-        check_intervals(intervals)
-        terms = [term for _, _, _, term in intervals]
+        """No two members believed they held a lease at one instant (from their own event timestamps).
+
+        With the other rules of :mod:`raft_election.invariants`: one leader per term, one vote per term.  A
+        killed leader's belief ended with its process; one still leading has an open interval.
+        """
+        safety = replay_member_events(self.processes.events, kills=self.killed_at)
+        check_safe(safety)
+        terms = [lead.term for lead in safety.intervals()]
         assert terms == sorted(terms) and len(set(terms)) == len(terms), f"terms not increasing: {terms}"
 
 
@@ -89,13 +86,11 @@ def cluster(tmp_path) -> Iterator[Callable[..., Cluster]]:
         processes.close()
 
 
-def check_intervals(intervals: list[tuple[float, float, int, int]]) -> None:
-    """``(start, end, node, term)`` leaderships: one leader per term, and no two overlap in time."""
-    oracle = ElectionOracle()
-    for start, end, node, term in intervals:
-        oracle.became_leader(node, term, start)
-        oracle.lost_leadership(node, term, end)
-    oracle.check_intervals()
+def check_safe(safety: SafetyChecker, intervals: Optional[Iterable[LeaseInterval]] = None) -> None:
+    """Nothing ``safety`` was fed broke a guarantee, and no two of ``intervals`` (default: all of its lease
+    intervals, an open one lasting for ever) overlap."""
+    findings = [*safety.findings, *lease_overlaps(safety.intervals() if intervals is None else intervals)]
+    assert not findings, "\n".join(finding.message for finding in findings)
 
 
 def _address(text: str) -> tuple[str, int]:

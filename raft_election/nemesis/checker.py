@@ -5,29 +5,23 @@
 histories by hand.  It looks for violations of the guarantees (SPEC §4) and measures how the cluster
 coped with the faults:
 
-Violations (each one line, times in seconds since the run started):
+Violations (each one line, times in seconds since the run started) are those of
+:mod:`raft_election.invariants`, whose module docstring has every rule (how a leadership's lease-held
+interval is reconstructed from the events and kills, what counts as an overlap), checked on the whole run:
 
 * ``election_safety``: two different members became leader in the same term;
-* ``lease_overlap``: the lease-held intervals of two different leaderships (node, term) overlap in time;
+* ``lease_overlap``: the lease-held intervals of leaderships of two different members overlap in time;
 * ``fencing``: the fenced resource accepted a write with a token lower than one it had accepted before, or
   accepted the same token from two different members;
 * ``double_vote``: a member voted for two different candidates in one term (``voted`` events, and the vote
   a restarted member reported as stored for its term in ``started``);
+
+and one of its own, about recovering from the faults:
+
 * ``liveness``: after the last fault was healed, no lease was held at any moment of the next
   ``3 × election_timeout_max``.
 
-A **leadership** is one ``became_leader`` event; its lease-held interval is ``[start, end)`` where ``start``
-is the event's ``monotonic`` (the moment its lease began) and ``end`` is the first that applies of:
-
-1. ``lease_end`` of the member's ``lost_leadership`` for that term, reported by the same process (before
-   the member's next ``started`` event); a paused leader reports it late but with the real lease end;
-2. the member's first kill (``History.kills``) at or after ``start`` and before its next ``started``;
-3. the ``monotonic`` of the same process's ``stopped`` event;
-4. the ``monotonic`` of the member's next ``started`` event (the process had ended before);
-5. ``History.ended``.
-
-An ``end`` before ``start`` is taken as ``start`` (an empty interval).  Two intervals overlap when they
-share a moment of positive length: ``min(ends) > max(starts)``.
+A leadership that nothing else ended ends at ``History.ended`` (``end_of_run``).
 
 Statistics are explained in :class:`CheckResult`; ``W = 2 × election_timeout_max`` is the window used to
 attribute leaderless gaps and elections to faults.  A fault **touches** the window ``[t - W, t]`` when it
@@ -44,10 +38,11 @@ from typing import Any, Optional
 import attrs
 
 from raft_election.bench.report import Summary, summarize
+from raft_election.invariants import Finding, LeaseInterval, SafetyChecker, replay_member_events
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History, LockRecord
 from raft_election.processes import MemberEvent
 
-__all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "Leadership", "VIOLATION_KINDS", "check",
+__all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "VIOLATION_KINDS", "check",
            "format_report", "history_from_json", "history_to_json", "leaderships", "replay_command",
            "result_to_json"]
 
@@ -63,24 +58,6 @@ NONE = "none"
 
 #: Version of the JSON documents written by :func:`history_to_json` and :func:`result_to_json`.
 JSON_VERSION = 1
-
-
-@attrs.frozen(kw_only=True)
-class Leadership:
-    """One ``became_leader`` of one member and the interval its lease was held (``time.monotonic()``)."""
-
-    node: int
-    term: int
-    start: float
-    end: float
-    #: The rule that ended the interval: ``lost_leadership``, ``kill``, ``stopped``, ``restarted`` or
-    #: ``end_of_run``.
-    ended_by: str
-
-    @property
-    def seconds(self) -> float:
-        """How long the lease was held."""
-        return self.end - self.start
 
 
 @attrs.frozen(kw_only=True)
@@ -119,19 +96,6 @@ class FaultStats:
 
 
 @attrs.frozen(kw_only=True)
-class Finding:
-    """One violation, with what the timeline plot needs to mark it."""
-
-    kind: str
-    message: str
-    #: The moment (or the start of the period) of the violation, ``time.monotonic()``.
-    at: float
-    #: The end of the period, when it is one (an overlap, a liveness window).
-    until: Optional[float] = None
-    nodes: tuple[int, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
 class CheckResult:
     """What :func:`check` found in a history: the violations and the statistics of the run.
 
@@ -158,7 +122,7 @@ class CheckResult:
     """
 
     findings: tuple[Finding, ...]
-    leaderships: tuple[Leadership, ...]
+    leaderships: tuple[LeaseInterval, ...]
     gaps: tuple[Gap, ...]
     faults: Mapping[str, FaultStats]
     elections: int
@@ -169,7 +133,7 @@ class CheckResult:
     unavailable_by_kind: Mapping[str, float]
     failover: Optional[Summary]
     first_leader: Optional[float]
-    spurious: tuple[Leadership, ...]
+    spurious: tuple[LeaseInterval, ...]
     fast_elections: int = 0
 
     @property
@@ -213,15 +177,14 @@ class CheckResult:
 
 def check(history: History) -> CheckResult:
     """Check ``history`` against the guarantees and measure the run (see :class:`CheckResult`)."""
-    held = leaderships(history)  # in order of start
+    safety = _replay(history)
+    held = safety.intervals(end_of_run=history.ended)  # in order of start
     window = 2 * history.election_timeout[1]
-    findings = [
-        *_election_safety(history),
-        *_lease_overlaps(history, held),
-        *_fencing(history, history.locks),
-        *_double_votes(history),
-        *_liveness(history, held),
-    ]
+    for write in sorted(history.locks, key=lambda lock: lock.at):
+        safety.wrote(write.node, write.token, write.at, accepted=write.accepted)
+    found = [*safety.findings, *safety.overlaps(end_of_run=history.ended)]
+    findings = sorted(found, key=lambda finding: VIOLATION_KINDS.index(finding.kind))  # stable: in order
+    findings += _liveness(history, held)
     gaps = _gaps(history, held, window)
     unavailable_by_kind: dict[str, float] = {}
     for gap in gaps:
@@ -234,7 +197,7 @@ def check(history: History) -> CheckResult:
     changes = sum(1 for before, after in zip(during, during[1:]) if before.node != after.node)
     terms = [event.term for event in history.events]
     covered = [max(lead.start, history.started) for lead in held
-               if min(lead.end, history.ended) > max(lead.start, history.started)]
+               if min(lead.held_until, history.ended) > max(lead.start, history.started)]
     first_leader = min(covered) - history.started if covered else None
     result = CheckResult(
         findings=tuple(findings),
@@ -260,48 +223,14 @@ def check(history: History) -> CheckResult:
     return result
 
 
-def leaderships(history: History) -> tuple[Leadership, ...]:
-    """Every ``became_leader`` of ``history`` with its lease-held interval (rules in the module docstring)."""
-    per_node: dict[int, list[MemberEvent]] = {}
-    for event in history.events:
-        per_node.setdefault(event.node, []).append(event)
-    result: list[Leadership] = []
-    for node, events in per_node.items():
-        kills = sorted(history.kills.get(node, ()))
-        for index, event in enumerate(events):
-            if event.event != "became_leader":
-                continue
-            start = event.monotonic
-            lost: Optional[float] = None
-            stopped: Optional[float] = None
-            restarted: Optional[float] = None
-            for later in events[index + 1:]:
-                if later.event == "started":
-                    restarted = later.monotonic
-                    break
-                if later.event == "lost_leadership" and later.term == event.term:
-                    lease_end = later.record.get("lease_end")
-                    lost = float(lease_end) if lease_end is not None else later.monotonic
-                    break
-                if later.event == "stopped":
-                    stopped = later.monotonic
-                    break
-            kill = next((at for at in kills if at >= start and (restarted is None or at <= restarted)), None)
-            end: float
-            if lost is not None:
-                end, ended_by = lost, "lost_leadership"
-            elif kill is not None:
-                end, ended_by = kill, "kill"
-            elif stopped is not None:
-                end, ended_by = stopped, "stopped"
-            elif restarted is not None:
-                end, ended_by = restarted, "restarted"
-            else:
-                end, ended_by = history.ended, "end_of_run"
-            result.append(Leadership(node=node, term=event.term, start=start, end=max(start, end),
-                                     ended_by=ended_by))
-    result.sort(key=lambda lead: (lead.start, lead.node))
-    return tuple(result)
+def leaderships(history: History) -> tuple[LeaseInterval, ...]:
+    """Every ``became_leader`` of ``history`` with its lease-held interval, by start (rules: invariants)."""
+    return _replay(history).intervals(end_of_run=history.ended)
+
+
+def _replay(history: History) -> SafetyChecker:
+    """The member events and kills of ``history`` fed to one checker, times relative to the run's start."""
+    return replay_member_events(history.events, kills=history.kills, time_format=lambda at: _t(history, at))
 
 
 def _t(history: History, at: float) -> str:
@@ -309,108 +238,13 @@ def _t(history: History, at: float) -> str:
     return f"t={at - history.started:.3f}s"
 
 
-def _election_safety(history: History) -> list[Finding]:
-    """Two different members became leader in the same term."""
-    first: dict[int, MemberEvent] = {}
-    reported: set[tuple[int, int]] = set()
-    findings: list[Finding] = []
-    for event in history.events:
-        if event.event != "became_leader":
-            continue
-        earlier = first.setdefault(event.term, event)
-        if earlier.node == event.node or (event.term, event.node) in reported:
-            continue
-        reported.add((event.term, event.node))
-        findings.append(Finding(
-            kind="election_safety", at=min(earlier.monotonic, event.monotonic),
-            until=max(earlier.monotonic, event.monotonic), nodes=(earlier.node, event.node),
-            message=(f"election_safety: two leaders in term {event.term}: member {earlier.node} at "
-                     f"{_t(history, earlier.monotonic)} and member {event.node} at "
-                     f"{_t(history, event.monotonic)}")))
-    return findings
-
-
-def _lease_overlaps(history: History, held: Sequence[Leadership]) -> list[Finding]:
-    """Lease-held intervals of different leaderships (node, term) that share a moment."""
-    ordered = sorted(held, key=lambda lead: lead.start)
-    findings: list[Finding] = []
-    for index, first in enumerate(ordered):
-        for second in ordered[index + 1:]:
-            if second.start >= first.end:
-                break
-            if (first.node, first.term) == (second.node, second.term):
-                continue
-            overlap_end = min(first.end, second.end)
-            if overlap_end <= second.start:
-                continue
-            findings.append(Finding(
-                kind="lease_overlap", at=second.start, until=overlap_end, nodes=(first.node, second.node),
-                message=(f"lease_overlap: member {first.node} term {first.term} "
-                         f"[{_t(history, first.start)}, {_t(history, first.end)}) ({first.ended_by}) and "
-                         f"member {second.node} term {second.term} "
-                         f"[{_t(history, second.start)}, {_t(history, second.end)}) ({second.ended_by}) "
-                         f"both held a lease for {(overlap_end - second.start) * 1000:.1f} ms")))
-    return findings
-
-
-def _fencing(history: History, locks: Sequence[LockRecord]) -> list[Finding]:
-    """Accepted writes with a token below one accepted earlier, or the same token from two members."""
-    findings: list[Finding] = []
-    highest: Optional[LockRecord] = None
-    by_token: dict[int, LockRecord] = {}
-    for write in sorted(locks, key=lambda lock: lock.at):
-        if not write.accepted:
-            continue
-        if highest is not None and write.token < highest.token:
-            findings.append(Finding(
-                kind="fencing", at=write.at, nodes=(highest.node, write.node),
-                message=(f"fencing: write by member {write.node} with token {write.token} accepted at "
-                         f"{_t(history, write.at)} after token {highest.token} (member {highest.node}) was "
-                         f"accepted at {_t(history, highest.at)}")))
-        same = by_token.setdefault(write.token, write)
-        if same.node != write.node:
-            findings.append(Finding(
-                kind="fencing", at=write.at, nodes=(same.node, write.node),
-                message=(f"fencing: token {write.token} accepted from member {same.node} at "
-                         f"{_t(history, same.at)} and from member {write.node} at {_t(history, write.at)}")))
-        if highest is None or write.token > highest.token:
-            highest = write
-    return findings
-
-
-def _double_votes(history: History) -> list[Finding]:
-    """A member voted for two candidates in one term (``voted``, and ``started``'s ``voted_for``)."""
-    votes: dict[tuple[int, int], dict[int, MemberEvent]] = {}
-    findings: list[Finding] = []
-    for event in history.events:
-        if event.event == "voted":
-            candidate = event.record.get("candidate")
-        elif event.event == "started":
-            candidate = event.record.get("voted_for")
-        else:
-            continue
-        if candidate is None:
-            continue
-        candidates = votes.setdefault((event.node, event.term), {})
-        if int(candidate) in candidates:
-            continue
-        for other, earlier in candidates.items():
-            findings.append(Finding(
-                kind="double_vote", at=event.monotonic, nodes=(event.node,),
-                message=(f"double_vote: member {event.node} voted in term {event.term} for {other} "
-                         f"({earlier.event} at {_t(history, earlier.monotonic)}) and for {candidate} "
-                         f"({event.event} at {_t(history, event.monotonic)})")))
-        candidates[int(candidate)] = event
-    return findings
-
-
-def _liveness(history: History, held: Sequence[Leadership]) -> list[Finding]:
+def _liveness(history: History, held: Sequence[LeaseInterval]) -> list[Finding]:
     """After the last heal, some lease must be held at some moment of ``[healed, healed + 3 × max]``."""
     if history.healed is None:
         return []
     start = history.healed
     end = start + 3 * history.election_timeout[1]
-    if any(lead.start <= end and lead.end > start and lead.end > lead.start for lead in held):
+    if any(lead.start <= end and lead.held_until > start and lead.held_until > lead.start for lead in held):
         return []
     note = ""
     if history.ended < end:
@@ -432,9 +266,9 @@ def _kind_order(kind: str) -> tuple[int, str]:
     return (FAULT_KINDS.index(kind) if kind in FAULT_KINDS else len(FAULT_KINDS), kind)
 
 
-def _gaps(history: History, held: Sequence[Leadership], window: float) -> tuple[Gap, ...]:
+def _gaps(history: History, held: Sequence[LeaseInterval], window: float) -> tuple[Gap, ...]:
     """The maximal periods of ``[started, ended]`` no lease interval covers, each blamed on fault kinds."""
-    spans = sorted((max(lead.start, history.started), min(lead.end, history.ended)) for lead in held)
+    spans = sorted((max(lead.start, history.started), min(lead.held_until, history.ended)) for lead in held)
     spans = [(start, end) for start, end in spans if end > start]
     raw: list[tuple[float, float, bool, bool]] = []
     cursor = history.started

@@ -33,6 +33,7 @@ import attrs
 
 from raft_election.codec import Codec
 from raft_election.garbage import flood, garbage_messages
+from raft_election.invariants import current_holder, replay_member_events
 from raft_election.nemesis.faults import LinkFaults, faults_path, write_faults
 from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History
 from raft_election.nemesis.netns import NetnsLab
@@ -109,16 +110,9 @@ class _Run:
     # ------------------------------------------------------------------ helpers
 
     def leader(self) -> Optional[int]:
-        """The member that most recently took office, if it still runs and has not reported losing it."""
-        current: Optional[int] = None
-        for event in self.processes.events:
-            if event.event == "became_leader":
-                current = event.node
-            elif event.event == "lost_leadership" and event.node == current:
-                current = None
-        if current is not None and not self.processes.alive(current):
-            return None
-        return current
+        """The member that most recently took office, if it still runs and its lease interval is open."""
+        intervals = replay_member_events(self.processes.events, kills=self.kills).intervals()
+        return current_holder(intervals, self.processes.alive)
 
     def aim(self, fault: PlannedFault, count: int = 1) -> list[int]:
         """``count`` distinct targets: the leader first when the fault aims at it, then random members."""

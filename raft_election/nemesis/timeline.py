@@ -58,7 +58,7 @@ def plot_timeline(history: History, result: CheckResult, path: str) -> None:
 
     terms = plt.get_cmap("tab20")
     for lead in result.leaderships:
-        start, length = lead.start - origin, max(lead.end - lead.start, 0.0)
+        start, length = lead.start - origin, max(lead.seconds, 0.0)
         y = row[lead.node] - _BAR / 2
         axis.broken_barh([(start, length)], (y, _BAR), facecolors=terms(lead.term % 20), edgecolors="black",
                          linewidth=0.4)
@@ -70,6 +70,8 @@ def plot_timeline(history: History, result: CheckResult, path: str) -> None:
                   color="black", markersize=7, markeredgewidth=1.5)
 
     for finding in result.findings:
+        if finding.at is None:  # the checker times every finding; a hand-made one may not be
+            continue
         axis.axvline(finding.at - origin, color="red", linewidth=1.2)
         if finding.until is not None and finding.until > finding.at:
             axis.axvspan(finding.at - origin, finding.until - origin, color="red", alpha=0.25, linewidth=0)
