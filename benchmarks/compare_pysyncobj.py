@@ -40,7 +40,8 @@ from typing import Optional
 
 import attrs
 
-from raft_election.bench import BenchSettings, RangeResult, merge_ranges, run_one_range
+from benchmarks.ranges import merge_ranges
+from raft_election.bench import BenchSettings, RangeResult, run_one_range
 from raft_election.bench.clusters import MemberCommand
 from raft_election.bench.report import range_figures
 

@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
-from raft_election.bench import BenchSettings, RangeResult, merge_ranges, run_one_range
+from benchmarks.ranges import merge_ranges
+from raft_election.bench import BenchSettings, RangeResult, run_one_range
 from raft_election.bench.report import range_figures, to_json
 
 TIMEOUT = (0.150, 0.300)

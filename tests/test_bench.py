@@ -13,7 +13,8 @@ import struct
 import attrs
 import pytest
 
-from raft_election.bench import BenchSettings, MemoryCluster, merge_ranges, run_range
+from benchmarks.ranges import merge_ranges
+from raft_election.bench import BenchSettings, MemoryCluster, run_range
 from raft_election.bench.report import ideal_failover, markdown_table, percentile, range_figures, summarize
 from raft_election.cli import main
 

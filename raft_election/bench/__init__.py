@@ -17,12 +17,12 @@ from typing import Optional
 import attrs
 
 from raft_election.bench.clusters import BenchCluster, MemberCommand, MemoryCluster, ProcessCluster
-from raft_election.bench.trials import Failover, RangeResult, merge_ranges, run_range
+from raft_election.bench.trials import Failover, RangeResult, run_range
 from raft_election.config import check_settings
 from raft_election.errors import ConfigError
 
 __all__ = ["BenchSettings", "Failover", "MemoryCluster", "ProcessCluster", "RangeResult", "default_heartbeat",
-           "merge_ranges", "run_bench", "run_one_range", "run_range"]
+           "run_bench", "run_one_range", "run_range"]
 
 TRANSPORTS = ("udp", "zmq", "memory")
 

@@ -13,9 +13,8 @@ a deposition.
 from __future__ import annotations
 
 import random
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Optional
 
 import attrs
@@ -23,7 +22,7 @@ import attrs
 from raft_election.bench.clusters import BenchCluster
 from raft_election.processes import MemberEvent
 
-__all__ = ["Failover", "RangeResult", "merge_ranges", "run_range"]
+__all__ = ["Failover", "RangeResult", "run_range"]
 
 
 @attrs.frozen(kw_only=True)
@@ -69,19 +68,6 @@ class RangeResult:
     restarts: int
     #: Whether the members had fast failover on (None: not our members, or not recorded).
     fast_failover: Optional[bool] = None
-
-
-def merge_ranges(parts: Sequence[RangeResult]) -> RangeResult:
-    """One result from the chunks of one configuration measured on several clusters in turn.
-
-    The failovers in order, no handovers, the unprovoked elections and restarts added up, and the
-    initial elections' (upper) median.
-    """
-    first = parts[0]
-    return attrs.evolve(first, failovers=tuple(f for part in parts for f in part.failovers), handovers=(),
-                        unprovoked=sum(part.unprovoked for part in parts),
-                        restarts=sum(part.restarts for part in parts),
-                        initial_election=statistics.median_high(part.initial_election for part in parts))
 
 
 def run_range(cluster: BenchCluster, *, trials: int, handovers: int, heartbeat_interval: float,

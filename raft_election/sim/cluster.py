@@ -1,14 +1,4 @@
-"""A deterministic simulated cluster: the real core on a virtual clock and a seeded simulated network.
-
-Use it to test the library, and your own leader-dependent logic, against partitions, message loss,
-delays, duplicates, reordering, crashes, restarts, pauses and clock drift, with every run reproducible
-from its seed::
-
-    cluster = SimulatedCluster(5, seed=7)
-    leader = cluster.wait_for_leader()          # runs virtual time until one server holds a lease
-    cluster.isolate(leader)
-    cluster.run_for(1.0)                        # one virtual second, in a few milliseconds of real time
-    assert cluster.leader() not in (None, leader)
+"""The simulated cluster: the real core of every server on one virtual clock and a seeded network.
 
 Every message goes through the real wire codec.  An :class:`~raft_election.oracle.ElectionOracle` watches
 every step and raises :class:`~raft_election.oracle.SafetyViolation` the moment a guarantee breaks.
