@@ -58,19 +58,18 @@ __all__ = ["KNOWN_KEYS", "TRANSPORTS", "ClusterFile", "load_cluster_file"]
 TRANSPORTS = ("udp", "zmq", "memory")
 DEFAULT_TRANSPORT = "udp"
 
-#: Every top-level key a cluster file may contain.
-KNOWN_KEYS = (
+#: The :class:`RaftConfig` settings a cluster file gives every member alike.
+_SHARED_SETTINGS = (
     "cluster",
-    "transport",
     "election_timeout",
     "heartbeat_interval",
     "max_clock_drift",
     "pre_vote",
     "fast_failover",
     "secret",
-    "secret_file",
-    "members",
 )
+#: Every top-level key a cluster file may contain.
+KNOWN_KEYS = (*_SHARED_SETTINGS, "transport", "secret_file", "members")
 
 # Settings that the file fixes for every member; config_for() must not override them per node.
 _FROM_FILE_ONLY = ("node_id", "peers")
@@ -138,15 +137,7 @@ class ClusterFile:
             config = self.config_for(next(iter(self.members)))
         except ConfigError as error:
             raise ConfigError(error.field, f"{_message_of(error)} (in {self.path})") from None
-        for name in (
-            "cluster",
-            "election_timeout",
-            "heartbeat_interval",
-            "max_clock_drift",
-            "pre_vote",
-            "fast_failover",
-            "secret",
-        ):
+        for name in _SHARED_SETTINGS:
             object.__setattr__(self, name, getattr(config, name))
 
     def config_for(self, node_id: int, **overrides: Any) -> RaftConfig:
