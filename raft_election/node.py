@@ -36,7 +36,6 @@ from typing import Optional, TypeVar
 
 import attrs
 
-from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import Codec
 from raft_election.config import RaftConfig
 from raft_election.core import NoTransferTargetError, Output, RaftCore
@@ -44,6 +43,7 @@ from raft_election.errors import DecodeError, RaftElectionError
 from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
 from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
+from raft_election.ratelimit import RateLimitedLog
 from raft_election.roles import Role
 from raft_election.storage import MemoryStorage, Storage
 from raft_election.transport import DeathProbe, Transport

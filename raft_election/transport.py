@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Optional, TypeVar
 
-from raft_election._ratelimit import RateLimitedLog
+from raft_election.ratelimit import RateLimitedLog
 
 __all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes",
            "report_deaths"]

@@ -54,9 +54,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
-from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from raft_election.ratelimit import RateLimitedLog
 from raft_election.transport import (
     EVIDENCE_WINDOW,
     DeathProbe,

@@ -107,9 +107,9 @@ from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple,
 import zmq
 from zmq.utils import z85
 
-from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from raft_election.ratelimit import RateLimitedLog
 from raft_election.transport import (
     EVIDENCE_WINDOW,
     DeathProbe,
