@@ -17,7 +17,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar, Dict, List, Optional
 
 from raft_election.ratelimit import RateLimitedLog
@@ -225,7 +225,7 @@ class SocketTransport(Transport, DeathProbe):
             requested, self._probe_requests = list(self._probe_requests), {}
         return requested
 
-    def _report_evidence(self, evidence: Iterable[int]) -> None:
+    def _report_evidence(self, evidence: Sequence[int]) -> None:
         """Hand each peer of ``evidence`` to the :meth:`watch` callback as ``(peer, kind)`` (receive thread).
 
         Stops as soon as the transport is closing (perhaps closed by the callback itself), so nothing is
@@ -233,7 +233,6 @@ class SocketTransport(Transport, DeathProbe):
         a limited rate (saying :attr:`_evidence_how`).
         The callback runs outside the locks; what it raises is logged, never raised, so receiving goes on.
         """
-        evidence = list(evidence)
         if not evidence:
             return
         with self._lock:

@@ -150,11 +150,13 @@ class ProbeSockets:
                 self._log.warning(f"probe_error_{peer_id}", "node %s: cannot send a probe to node %d: %s",
                                   self._node_id, peer_id, exc)
                 continue
+            # Counted at once, before anything that allocates (and so might run the garbage collector on
+            # this thread): the peer may count the probe as received within microseconds.
+            self._counters.add("probes_sent")
             now = time.monotonic()
             # Only probes still within the window can be answered; the list stays short.
             sent = [at for at in self._sent_at.get(peer_id, []) if now - at <= EVIDENCE_WINDOW]
             self._sent_at[peer_id] = [*sent[-(_MAX_OUTSTANDING - 1):], now]
-            self._counters.add("probes_sent")
 
     def _refused(self, peer_id: int, evidence: List[int]) -> None:
         """A refusal (ICMP port unreachable) on ``peer_id``'s probe socket: evidence if a probe awaits one.
