@@ -320,5 +320,6 @@ class SocketTransport(Transport, DeathProbe):
             wakeup.wake()
 
     def _is_running(self) -> bool:
+        """Whether the transport is started and not closed (takes ``_lock``)."""
         with self._lock:
             return self._state == self._running
