@@ -40,7 +40,6 @@ from typing import Optional, TypeVar
 
 import attrs
 
-from raft_election._ratelimit import RateLimitedLog
 from raft_election.codec import Codec
 from raft_election.config import RaftConfig
 from raft_election.core import RaftCore
@@ -49,6 +48,7 @@ from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeaders
 from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
 from raft_election.output import Output
+from raft_election.ratelimit import RateLimitedLog
 from raft_election.roles import Role
 from raft_election.stats import MessageStats
 from raft_election.storage import MemoryStorage, Storage

@@ -11,15 +11,11 @@ so transports written against this one keep working.
 from __future__ import annotations
 
 import abc
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Optional, TypeVar
 
-from raft_election._ratelimit import RateLimitedLog
-
-__all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes",
-           "report_deaths"]
+__all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes"]
 
 #: Called by the transport with each datagram that arrived for this node.
 DeliverFn = Callable[[bytes], None]
@@ -133,30 +129,6 @@ class DeathProbe(abc.ABC):
         peer is alive, paused or unreachable, nothing happens.  Unknown peers and calls before
         :meth:`Transport.start` or after :meth:`Transport.close` are ignored.
         """
-
-
-def report_deaths(report: Optional[EvidenceFn], evidence: Iterable[int], kind: str, *,
-                  stopping: threading.Event, count: Callable[[str], object], limited_log: RateLimitedLog,
-                  who: str, what: str) -> None:
-    """Hand each peer of ``evidence`` to ``report`` as ``(peer, kind)``, for a transport's receive thread.
-
-    Stops as soon as ``stopping`` is set (the transport is closing, perhaps closed by ``report`` itself),
-    counts each piece as ``death_evidence``, logs it at a limited rate (``who``: the transport, ``what``: how
-    it knows), and logs instead of raising whatever ``report`` raises, so the receive loop goes on.
-    """
-    for peer_id in evidence:
-        if stopping.is_set():
-            return
-        count("death_evidence")
-        limited_log.warning(f"evidence_{peer_id}", "%s: %s of node %d: its process is gone",
-                            who, what, peer_id)
-        if report is None:
-            continue
-        try:
-            report(peer_id, kind)
-        except Exception as exc:
-            limited_log.warning("report_error", "%s: the death evidence callback raised %r; receiving "
-                                "goes on", who, exc)
 
 
 #: How long after sending a probe its refusal still counts as evidence, in seconds.  A refusal that

@@ -31,12 +31,12 @@ from typing import Optional
 
 import pytest
 
-import transports.udp as udp
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from tests.transporttools import needs_ipv6, received_until
 from transports.udp import UdpTransport, parse_address
+from transports.udp import transport as udp
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
 CLOSE_BOUND = 2.0  # close() wakes the receive thread at once; this only absorbs a loaded CI machine

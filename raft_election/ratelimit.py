@@ -1,4 +1,10 @@
-"""Rate-limited logging for events that a peer (or an attacker) can make happen at wire speed."""
+"""Rate-limited logging for events that a peer (or an attacker) can make happen at wire speed.
+
+Public, for the library and for transports, the project's own and anyone else's: a transport that logs what
+it drops (oversized datagrams, a failing ``deliver`` callback, refused sends) logs through a
+:class:`RateLimitedLog`, so a flood of bad input costs one log line per kind every few seconds, not one per
+datagram.  The node uses one for the bad input the codec rejects.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,17 @@ __all__ = ["RateLimitedLog"]
 class RateLimitedLog:
     """Logs each key at most once per ``interval`` seconds, reporting how many were suppressed meanwhile.
 
-    A flood of garbage datagrams must not turn into a flood of log lines.
+    A flood of garbage datagrams must not turn into a flood of log lines.  Keys name a kind of event (for
+    example ``"rejected_oversized"``, or ``f"send_{errno}"``); events of different keys never suppress each
+    other.  The first event of a key is logged at once; later ones within ``interval`` seconds of the last
+    logged one are only counted, and the next one logged after that says how many were suppressed.
+
+    Args:
+        logger: where the lines go (their records carry this logger's name).
+        interval: the shortest time between two lines of one key, in seconds.
+        clock: the time source, ``time.monotonic`` unless a test injects another.
+
+    Safe to call from any thread; the lock is never held while logging.
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 5.0,

@@ -1,0 +1,354 @@
+"""The UDP transport itself: the node's datagram socket, sending, and the receive thread.
+
+:class:`UdpTransport` binds the address that the peers map gives its own id (see
+:mod:`transports.udp.addresses`), sends every message as one datagram to the address of the peer, and runs
+one receive thread that delivers what arrives and serves the death probes of :mod:`transports.udp.probe`.
+The parts it shares with the ZeroMQ transport (wake-up pair, counters, deliver guard, evidence report, the
+receive loop's end) are in :mod:`transports.socketbase`.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election.errors import TransportError
+from raft_election.transport import DeliverFn
+from transports.socketbase import CLOSED, CREATED, SocketTransport, WakeUp
+from transports.udp.addresses import SockAddr, bind_socket, format_address, parse_address, routes
+from transports.udp.probe import EVIDENCE_KIND, ProbeSockets
+
+__all__ = ["COUNTER_NAMES", "MAX_ERROR_BACKOFF", "READ_BATCH", "UdpTransport"]
+
+#: The package's logger: the UDP transport logs as ``transports.udp``, whichever module writes the line.
+logger = logging.getLogger(__package__)
+
+#: The keys of :meth:`UdpTransport.counters`.
+COUNTER_NAMES = (
+    "datagrams_received",
+    "rejected_oversized",
+    "send_dropped",
+    "receive_errors",
+    "deliver_errors",
+    "probes_sent",
+    "probes_received",
+    "death_evidence",
+    "evidence_ignored",
+    "probe_errors",
+)
+
+#: Datagrams read per readiness report before the loop looks at the wake-up socket again, so that a flood
+#: cannot delay :meth:`UdpTransport.close` (the stop flag is also checked before each datagram).
+READ_BATCH = 64
+
+#: Longest pause of the receive loop after repeated consecutive errors (a broken socket must not turn
+#: into a busy loop; the pause ends early when the transport is closed).
+MAX_ERROR_BACKOFF = 0.1
+
+_STARTING, _RUNNING = "starting", "running"
+
+
+class UdpTransport(SocketTransport):
+    """A node's UDP endpoint: a socket bound to ``peers[node_id]``, a probe socket per peer, a receive thread.
+
+    Create one per node and hand it to :class:`~raft_election.RaftNode`, which calls :meth:`start`,
+    :meth:`send` and :meth:`close` (and :meth:`watch` and :meth:`probe`, see
+    :class:`~transports.udp.probe.ProbeSockets` on death probes).  A transport is started once; after
+    :meth:`close` create a new one.
+
+    UDP fits Raft's election traffic well: messages are tiny (at most
+    :data:`~raft_election.codec.MAX_MESSAGE_SIZE` bytes), each is self-contained, and Raft already tolerates
+    loss, duplication and reordering, so there is no connection state to set up, keep alive or tear down
+    when a peer dies.  Delivery is best effort, as UDP is: datagrams may be lost, duplicated or reordered,
+    and nothing is ever raised to a sender for a network condition.  Every datagram read, and every one
+    that could not be sent, ends up in exactly one counter of :meth:`counters`.
+
+    Threads: :meth:`start` starts one daemon receive thread, named ``udp-<node id>``, that waits on the
+    socket, on the probe sockets and on a wake-up socket pair (so :meth:`close` stops it at once, and
+    :meth:`probe` is served at once), and calls ``deliver`` for each acceptable datagram, one at a time.
+    :meth:`send` and :meth:`probe` may be called from any thread.
+
+    Untrusted input: anyone who can reach the port can send to it.  The transport only drops what cannot be
+    a message at all: a datagram larger than ``MAX_MESSAGE_SIZE``, and an empty one, which is a peer's death
+    probe (counted as ``probes_received``).  The codec behind ``deliver`` checks the rest (and
+    authenticates, when the cluster has a secret).  Nothing a datagram or the socket does can stop the
+    receive loop: every failure is counted (see :meth:`counters`), logged at a limited rate, and the loop
+    goes on.
+    """
+
+    _running = _RUNNING
+    _evidence_kind = EVIDENCE_KIND
+    _evidence_how = "ICMP port unreachable from the port"
+    _delivered = "datagrams_received"
+
+    def __init__(self) -> None:
+        # ``_lock`` (see SocketTransport) also guards every field below, and is held around ``sendto`` so
+        # that the receive thread can never close the socket under a send (a reused file descriptor would
+        # then get the datagram).
+        super().__init__(logger, COUNTER_NAMES)
+        self._address: Optional[Tuple[str, int]] = None
+        self._sock: Optional[socket.socket] = None
+        self._routes: Dict[int, SockAddr] = {}
+        self._members: FrozenSet[int] = frozenset()
+        #: The local ``(host, port)`` of each peer's probe socket (fixed at start; see :meth:`probe_address`).
+        self._probe_addresses: Dict[int, Tuple[str, int]] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
+        """Bind ``peers[node_id]``, resolve the peers' addresses and start the receive thread.
+
+        Every address is parsed first, so a malformed one fails the start even if it is a peer's.  A
+        peer whose host name cannot be resolved, or that has no address of this socket's family, is
+        logged as a warning and datagrams to it are dropped (one unreachable member must not keep the
+        others from electing a leader).
+
+        Raises:
+            TransportError: ``node_id`` has no address in ``peers``; an address is malformed; this node's
+                host cannot be resolved; the address cannot be bound (the message names the address and
+                the reason: port in use, address not local, permission denied, ...); or the transport was
+                already started or closed.
+        """
+        with self._lock:
+            if self._state == CLOSED:
+                raise TransportError(f"UDP transport of node {node_id} is closed; create a new one")
+            if self._state != CREATED:
+                raise TransportError(f"UDP transport of node {node_id} is already started")
+            self._state = _STARTING
+        try:
+            self._start(node_id, peers, deliver)
+        except BaseException:
+            with self._lock:
+                if self._state == _STARTING:
+                    self._state = CREATED
+            raise
+
+    def _start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
+        if node_id not in peers:
+            raise TransportError(
+                f"node {node_id} has no address in peers (members: {sorted(peers)}); add this node's "
+                "own address, e.g. '127.0.0.1:9001'"
+            )
+        parsed: Dict[int, Tuple[str, int]] = {}
+        for peer_id, address in peers.items():
+            try:
+                parsed[peer_id] = parse_address(address)
+            except TransportError as exc:
+                raise TransportError(f"address of node {peer_id}: {exc}") from None
+        sock = bind_socket(node_id, peers[node_id], *parsed[node_id])
+        wakeup: Optional[WakeUp] = None
+        probes: Optional[ProbeSockets] = None
+        try:
+            found = routes(node_id, sock.family, peers, parsed)
+            probes = ProbeSockets.open(node_id, sock, found, self._counters, self._log)
+            wakeup = WakeUp()
+            host, port = sock.getsockname()[:2]
+            thread = threading.Thread(target=self._run, args=(sock, probes), name=f"udp-{node_id}",
+                                      daemon=True)
+            with self._lock:
+                if self._state != _STARTING:
+                    raise TransportError(f"UDP transport of node {node_id} was closed while starting")
+                self._node_id = node_id
+                self._deliver = deliver
+                self._address = (host, port)
+                self._sock = sock
+                self._wakeup = wakeup
+                self._routes = found
+                self._members = frozenset(peers)
+                self._probe_addresses = probes.addresses()
+                # Started under the lock, so that a concurrent close() finds the thread to join.
+                thread.start()
+                self._thread = thread
+                self._state = _RUNNING
+        except BaseException:
+            sock.close()
+            for resource in (wakeup, probes):
+                if resource is not None:
+                    resource.close()
+            raise
+        logger.info("node %d: UDP transport bound to %s", node_id, format_address(host, port))
+
+    def close(self) -> None:
+        """Stop the receive thread, wait for it and close the sockets.  Idempotent.
+
+        When this returns no ``deliver`` call is running or will start, unless it is called from inside
+        a ``deliver`` callback: the thread then cannot wait for itself, so it stops (and closes the
+        sockets) as soon as that callback returns.  Sends after this are dropped silently.
+        """
+        with self._lock:
+            self._state = CLOSED
+            thread = self._thread
+        # If the wake-up fails the loop still stops: it checks the stop flag before each datagram.
+        self._stop_receiving(thread)
+
+    # ---------------------------------------------------------------- death probes
+
+    def _can_probe(self, peer_id: int) -> bool:
+        return peer_id in self._probe_addresses
+
+    def probe_address(self, peer_id: int) -> Optional[Tuple[str, int]]:
+        """The local ``(host, port)`` of ``peer_id``'s probe socket, or ``None`` if it has none.
+
+        Read-only, for diagnostics and tests: an ICMP error is matched to the probe socket by this address
+        together with the peer's.
+        """
+        with self._lock:
+            return self._probe_addresses.get(peer_id)
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, peer_id: int, data: bytes) -> None:
+        """Send ``data`` to ``peer_id`` as one datagram, without blocking.
+
+        Dropped and counted as ``send_dropped``, never raised: a peer that is unknown, unresolved or of
+        the other address family, a full socket buffer (``EAGAIN``, ``ENOBUFS``), an unreachable host or
+        network, and every send before :meth:`start` or after :meth:`close`.
+
+        Raises:
+            ValueError: ``data`` is longer than ``MAX_MESSAGE_SIZE`` (a bug in the caller: the codec never
+                produces such a message and no receiver would accept it).
+        """
+        size = len(data)
+        if size > MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"cannot send {size} bytes to node {peer_id}: the largest message is {MAX_MESSAGE_SIZE} "
+                "bytes (raft_election.codec.MAX_MESSAGE_SIZE)"
+            )
+        with self._lock:
+            sock = self._sock
+            route = self._routes.get(peer_id)
+            if self._state != _RUNNING or sock is None:
+                self._counters.add("send_dropped")
+                return
+            if route is None:
+                self._counters.add("send_dropped")
+                failure: object = (
+                    "it has no usable address (see the warning at start)" if peer_id in self._members
+                    else f"it is not a member (members: {sorted(self._members)})"
+                )
+            else:
+                try:
+                    sock.sendto(data, route)
+                    return
+                except OSError as exc:
+                    self._counters.add("send_dropped")
+                    failure = exc
+            node_id = self._node_id
+        key = f"send_{failure.errno}" if isinstance(failure, OSError) else f"send_no_route_{peer_id}"
+        self._log.warning(key, "node %s: dropped a datagram to node %d: %s", node_id, peer_id, failure)
+
+    # ---------------------------------------------------------------- observation
+
+    def counters(self) -> Mapping[str, int]:
+        """A snapshot of the transport's counters (merged into the node's ``status().counters``).
+
+        * ``datagrams_received``: datagrams handed to ``deliver`` (including calls that raised);
+        * ``rejected_oversized``: datagrams longer than ``MAX_MESSAGE_SIZE``, dropped unread;
+        * ``send_dropped``: datagrams that could not be sent (see :meth:`send`);
+        * ``receive_errors``: errors reported by the socket (or the selector) to the receive loop;
+        * ``deliver_errors``: ``deliver`` calls that raised;
+        * ``probes_sent``: empty datagrams sent on probe sockets (see :meth:`probe`);
+        * ``probes_received``: empty datagrams read, that is probes from peers (dropped, never delivered);
+        * ``death_evidence``: refusals reported to the :meth:`watch` callback;
+        * ``evidence_ignored``: errors and datagrams read from probe sockets that were not evidence: a
+          refusal with no probe to that peer sent within ``EVIDENCE_WINDOW`` seconds (late, stray or
+          forged), any other error (an unreachable host or network is never evidence), data;
+        * ``probe_errors``: probe sockets that could not be made and probes that could not be sent.
+
+        Every datagram read from the main socket is in exactly one of ``datagrams_received``,
+        ``rejected_oversized`` and ``probes_received``.
+        """
+        return self._counters.snapshot()
+
+    @property
+    def address(self) -> Optional[Tuple[str, int]]:
+        """The bound ``(host, port)`` once started (also after :meth:`close`); ``None`` before."""
+        with self._lock:
+            return self._address
+
+    def __repr__(self) -> str:
+        with self._lock:
+            bound = "unbound" if self._address is None else format_address(*self._address)
+            return f"<UdpTransport node_id={self._node_id} {bound} {self._state}>"
+
+    def _label(self) -> str:
+        return f"node {self._node_id}"
+
+    # ---------------------------------------------------------------- the receive thread
+
+    def _run(self, sock: socket.socket, probes: ProbeSockets) -> None:
+        """Read and deliver datagrams, send and watch probes until :meth:`close`.
+
+        The thread owns the sockets from here on and finally closes them, the probe sockets included.
+        """
+        wakeup = self._wakeup
+        assert wakeup is not None
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(sock, selectors.EVENT_READ)
+            selector.register(wakeup, selectors.EVENT_READ)
+            probes.register(selector)
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    self._serve(selector, sock, wakeup, probes)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    # Repeated: pause, so a broken socket does not spin a CPU.
+                    pause = min(MAX_ERROR_BACKOFF, 0.001 * 2 ** min(failures, 10)) if failures > 1 else 0.0
+                    self._receive_error(exc, pause)
+        finally:
+            selector.close()
+            with self._lock:
+                self._sock = None
+                sock.close()
+            wakeup.close()
+            probes.close()
+            self._receive_ended()
+            logger.debug("node %s: UDP transport closed", self._node_id)
+
+    def _serve(self, selector: selectors.BaseSelector, sock: socket.socket, wakeup: WakeUp,
+               probes: ProbeSockets) -> None:
+        """Wait until a socket is readable or the thread is woken, then do what is due.
+
+        In this order: read the probe sockets (answers to probes already sent), send the probes asked for,
+        report the evidence found, then read a batch of datagrams from the main socket.
+        """
+        main_ready = False
+        evidence: List[int] = []
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                main_ready = True
+            elif key.fileobj is wakeup:
+                wakeup.drain()
+            else:
+                probes.read(key.data, evidence)
+        probes.send(self._take_probe_requests(), evidence, self._stopping)
+        self._report_evidence(evidence)
+        if not main_ready:
+            return
+        for _ in range(READ_BATCH):
+            if self._stopping.is_set():
+                return
+            try:
+                data, source = sock.recvfrom(MAX_MESSAGE_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._handle(data, source)
+
+    def _handle(self, data: bytes, source: SockAddr) -> None:
+        size = len(data)
+        if size == 0:
+            self._counters.add("probes_received")  # a peer checking that this node's process is alive
+            return
+        if size > MAX_MESSAGE_SIZE:
+            self._reject("oversized", "an oversized (> %d bytes) datagram from %s", MAX_MESSAGE_SIZE,
+                         format_address(*source[:2]))
+            return
+        self._deliver_one(data)
