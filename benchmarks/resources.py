@@ -51,10 +51,10 @@ from raft_election.bench import BenchSettings, run_one_range
 from raft_election.bench.report import range_figures
 from raft_election.codec import Codec
 from raft_election.core import RaftCore
+from raft_election.hardstate import HardState
 from raft_election.messages import Envelope, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 from raft_election.roles import Role
-from raft_election.storage import HardState
 from raft_election.transport import DeliverFn, Transport
 
 logger = logging.getLogger("benchmarks.resources")

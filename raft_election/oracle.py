@@ -19,8 +19,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from raft_election.hardstate import HardState
 from raft_election.invariants import Finding, LeaseInterval, SafetyChecker
-from raft_election.storage import HardState
 
 __all__ = ["ElectionOracle", "SafetyViolation"]
 

@@ -26,10 +26,10 @@ from raft_election.codec import Codec
 from raft_election.config import RaftConfig
 from raft_election.core import Output, RaftCore
 from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.hardstate import HardState
 from raft_election.messages import Envelope
 from raft_election.netfaults import FaultControls, NetworkFaults
 from raft_election.oracle import ElectionOracle
-from raft_election.storage import HardState
 
 __all__ = ["SimNode", "SimulatedCluster"]
 
