@@ -18,11 +18,12 @@ Threads and the lock:
 
 Persist before send: each call into the core yields an :class:`~raft_election.core.Output`, appended under
 the lock to a FIFO with a ticket number.  Outputs are carried out strictly in FIFO order, by one thread at a
-time (whichever finds none doing it; the flag ``_carrying`` says so), outside the lock: save the hard
-state, then send the messages, then queue the events.  A thread that appended an output returns only once
-its ticket is carried out.  So no message ever leaves before the term and vote it depends on are durable,
-whichever thread produced it, and a command such as :meth:`RaftNode.transfer_leadership` has sent its
-messages when it returns.  If saving fails the node halts: it sends nothing more and reports the error
+time (whichever finds none doing it, the flag ``_carrying`` says so; it carries on until the FIFO is
+empty), outside the lock: save the hard state, then send the messages, then queue the events.  A thread
+that appended an output returns only once its ticket is carried out.  So no message ever leaves before the
+term and vote it depends on are durable, whichever thread produced it, and a command such as
+:meth:`RaftNode.transfer_leadership` has sent its messages when it returns.  If saving fails the node
+halts: it sends nothing more and reports the error
 (:attr:`RaftNode.failure`).
 """
 
@@ -581,26 +582,35 @@ class RaftNode:
         return self._queued
 
     def _carry_out(self, ticket: int) -> None:
-        """Carry out pending outputs in FIFO order until output ``ticket`` is done (or the node halted).
+        """Return once output ``ticket`` is carried out (or the node halted), carrying out outputs if need be.
 
-        One thread at a time carries out outputs, outside the lock; the others wait on ``_carried`` until it
-        is done with one, then carry on from there, so every output is carried out once, in order.
+        One thread at a time carries out outputs, outside the lock, in FIFO order: the one that finds
+        nobody doing it.  It carries on until the FIFO is empty, its own output and whatever other threads
+        appended meanwhile, so a message another thread produced leaves at once, without waiting for that
+        thread to be scheduled again; the others wait on ``_carried`` until their output is done.
         """
-        while True:
-            with self._lock:
-                while self._carrying and self._done < ticket and self._failure is None:
-                    self._carried.wait()
-                if self._done >= ticket or self._failure is not None:
-                    return
-                output = self._pending.popleft()
-                self._carrying = True
-            try:
-                self._perform(output)
-            finally:
+        with self._lock:
+            while self._carrying and self._done < ticket and self._failure is None:
+                self._carried.wait()
+            if self._done >= ticket or self._failure is not None:
+                return
+            self._carrying = True
+        try:
+            while True:
                 with self._lock:
-                    self._carrying = False
-                    self._done += 1
-                    self._carried.notify_all()
+                    if not self._pending or self._failure is not None:
+                        return
+                    output = self._pending.popleft()
+                try:
+                    self._perform(output)
+                finally:
+                    with self._lock:
+                        self._done += 1
+                        self._carried.notify_all()
+        finally:
+            with self._lock:
+                self._carrying = False
+                self._carried.notify_all()
 
     def _perform(self, output: Output) -> None:
         """Carry out one output: persist, then send, then probe, then queue callbacks."""
