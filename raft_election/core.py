@@ -15,11 +15,15 @@ Rules implemented (section numbers: Raft paper 2014 and Ongaro's thesis 2014):
   except for a leadership transfer (thesis §4.2.3).  Starting up and granting a vote count as hearing from
   a leader, so neither a fast restart nor a fresh vote can undercut a live leader's lease.  All of it is in
   one section of :class:`RaftCore` ("leader stickiness").
-* Check-quorum: a leader that has not heard from a majority within ``election_timeout_min`` steps down
-  (thesis §6.2).
+* Check-quorum: a leader that has not heard from a majority within ``election_timeout_max`` steps down
+  (thesis §6.2; see :meth:`RaftCore._check_quorum` for the window).
 * Leader lease: valid until ``t + election_timeout_min * (1 - max_clock_drift)`` where ``t`` is the send
   time of the latest round (heartbeat round, or the winning vote round) a majority acknowledged
-  (thesis §6.4.1).  ``is_leader`` holds only inside the lease.
+  (thesis §6.4.1).  ``is_leader`` holds only inside the lease.  Office and lease are separate: a leader
+  whose lease runs out keeps its role and term and heartbeats on (a lease gap, reported as ``LeaseLost``
+  and ``LeaseRegained``), and a win whose votes took longer than a lease takes office without one; the
+  argument that at most one server holds a lease at any instant, gaps included, is in
+  :mod:`raft_election.lease`.
 * Leadership transfer with TimeoutNow, giving up the lease first (thesis §3.10), and resignation.
 * Fast failover on death evidence, this library's extension, lives in
   :mod:`raft_election.fastfailover`; the core consults it (when ``fast_failover`` is on) at a few named
@@ -49,6 +53,8 @@ from raft_election.events import (
     DeathEvidence,
     Event,
     LeaderChanged,
+    LeaseLost,
+    LeaseRegained,
     LostLeadership,
     RoleChanged,
     TermChanged,
@@ -112,6 +118,7 @@ class RaftCore:
         self._timeout_max = config.election_timeout_max
         self._heartbeat_interval = config.heartbeat_interval
         self._lease_duration = config.election_timeout_min * (1.0 - config.max_clock_drift)
+        self._quorum_window = config.election_timeout_max
         self._pre_vote = config.pre_vote
         self._rng = rng
         #: Decisions taken, by name (``votes_granted``, ``rejected_stale_term``, ...).
@@ -139,6 +146,9 @@ class RaftCore:
         # Leader state.
         self._heartbeat_deadline = _NEVER
         self._lease: Optional[Lease] = None
+        self._fast_win = False  # the office was won by fast failover
+        self._leases_begun = 0
+        self._unleased = 0.0  # seconds spent in office without a lease, over every office
 
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
@@ -171,7 +181,7 @@ class RaftCore:
 
     @property
     def role(self) -> Role:
-        """The current role.  A LEADER whose lease ran out stays LEADER until the next tick."""
+        """The current role.  A LEADER holds the office; whether it may claim it is :meth:`is_leader`."""
         return self._role
 
     @property
@@ -203,7 +213,8 @@ class RaftCore:
     def next_deadline(self) -> float:
         """The time at which the core wants :meth:`tick` called next."""
         if self._role is Role.LEADER:
-            return min(self._heartbeat_deadline, self.lease_expiry)
+            assert self._lease is not None
+            return min(self._heartbeat_deadline, self._lease.expiry if self._lease.held else math.inf)
         if self._campaign is not None:
             return min(self._election_deadline, self._campaign.resend_at)
         if self._ff is not None and self._role is Role.FOLLOWER:
@@ -219,6 +230,20 @@ class RaftCore:
     def lease_expiry(self) -> float:
         """When the current lease runs out (``-inf`` when not leading)."""
         return self._lease.expiry if self._lease is not None else _NEVER
+
+    @property
+    def leases_begun(self) -> int:
+        """How many leases this server has begun so far: one per win with a lease and per gap that ended.
+
+        Two instants with the same count and a valid lease at both lie in one unbroken lease.
+        """
+        return self._leases_begun
+
+    def unleased_seconds(self, now: float) -> float:
+        """Seconds spent as leader without a lease so far (lease gaps, and late wins before their lease)."""
+        lease = self._lease
+        current = now - lease.unheld_since if lease is not None and not lease.held else 0.0
+        return self._unleased + max(0.0, current)
 
     def is_leader(self, now: float) -> bool:
         """True only while this server leads with a valid lease (thesis §6.4.1), computed against ``now``."""
@@ -239,7 +264,7 @@ class RaftCore:
 
     def tick(self, now: float) -> Output:
         """Advance time to ``now``: fire whatever deadline has passed."""
-        self._expire_leadership(now)
+        self._observe_lease(now)
         self._ticks[self._role](now)
         return self._flush()
 
@@ -249,7 +274,7 @@ class RaftCore:
         Network input is untrusted: a sender that is not a configured peer is counted and ignored, and no
         message ever makes this method raise.
         """
-        self._expire_leadership(now)  # time has passed, whatever the message turns out to be
+        self._observe_lease(now)  # time has passed, whatever the message turns out to be
         if sender not in self._peers:
             self.counters["rejected_unknown_sender"] += 1
             return self._flush()
@@ -267,7 +292,7 @@ class RaftCore:
         again.  Evidence about a member that is not a peer, and all evidence while fast failover is off, is
         counted and ignored.
         """
-        self._expire_leadership(now)
+        self._observe_lease(now)
         if peer not in self._peers:
             self.counters["rejected_evidence_unknown_peer"] += 1
         elif self._ff is None:
@@ -289,7 +314,7 @@ class RaftCore:
         restarts in full while the followers' restart short, so one of them normally wins.  No-op unless
         leader.
         """
-        self._expire_leadership(now)
+        self._observe_lease(now)
         if self._role is Role.LEADER:
             term = self._term
             self._become_follower(now, term, None, reason="step_down")
@@ -314,9 +339,8 @@ class RaftCore:
             NoTransferTargetError: ``target`` is None and no peer stands for election and answered within
                 ``election_timeout_min``.
         """
-        self._expire_leadership(now)
+        self._observe_lease(now)
         if self._role is not Role.LEADER:
-            # (A step-down for an expired lease stays buffered and leaves with the next output.)
             raise RaftElectionError(f"{self._id} cannot transfer leadership: it is {self._role}, not leader")
         if target is None:
             target = self._pick_transfer_target(now)
@@ -335,6 +359,7 @@ class RaftCore:
 
     def set_candidate(self, candidate: bool, now: float) -> Output:
         """Stand for election or not.  Dropping candidacy abandons a campaign but not a leadership."""
+        self._observe_lease(now)
         self._candidate = candidate
         if not candidate and self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
             self._become_follower(now, self._term, None, reason="candidacy_dropped")
@@ -347,7 +372,7 @@ class RaftCore:
         Inside its own stickiness window it instead moves its election timer to the end of that window
         (see :meth:`_postpone_inside_window`), unless fast failover names a dead leader to replace.
         """
-        self._expire_leadership(now)
+        self._observe_lease(now)
         if self._role is Role.LEADER or not self._candidate:
             return self._flush()
         suspect = self._suspect(now)
@@ -358,6 +383,7 @@ class RaftCore:
 
     def stop(self, now: float) -> Output:
         """Report the end of a leadership because the server is stopping (no messages are sent)."""
+        self._observe_lease(now)
         if self._role is Role.LEADER:
             self._become_follower(now, self._term, None, reason="stopped")
         return self._flush()
@@ -558,6 +584,7 @@ class RaftCore:
         assert self._lease is not None
         if not self._lease.acknowledged(sender, message.round, message.candidate, now):
             self.counters["rejected_stale_response"] += 1
+        self._observe_lease(now)
 
     def _second_leader(self, sender: int, message: Heartbeat, now: float) -> None:
         """A heartbeat of our own term from another: a misconfigured peer (two members with one id).
@@ -681,15 +708,6 @@ class RaftCore:
         if self._role is Role.PRE_CANDIDATE:
             self._become_candidate(now, transfer=False, suspect=campaign.request.suspect)
         elif self._role is Role.CANDIDATE:
-            if now >= campaign.started + self._lease_duration:
-                # The lease of the winning round (which starts when the campaign did) has already run
-                # out: taking office would mean leading without a lease.  Votes this slow cannot carry a
-                # lease anyway; the election timer retries in a new term.
-                self.counters["late_wins_declined"] += 1
-                logger.warning("%d declines term %d: its votes took %.3f s, longer than the %.3f s lease",
-                               self._id, self._term, now - campaign.started, self._lease_duration)
-                self._campaign = None
-                return
             self._become_leader(now)
 
     # ------------------------------------------------------------------ leader duties
@@ -698,20 +716,31 @@ class RaftCore:
         """Take office, with the winning vote round as the first lease round (thesis §6.4.1).
 
         Every vote granted in that round reset its voter's stickiness no earlier than the campaign started.
+        Votes that took longer than a lease leave nothing of it: the new leader takes office without a
+        lease, heartbeats at once, and holds its first lease when a majority acknowledges one of its rounds
+        (throwing the win away instead would cost a new term, whose votes a loaded cluster answers as
+        slowly).
         """
         self._transition(Role.LEADER)
         campaign = self._campaign
         assert campaign is not None
         self._lease = Lease(quorum=self._quorum, duration=self._lease_duration, window=self._timeout_min,
-                            won_round=campaign.request.round, started=campaign.started,
-                            voters=campaign.voters(), now=now)
-        fast = campaign.request.suspect != 0  # it replaced a dead leader (fast failover)
+                            quorum_window=self._quorum_window, won_round=campaign.request.round,
+                            started=campaign.started, voters=campaign.voters(), now=now)
+        self._fast_win = campaign.request.suspect != 0  # it replaced a dead leader (fast failover)
         self._campaign = None
         self.counters["became_leader"] += 1
-        if fast:
+        if self._fast_win:
             self.counters["fast_elections_won"] += 1
-        logger.info("%d became leader at term %d%s", self._id, self._term, " (fast failover)" if fast else "")
-        self._events.append(BecameLeader(term=self._term, at=now, fast=fast))
+        if not self._lease.late:
+            logger.info("%d became leader at term %d%s", self._id, self._term,
+                        " (fast failover)" if self._fast_win else "")
+        else:
+            self.counters["wins_without_lease"] += 1
+            logger.info("%d became leader at term %d without a lease: its votes took %.3f s, longer than "
+                        "the %.3f s lease", self._id, self._term, now - campaign.started,
+                        self._lease_duration)
+        self._observe_lease(now)
         self._set_leader(self._id)
         self._broadcast_heartbeat(now)
 
@@ -725,20 +754,57 @@ class RaftCore:
         self._heartbeat_deadline = due if now < due else now + self._heartbeat_interval
         for peer in self._peers:
             self._send(peer, Heartbeat(term=self._term, round=round_))
+        self._observe_lease(now)
 
     def _check_quorum(self, now: float) -> None:
-        """Step down if fewer than a majority answered within ``election_timeout_min`` (thesis §6.2)."""
+        """Leave office if fewer than a majority answered within ``election_timeout_max`` (thesis §6.2).
+
+        Check-quorum is not what keeps leases apart (the lease does that, and it lapses on its own); it
+        frees an office that a cut-off or failing leader can no longer use, so that its followers stop
+        being sticky and the cluster elects a leader that can.  The window is the time a follower may
+        itself wait before it campaigns: a follower that heard nothing for ``election_timeout_max`` has
+        certainly timed out, so a leader that heard from no majority for that long has lost the cluster
+        (with pre-vote the majority is electing someone else), while a shorter silence may be one slow round
+        trip on a loaded host, which the leader rides out in office, without a lease, instead of forcing an
+        election.
+        """
         assert self._lease is not None
         heard = self._lease.heard(now)
         if heard < self._quorum:
-            logger.info("%d steps down in term %d: heard from %d of %d within the election timeout",
-                        self._id, self._term, heard, self._quorum)
+            logger.info("%d steps down in term %d: heard from %d of %d within %.3f s", self._id, self._term,
+                        heard, self._quorum, self._quorum_window)
             self._become_follower(now, self._term, None, reason="check_quorum")
 
-    def _expire_leadership(self, now: float) -> None:
-        if self._role is Role.LEADER and now >= self.lease_expiry:
-            logger.info("%d steps down in term %d: lease expired", self._id, self._term)
-            self._become_follower(now, self._term, None, reason="lease_expired")
+    def _observe_lease(self, now: float) -> None:
+        """Report a leader's lease beginning or running out since the last call (office stays the same).
+
+        Called on every entry into the core, before anything else happens, so a lease that ran out
+        between two calls is reported before whatever the call does; and again wherever a round was sent
+        or acknowledged, so a lease that began is reported at once.
+        """
+        lease = self._lease
+        if self._role is not Role.LEADER or lease is None:
+            return
+        began = lease.observe(now)
+        if began is None:
+            return
+        if not began:
+            self.counters["lease_gaps"] += 1
+            logger.info("%d lost its lease in term %d at %.6f; it stays leader without one", self._id,
+                        self._term, lease.expiry)
+            self._events.append(LeaseLost(term=self._term, at=now, lease_end=lease.expiry))
+            return
+        self._leases_begun += 1
+        if lease.begun == 1:
+            if lease.late:
+                self._unleased += now - lease.unheld_since
+            self._events.append(BecameLeader(term=self._term, at=now, fast=self._fast_win, late=lease.late))
+            return
+        self.counters["leases_regained"] += 1
+        self._unleased += now - lease.unheld_since
+        logger.info("%d holds its lease again in term %d after %.6f s", self._id, self._term,
+                    now - lease.unheld_since)
+        self._events.append(LeaseRegained(term=self._term, at=now))
 
     def _pick_transfer_target(self, now: float) -> int:
         """The candidate peer heard from most recently within ``election_timeout_min``."""
@@ -763,8 +829,12 @@ class RaftCore:
     def _become_follower(self, now: float, term: int, leader_id: Optional[int], *, reason: str) -> None:
         was_leader = self._role is Role.LEADER
         if was_leader:
-            lease_end = min(now, self.lease_expiry)
-            self._events.append(LostLeadership(term=self._term, at=now, lease_end=lease_end, reason=reason))
+            lease = self._lease
+            assert lease is not None
+            if not lease.held:
+                self._unleased += max(0.0, now - lease.unheld_since)
+            self._events.append(LostLeadership(term=self._term, at=now, lease_end=min(now, lease.expiry),
+                                               reason=reason, had_lease=lease.held))
             self.counters[f"step_downs_{reason}"] += 1
             self._heartbeat_deadline = _NEVER
             self._lease = None

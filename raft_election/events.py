@@ -2,6 +2,14 @@
 
 The node turns these into user callbacks (``on_become_leader``, ``on_lose_leadership``,
 ``on_leader_change``) on its callback thread, in the order the core produced them.
+
+A leader's **office** (its role and term) and its **lease** (the right to claim leadership, thesis §6.4.1)
+are reported apart.  Within one term a leader holds a lease over one or more intervals: the first begins
+with :class:`BecameLeader`, each later one with :class:`LeaseRegained`; each ends with :class:`LeaseLost`
+(a lease gap: the leader keeps office) or with :class:`LostLeadership` (it leaves office) when it still
+held the lease then (``had_lease``).  A win whose votes came too late to carry a lease takes office
+silently (:class:`RoleChanged` and :class:`LeaderChanged` only) and reports :class:`BecameLeader` with
+``late`` True once a majority acknowledges one of its heartbeat rounds.
 """
 
 from __future__ import annotations
@@ -12,37 +20,63 @@ import attrs
 
 from raft_election.roles import Role
 
-__all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LostLeadership", "RoleChanged",
-           "TermChanged", "VoteGranted"]
+__all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LeaseLost", "LeaseRegained",
+           "LostLeadership", "RoleChanged", "TermChanged", "VoteGranted"]
 
 
 @attrs.frozen(kw_only=True)
 class BecameLeader:
-    """This server won the election for ``term`` at local time ``at``; it holds a lease from then on.
+    """This server leads ``term`` and holds its first lease of that term from local time ``at`` on.
 
     ``fast`` is True when the election was a fast failover: won on death evidence about the old leader,
-    before the voters' stickiness windows ran out.
+    before the voters' stickiness windows ran out.  ``late`` is True when the votes came too late to carry
+    a lease: the server took office earlier, without one, and ``at`` is when a majority first acknowledged
+    one of its heartbeat rounds.
     """
 
     term: int
     at: float
     fast: bool = False
+    late: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class LeaseLost:
+    """The lease of this leader of ``term`` ran out at ``lease_end``; it noticed at local time ``at``.
+
+    A lease gap, not a lost election: the server keeps office and heartbeats on, and claims leadership
+    again (:class:`LeaseRegained`) once a majority acknowledges a round whose lease has not run out.
+    ``is_leader`` was already false from ``lease_end`` on.
+    """
+
+    term: int
+    at: float
+    lease_end: float
+
+
+@attrs.frozen(kw_only=True)
+class LeaseRegained:
+    """This leader of ``term``, in office through a lease gap, holds a lease again from local time ``at``."""
+
+    term: int
+    at: float
 
 
 @attrs.frozen(kw_only=True)
 class LostLeadership:
-    """This server stopped leading ``term`` at local time ``at``.
+    """This server left the office of leader of ``term`` at local time ``at``.
 
-    ``lease_end`` is when it stopped *believing* it leads: the earlier of ``at`` and its lease expiry
-    (a lease can run out between two ticks; ``is_leader`` is false from that instant).  ``reason`` is one
-    of ``"lease_expired"``, ``"check_quorum"``, ``"higher_term"``, ``"step_down"``, ``"transfer"``,
-    ``"stopped"``.
+    ``lease_end`` is when it stopped *believing* it leads: the earlier of ``at`` and its lease expiry.
+    ``had_lease`` says whether it still held a lease when it left office; if not, a :class:`LeaseLost`
+    (or a late win that never held one) already ended its claim.  ``reason`` is one of
+    ``"check_quorum"``, ``"higher_term"``, ``"step_down"``, ``"transfer"``, ``"stopped"``.
     """
 
     term: int
     at: float
     lease_end: float
     reason: str
+    had_lease: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -94,5 +128,5 @@ class DeathEvidence:
     leader: bool
 
 
-Event = Union[BecameLeader, LostLeadership, LeaderChanged, TermChanged, RoleChanged, VoteGranted,
-              DeathEvidence]
+Event = Union[BecameLeader, LeaseLost, LeaseRegained, LostLeadership, LeaderChanged, TermChanged, RoleChanged,
+              VoteGranted, DeathEvidence]

@@ -7,20 +7,22 @@ lock tests (at the end of a test).  It is pure: no clock, no I/O, no threads.
 
 A **history** is what the members did, as facts on one common clock (the simulation's virtual time, or
 ``time.monotonic()``, which is one clock for all processes on a machine): a member became leader of a term
-(at the moment its lease began), lost the leadership of a term (with the ``lease_end`` it reports: when it
-stopped believing it leads), was killed or crashed, (re)started, stopped; it voted or persisted a term; the
-fenced resource accepted or refused a write.  Each member's facts must be given in the order that member
+(at the moment its lease began), lost its lease in a gap and regained it (keeping the office), lost the
+leadership of a term (with the ``lease_end`` it reports: when it stopped believing it leads), was killed or
+crashed, (re)started, stopped; it voted or persisted a term; the fenced resource accepted or refused a
+write.  Each member's facts must be given in the order that member
 produced them; facts of different members may interleave in any order.  :class:`SafetyChecker` takes them
 one at a time; :func:`replay_member_events` feeds it the event lines of ``raft-election run --json``.
 
 Rules (where earlier copies of this code disagreed, the rule chosen is the one written here):
 
-**Lease intervals.**  A *leadership* is one ``became_leader``; its lease interval (a
+**Lease intervals.**  A *leadership* begins with a ``became_leader`` and, after a lease gap in the same
+office, again with a ``lease_regained`` (same node, same term); its lease interval (a
 :class:`LeaseInterval`) is ``[start, end)`` from the lease start to the first that applies of:
 
-1. the ``lease_end`` of the same process's ``lost_leadership`` *of that term*, if it reported one before
-   anything below ended the leadership (a paused leader reports it late, but with the real lease end).
-   A ``lost_leadership`` of another term is ignored, and so is one of a later process of the node;
+1. the ``lease_end`` of the same process's ``lease_lost`` or ``lost_leadership`` *of that term*, if it
+   reported one before anything below ended the leadership (a paused leader reports it late, but with the
+   real lease end).  One of another term is ignored, and so is one of a later process of the node;
 2. the same process's ``stopped``, or the node's next ``became_leader``, whichever it reported first: a
    node holds one leadership at a time, so one node's leaderships never overlap each other;
 3. the node's first kill (or crash) at or after ``start`` and no later than its next ``started``: the
@@ -36,8 +38,13 @@ leader"): two leaderships of *different* nodes overlap when they share a moment 
 ``min(ends) > max(starts)``; touching (one ends where the next begins) is fine.  Every overlapping pair is
 reported, once.  At a single instant (:meth:`SafetyChecker.lease_holders`), at most one node holds a lease.
 
-**One leader per term** (Raft §5.2, Election Safety): a second node's ``became_leader`` in a term another
-node won is a violation, reported once per (term, node).
+**Leases follow terms** (thesis §6.4.1 with Raft §5.1): in order of their starts, lease intervals of
+different nodes never go back to a lower term.  This is what makes a fencing token shared by a gap and its
+recovery mean "the same holder, and no other holder in between": another node's lease between the two
+would be of a higher term.  Every such pair is reported once (kind ``lease_order``).
+
+**One leader per term** (Raft §5.2, Election Safety): a second node's ``became_leader`` (or
+``lease_regained``) in a term another node won is a violation, reported once per (term, node).
 
 **One vote per term** (Raft §5.2, Figure 2: ``votedFor`` is persistent): every record of a node's vote
 in one term (a persisted ``votedFor``, a ``voted`` event, the vote a restarted member reports as stored in
@@ -66,7 +73,7 @@ import attrs
 if TYPE_CHECKING:
     from raft_election.processes import MemberEvent
 
-__all__ = ["Finding", "LeaseInterval", "SafetyChecker", "current_holder", "lease_overlaps",
+__all__ = ["Finding", "LeaseInterval", "SafetyChecker", "current_holder", "lease_order", "lease_overlaps",
            "replay_member_events"]
 
 #: Formats a time for a message.
@@ -88,9 +95,11 @@ class LeaseInterval:
     term: int
     start: float
     end: Optional[float] = None
-    #: The rule that ended the interval (module docstring): ``lost_leadership``, ``stopped``,
-    #: ``next_leadership``, ``kill``, ``restarted`` or ``end_of_run``.
+    #: The rule that ended the interval (module docstring): ``lease_lost``, ``lost_leadership``,
+    #: ``stopped``, ``next_leadership``, ``kill``, ``restarted`` or ``end_of_run``.
     ended_by: Optional[str] = None
+    #: It began with ``lease_regained``: the same office as the node's previous interval, after a gap.
+    resumed: bool = False
 
     @property
     def open(self) -> bool:
@@ -174,9 +183,20 @@ class SafetyChecker:
 
     def became_leader(self, node: int, term: int, at: float) -> list[Finding]:
         """``node`` won ``term``; its lease began at ``at``.  Checks one leader per term."""
+        return self._began(node, term, at, resumed=False)
+
+    def lease_regained(self, node: int, term: int, at: float) -> list[Finding]:
+        """``node``, still in office in ``term`` after a lease gap, holds a lease again from ``at``."""
+        return self._began(node, term, at, resumed=True)
+
+    def lease_lost(self, node: int, term: int, lease_end: float) -> None:
+        """``node``'s lease of ``term`` ran out at ``lease_end``; it keeps office (another term: ignored)."""
+        self._ended(node, term, lease_end, "lease_lost")
+
+    def _began(self, node: int, term: int, at: float, *, resumed: bool) -> list[Finding]:
         self._close(node, at, "next_leadership")
         self._open[node] = len(self._intervals)
-        self._intervals.append(LeaseInterval(node=node, term=term, start=at))
+        self._intervals.append(LeaseInterval(node=node, term=term, start=at, resumed=resumed))
         winner, won_at = self._winners.setdefault(term, (node, at))
         if winner == node or (term, node) in self._reported:
             return []
@@ -191,10 +211,13 @@ class SafetyChecker:
         return {term: node for term, (node, _) in self._winners.items()}
 
     def lost_leadership(self, node: int, term: int, lease_end: float) -> None:
-        """``node`` stopped believing it leads ``term`` at ``lease_end`` (ignored for another term)."""
+        """``node`` left the office of ``term``, claiming it until ``lease_end`` (another term: ignored)."""
+        self._ended(node, term, lease_end, "lost_leadership")
+
+    def _ended(self, node: int, term: int, lease_end: float, ended_by: str) -> None:
         index = self._open.get(node)
         if index is not None and self._intervals[index].term == term:
-            self._close(node, lease_end, "lost_leadership")
+            self._close(node, lease_end, ended_by)
 
     def stopped(self, node: int, at: float) -> None:
         """``node``'s process stopped (after giving up any leadership)."""
@@ -223,6 +246,12 @@ class SafetyChecker:
     def overlaps(self, end_of_run: Optional[float] = None) -> list[Finding]:
         """Every pair of different nodes' lease intervals that share a moment (see :func:`lease_overlaps`)."""
         return lease_overlaps(self.intervals(end_of_run), time_format=self._format)
+
+    def check_intervals(self, end_of_run: Optional[float] = None) -> list[Finding]:
+        """Everything judged on the lease intervals: overlaps, then leases going back to a lower term."""
+        intervals = self.intervals(end_of_run)
+        return (lease_overlaps(intervals, time_format=self._format)
+                + lease_order(intervals, time_format=self._format))
 
     def lease_holders(self, at: float, holders: Iterable[int]) -> list[Finding]:
         """At instant ``at`` exactly ``holders`` believe they lead with a valid lease: at most one may."""
@@ -317,6 +346,22 @@ def lease_overlaps(intervals: Iterable[LeaseInterval], *,
     return findings
 
 
+def lease_order(intervals: Iterable[LeaseInterval], *, time_format: TimeFormat = _seconds) -> list[Finding]:
+    """Every pair of different nodes' lease intervals where the later-starting one has the lower term."""
+    ordered = sorted(intervals, key=lambda interval: (interval.start, interval.node))
+    findings: list[Finding] = []
+    highest: Optional[LeaseInterval] = None  # the highest-term interval started so far
+    for interval in ordered:
+        if highest is not None and interval.term < highest.term and interval.node != highest.node:
+            findings.append(Finding(
+                kind="lease_order", at=interval.start, nodes=(highest.node, interval.node),
+                message=(f"lease_order: {_describe(interval, time_format)} began after "
+                         f"{_describe(highest, time_format)}, of a higher term")))
+        if highest is None or interval.term > highest.term:
+            highest = interval
+    return findings
+
+
 def _describe(interval: LeaseInterval, time_format: TimeFormat) -> str:
     end = "open" if interval.end is None else time_format(interval.end)
     return (f"member {interval.node} term {interval.term} [{time_format(interval.start)}, {end}) "
@@ -331,8 +376,9 @@ def replay_member_events(events: Iterable[MemberEvent], *,
     ``events`` must be in the order they were read (each member's in the order it wrote them); ``kills``
     gives the times each member was sent SIGKILL.  A kill is taken into account just before the member's
     next ``started`` event (or at the end), so it ends the leadership of the process it killed.
-    Uses ``became_leader``, ``lost_leadership`` (its ``lease_end``), ``stopped``, ``started`` (and the
-    ``voted_for`` it reports) and ``voted`` (its ``candidate``); other events are ignored.
+    Uses ``became_leader``, ``lease_lost`` and ``lost_leadership`` (their ``lease_end``),
+    ``lease_regained``, ``stopped``, ``started`` (and the ``voted_for`` it reports) and ``voted`` (its
+    ``candidate``); other events are ignored.
     """
     safety = SafetyChecker(time_format=time_format)
     pending = {node: sorted(times) for node, times in (kills or {}).items()}
@@ -344,10 +390,14 @@ def replay_member_events(events: Iterable[MemberEvent], *,
 
     for event in events:
         node, at = event.node, event.monotonic
+        lease_end = event.record.get("lease_end")
         if event.event == "became_leader":
             safety.became_leader(node, event.term, at)
+        elif event.event == "lease_regained":
+            safety.lease_regained(node, event.term, at)
+        elif event.event == "lease_lost":
+            safety.lease_lost(node, event.term, at if lease_end is None else float(lease_end))
         elif event.event == "lost_leadership":
-            lease_end = event.record.get("lease_end")
             safety.lost_leadership(node, event.term, at if lease_end is None else float(lease_end))
         elif event.event == "stopped":
             safety.stopped(node, at)

@@ -1,4 +1,4 @@
-"""Leadership handles: one object per leadership (per term won), for leader-only work.
+"""Leadership handles: one object per unbroken lease, for leader-only work.
 
 A blocking application does its leader-only work in a loop that checks :meth:`Leadership.valid` before
 each step and passes :attr:`Leadership.term` to whatever it writes to, as the fencing token::
@@ -10,8 +10,14 @@ each step and passes :attr:`Leadership.term` to whatever it writes to, as the fe
     node.lead(work)          # blocks: runs work() each time this node becomes leader
 
 ``valid()`` is computed against the clock at the moment it is called (the lease may lapse between two
-ticks of the node's timer); :attr:`Leadership.lost` is set as soon as the node notices the leadership
-ended, so a worker blocked elsewhere can wait on it.
+ticks of the node's timer); :attr:`Leadership.lost` is set as soon as the node notices the lease ended, so a
+worker blocked elsewhere can wait on it.
+
+A handle stands for one unbroken lease, not for the whole term: when the lease runs out while the node keeps
+office (a lease gap: a slow round of heartbeats, a busy host), the handle is lost for good, even if the
+lease comes back a moment later.  So code that checked ``valid()`` before a gap always learns of it.  The
+lease that comes back is a new handle of the same term: the same fencing token, and no other member held a
+lease in between (:mod:`raft_election.lease`).
 """
 
 from __future__ import annotations
@@ -23,22 +29,27 @@ __all__ = ["Leadership"]
 
 
 class Leadership:
-    """This node's leadership of one term.
+    """One unbroken lease of this node, in one term.
+
+    Args:
+        term: the term led.
+        is_valid: whether that lease still holds, unbroken, checked against the clock when called.
 
     Attributes:
-        term: the term led; also the fencing token, strictly increasing from one leadership to the next.
-        lost: set when the leadership ends (lease lapsed, stepped down, deposed, node stopped).
+        term: the term led; also the fencing token, never lower than any earlier leadership's and shared
+            only by the leases of one office (before and after a gap).
+        lost: set when the lease ends (a gap, stepped down, deposed, node stopped).
     """
 
-    def __init__(self, term: int, is_valid: Callable[[int], bool]) -> None:
+    def __init__(self, term: int, is_valid: Callable[[], bool]) -> None:
         self.term = term
         self.lost = threading.Event()
         self._is_valid = is_valid
 
     def valid(self) -> bool:
-        """True while this node still leads ``term`` with a valid lease, checked against the clock now."""
-        return not self.lost.is_set() and self._is_valid(self.term)
+        """True while this node still holds this lease of ``term``, checked against the clock now."""
+        return not self.lost.is_set() and self._is_valid()
 
     def __repr__(self) -> str:
-        state = "lost" if self.lost.is_set() else ("valid" if self._is_valid(self.term) else "lapsed")
+        state = "lost" if self.lost.is_set() else ("valid" if self._is_valid() else "lapsed")
         return f"<Leadership term={self.term} {state}>"

@@ -1,19 +1,39 @@
 """What a leader knows of its followers during one term: the lease, check-quorum and transfer targets.
 
-The core keeps one :class:`Lease` while it leads and drops it when it steps down.  It records the *send*
-time of each heartbeat round and, per follower, the newest round it acknowledged, when it last answered,
-and whether it stands for election.  From that follow:
+The core keeps one :class:`Lease` for as long as it holds the office of leader, and drops it when it
+leaves office.  It records the *send* time of each heartbeat round and, per follower, the newest round it
+acknowledged, when it last answered, and whether it stands for election.  From that follow:
 
 * the lease (thesis §6.4.1): valid until ``t + election_timeout_min * (1 - max_clock_drift)``, where ``t``
   is the send time of the latest round a majority acknowledged (the leader acknowledges its own rounds at
   once).  A follower resets its stickiness window when it answers a round, which is no earlier than the
   round's send time, so no member of that majority grants a vote before the lease has run out;
-* check-quorum (thesis §6.2): how many members answered within ``election_timeout_min``;
+* whether the leader holds its lease (:meth:`Lease.observe`): office and lease are separate.  A lease
+  runs out whenever no majority acknowledged a recent enough round (a slow round trip, a busy host) and
+  comes back as soon as one does; only check-quorum, a higher term, a step-down or a transfer end the
+  office;
+* check-quorum (thesis §6.2): how many members answered within ``quorum_window``;
 * the peer to hand leadership to (thesis §3.10): the candidate heard from most recently within
   ``election_timeout_min``.
 
 The winning vote round counts as the first round: it was "sent" when the campaign started, and every voter
-that granted it reset its stickiness no earlier than that.
+that granted it reset its stickiness no earlier than that.  If the votes took longer than a lease, the
+leader takes office without one and holds its first lease once a majority acknowledges a heartbeat round.
+
+**At most one lease holder, across gaps.**  Whenever this leader of term ``T`` holds a lease at instant
+``u``, some majority ``M`` acknowledged a round sent at ``s > u - election_timeout_min * (1 - drift)``,
+each member at a moment ``a >= s`` at which it was in term ``T``.  A leader of another term ``T'`` holding
+a lease at ``u`` needs the votes (or, for its own later rounds, acknowledgements) of a majority ``M'``, and
+``M`` and ``M'`` share a member ``m``.  If ``T' > T``, ``m`` voted in ``T'`` after ``a`` (before it, ``m``
+would have been past ``T`` and refused the round): inside its stickiness window only for a leadership
+transfer (whose leader gave up this lease first) or on death evidence about this leader (see
+:mod:`raft_election.fastfailover`), otherwise no earlier than ``a + election_timeout_min``,
+which on any clock running within the drift bound is after ``s + election_timeout_min * (1 - drift)``:
+after this lease ran out.  If ``T' < T`` the same argument runs the other way.  A gap changes nothing in
+it: every claim rests on its own acknowledged round, whichever came before.  It also shows that a leader
+holding a lease again in the same term after a gap had no other lease holder in between: a later term's
+lease would have to end before the regained one began, and then no majority acknowledges term ``T`` any
+more.
 """
 
 from __future__ import annotations
@@ -34,27 +54,49 @@ class Lease:
     Args:
         quorum: the cluster's strict majority (this server included).
         duration: how long a lease lasts from its start, ``election_timeout_min * (1 - max_clock_drift)``.
-        window: ``election_timeout_min``, the window within which an answer counts as recent.
+        window: ``election_timeout_min``, the window within which an answer makes a peer a follower.
+        quorum_window: the check-quorum window (``election_timeout_max``, see the core).
         won_round: the round number of the winning vote round, and ``started``, when that campaign began.
         voters: each peer that granted the winning round, with whether it stands for election itself.
         now: when the election was won (the voters count as just heard from).
     """
 
-    def __init__(self, *, quorum: int, duration: float, window: float, won_round: int, started: float,
-                 voters: Mapping[int, bool], now: float) -> None:
+    def __init__(self, *, quorum: int, duration: float, window: float, quorum_window: float, won_round: int,
+                 started: float, voters: Mapping[int, bool], now: float) -> None:
         self._quorum = quorum
         self._duration = duration
         self._window = window
+        self._quorum_window = quorum_window
         self._round_sent: dict[int, float] = {won_round: started}
         self._acked_at: dict[int, float] = dict.fromkeys(voters, started)
         self._last_heard: dict[int, float] = dict.fromkeys(voters, now)
         self._candidacy: dict[int, bool] = dict(voters)
         self._start = started
+        #: The votes took longer than a lease: the office began without one.
+        self.late = now >= started + duration
+        #: Whether the leader held the lease when last observed (:meth:`observe`).
+        self.held = False
+        #: How many leases have begun in this office: the first, then one per gap that ended.
+        self.begun = 0
+        #: When the leader last stopped holding a lease (the lease's end), or took office without one.
+        self.unheld_since = now
 
     @property
     def expiry(self) -> float:
         """When the lease runs out unless a newer round is acknowledged by a majority."""
         return self._start + self._duration
+
+    def observe(self, now: float) -> Optional[bool]:
+        """Whether the lease began (True) or ran out (False) since the last call; None if neither."""
+        valid = now < self.expiry
+        if valid == self.held:
+            return None
+        self.held = valid
+        if valid:
+            self.begun += 1
+        else:
+            self.unheld_since = self.expiry
+        return valid
 
     def sent(self, round_: int, now: float) -> None:
         """A heartbeat round numbered ``round_`` left at ``now`` (the leader acknowledges it itself)."""
@@ -76,11 +118,11 @@ class Lease:
         return True
 
     def heard(self, now: float) -> int:
-        """How many members, the leader included, answered within the window before ``now`` (check-quorum)."""
-        return 1 + len(self.followers(now))
+        """How many members, the leader included, answered within the check-quorum window before ``now``."""
+        return 1 + sum(1 for heard in self._last_heard.values() if now - heard < self._quorum_window)
 
     def followers(self, now: float) -> tuple[int, ...]:
-        """The peers that answered within the window before ``now``, in id order."""
+        """The peers that answered within ``election_timeout_min`` before ``now``, in id order."""
         return tuple(sorted(peer for peer, heard in self._last_heard.items() if now - heard < self._window))
 
     def transfer_target(self, now: float) -> Optional[int]:

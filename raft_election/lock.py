@@ -8,6 +8,15 @@ paused or cut off still finds ``held`` False the moment its lease lapses; whatev
 checked ``held`` must carry the token, so the protected resource can refuse a stale holder (Kleppmann,
 "How to do distributed locking", 2016).
 
+A hold lasts from ``acquire()`` until ``release()``, or until the member leaves the leader's office
+(deposed by a higher term, check-quorum, stopped), which sets :attr:`DistributedLock.lost` and calls
+``on_lost``.  Inside a hold the lease may lapse for a moment and come back (a **lease gap**: a slow round of
+heartbeats on a loaded host): ``held`` is False during the gap, ``on_lease_lost`` and
+``on_lease_regained`` are called, and the :class:`~raft_election.leadership.Leadership` handle of the lease
+before the gap (:meth:`DistributedLock.leadership`) stays invalid for good, so code that checked before the
+gap learns of it.  The token stays the same across the gap, and no other member held the lock in between
+(:mod:`raft_election.lease`); ``acquire()`` during a gap waits for the lease to come back.
+
 From the moment a member gets a DistributedLock it stands for election only while ``acquire()`` waits or
 the lock is held; otherwise it just votes.  Every member of a lock cluster must use a DistributedLock (or
 run with ``candidate=False``): a member that stands for election without wanting the lock would win
@@ -24,7 +33,7 @@ from typing import Optional
 
 from raft_election.core import NoTransferTargetError
 from raft_election.errors import RaftElectionError
-from raft_election.events import Event, LostLeadership
+from raft_election.events import Event, LeaseLost, LeaseRegained, LostLeadership
 from raft_election.leadership import Leadership
 from raft_election.node import RaftNode
 
@@ -41,33 +50,46 @@ class DistributedLock:
     Args:
         node: this process's member; it must not be used for anything that makes it stand for election.
         on_lost: called with the token when a held lock is lost without :meth:`release` (on the node's
-            callback thread; it may block).
+            callback thread, like the two below; it may block).
+        on_lease_lost: called with the token when the lease lapses inside a hold (a lease gap).
+        on_lease_regained: called with the token when the lease comes back after a gap.
     """
 
-    def __init__(self, node: RaftNode, *, on_lost: Optional[Callable[[int], object]] = None) -> None:
+    def __init__(self, node: RaftNode, *, on_lost: Optional[Callable[[int], object]] = None,
+                 on_lease_lost: Optional[Callable[[int], object]] = None,
+                 on_lease_regained: Optional[Callable[[int], object]] = None) -> None:
         self._node = node
         self._on_lost = on_lost
+        self._on_lease_lost = on_lease_lost
+        self._on_lease_regained = on_lease_regained
         self._lock = threading.Lock()
-        self._leadership: Optional[Leadership] = None
+        self._term: Optional[int] = None  # the token of the current hold
         self._acquiring = False
         #: Set when a held lock is lost without release (cleared by the next acquire()).
         self.lost = threading.Event()
         node.set_candidate(False)
         node.add_listener(self._on_event)
 
+    def leadership(self) -> Optional[Leadership]:
+        """The handle of the unbroken lease this hold has now, or None (not held, or in a lease gap).
+
+        Its ``valid()`` turns False for good at the first gap, even if the lease comes back.
+        """
+        with self._lock:
+            term = None if self.lost.is_set() else self._term
+        leadership = self._node.leadership() if term is not None else None
+        return leadership if leadership is not None and leadership.term == term else None
+
     @property
     def held(self) -> bool:
-        """True while this member holds the lock: computed against the lease and the clock right now."""
-        with self._lock:
-            leadership = self._leadership
-        return leadership is not None and leadership.valid()
+        """True while this member holds the lock with a valid lease, against the clock right now."""
+        return self.leadership() is not None
 
     @property
     def token(self) -> Optional[int]:
-        """The fencing token of the current hold (the term), or None when not held."""
-        with self._lock:
-            leadership = self._leadership
-        return leadership.term if leadership is not None and leadership.valid() else None
+        """The fencing token of the current hold (the term) while it is held with a lease, else None."""
+        leadership = self.leadership()
+        return leadership.term if leadership is not None else None
 
     def acquire(self, timeout: Optional[float] = None) -> int:
         """Block until this member holds the lock; return the fencing token.
@@ -75,33 +97,42 @@ class DistributedLock:
         Args:
             timeout: seconds to wait; None means wait forever.
 
+        During a lease gap of a hold this waits for the lease to come back (the same token), or for a new
+        leadership if the office is lost meanwhile.
+
         Returns:
-            The fencing token: the term of the leadership, strictly greater than every earlier holder's.
+            The fencing token: the term of the leadership, greater than every earlier holder's.
 
         Raises:
-            TimeoutError: not acquired within ``timeout``; the member then stops standing for election.
+            TimeoutError: not acquired within ``timeout``; the member then stops standing for election
+                (unless it is in a hold's lease gap, which only ``release()`` or the office's loss ends).
             LockError: this lock is already held or being acquired by this member (it is not re-entrant).
             RaftElectionError: the node is not running.
         """
         with self._lock:
             if self._acquiring:
                 raise LockError(f"member {self._node.node_id} is already acquiring this lock")
-            if self._leadership is not None and self._leadership.valid():
-                raise LockError(f"member {self._node.node_id} already holds this lock (token "
-                                f"{self._leadership.term}); it is not re-entrant")
+            in_gap = self._term is not None and not self.lost.is_set()
             self._acquiring = True
-            self._leadership = None
-            self.lost.clear()
         try:
+            if self.held:
+                raise LockError(f"member {self._node.node_id} already holds this lock (token "
+                                f"{self._term}); it is not re-entrant")
+            if not in_gap:
+                with self._lock:
+                    self._term = None
+                    self.lost.clear()
             try:
                 self._node.set_candidate(True)
                 self._node.campaign()
                 leadership = self._node.wait_for_leadership(timeout)
             except BaseException:
-                self._node.set_candidate(False)
+                if not in_gap:
+                    self._node.set_candidate(False)
                 raise
             with self._lock:
-                self._leadership = leadership
+                self._term = leadership.term
+                self.lost.clear()
             return leadership.term
         finally:
             with self._lock:
@@ -113,16 +144,18 @@ class DistributedLock:
         The lease is dropped first.  If a member is waiting in ``acquire()`` (the leader knows: followers
         report their candidacy with every heartbeat answer), leadership is handed straight to it
         (TimeoutNow, thesis §3.10), so it holds the lock about one round trip later; otherwise this member
-        resigns, so the next ``acquire()`` anywhere need not wait out the stickiness window.
+        resigns, so the next ``acquire()`` anywhere need not wait out the stickiness window.  A hold in a
+        lease gap is released the same way (the member still holds the office).
 
         Raises:
             LockError: the lock is not held (never acquired, already released, or lost).
         """
         with self._lock:
-            leadership, self._leadership = self._leadership, None
-        if leadership is None or leadership.lost.is_set():
+            term, self._term = self._term, None
+            lost = self.lost.is_set()
+        if term is None or lost:
             raise LockError(f"member {self._node.node_id} does not hold this lock"
-                            + (" (it was lost)" if leadership is not None else ""))
+                            + (" (it was lost)" if term is not None else ""))
         self._node.set_candidate(False)
         try:
             self._node.transfer_leadership()
@@ -137,28 +170,40 @@ class DistributedLock:
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
                  traceback: Optional[TracebackType]) -> None:
         with self._lock:
-            leadership = self._leadership
-        if leadership is not None and not leadership.lost.is_set():
-            self.release()
-        else:  # lost meanwhile: nothing to release, but stop standing
-            with self._lock:
-                self._leadership = None
-            self._node.set_candidate(False)
+            releasable = self._term is not None and not self.lost.is_set()
+        if releasable:
+            with contextlib.suppress(LockError):  # lost in the meantime
+                self.release()
+                return
+        with self._lock:  # lost: nothing to release, but stop standing
+            self._term = None
+        self._node.set_candidate(False)
 
     def _on_event(self, event: Event) -> None:
-        """Node listener: a leadership that ends while held (not released) means the lock was lost."""
-        if not isinstance(event, LostLeadership):
+        """Node listener: the end of the hold's office, or a gap in its lease.
+
+        The office of the hold's term ending (not by release) means the lock was lost; its lease lapsing or
+        coming back calls the gap callbacks.
+        """
+        if not isinstance(event, (LostLeadership, LeaseLost, LeaseRegained)):
             return
         with self._lock:
-            leadership = self._leadership
-            lost = leadership is not None and leadership.term == event.term
-        if not lost:
+            ours = self._term == event.term and not self.lost.is_set()
+            if ours and isinstance(event, LostLeadership):
+                self.lost.set()
+        if not ours:
             return
-        self.lost.set()
-        with contextlib.suppress(RaftElectionError):  # the node may be stopping
-            self._node.set_candidate(False)
-        if self._on_lost is not None:
-            self._on_lost(event.term)
+        if isinstance(event, LeaseLost):
+            if self._on_lease_lost is not None:
+                self._on_lease_lost(event.term)
+        elif isinstance(event, LeaseRegained):
+            if self._on_lease_regained is not None:
+                self._on_lease_regained(event.term)
+        else:
+            with contextlib.suppress(RaftElectionError):  # the node may be stopping
+                self._node.set_candidate(False)
+            if self._on_lost is not None:
+                self._on_lost(event.term)
 
     def __repr__(self) -> str:
         token = self.token

@@ -2,9 +2,11 @@
 
 The process joins the cluster as member ``--id`` (keeping its term and vote in the data directory),
 acquires the lock, runs the command with ``RAFT_FENCING_TOKEN`` set to the token, forwards SIGTERM,
-SIGINT, SIGHUP and SIGQUIT to it, and releases the lock when it exits.  If the lock is lost while the
-command runs (the lease lapsed: this member was cut off, or paused past its lease), the command is
-terminated: SIGTERM, then SIGKILL after a grace period.
+SIGINT, SIGHUP and SIGQUIT to it, and releases the lock when it exits.  If the lease lapses while the
+command runs (this member was cut off or paused past its lease, or a lease gap: an answer round came back
+late), the command is terminated: SIGTERM, then SIGKILL after a grace period.  A gap ends the command too,
+although the member keeps office and may hold the lease again a moment later: another process cannot be
+told to stop acting while the lease is away and resume after, and the lock must not outlive the lease.
 
 Exit status: the command's own (128 + N if it died of signal N); :data:`EXIT_TIMEOUT` if the lock was not
 acquired within ``--timeout``; :data:`EXIT_LOST` if the lock was lost and the command terminated; 2 for a

@@ -11,13 +11,16 @@ start and again on every SIGUSR2, after which a ``faults`` event reports the fau
 the file is bad, an ``error`` and the faults kept).
 
 Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
-line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``,
-``lost_leadership``, ``leader_changed``, ``voted``, ``evidence``, ``status``, ``faults``, ``stopped``),
-``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable across processes on one
-machine) and ``wall`` (``time.time()``).  ``became_leader`` carries the instant the lease began as
-``monotonic`` and ``fast`` (won by fast failover); ``evidence`` carries ``peer``, ``kind`` and
-``about_leader`` (the transport found ``peer``'s process gone);
-``lost_leadership`` carries ``lease_end`` (when the member stopped believing it leads) and ``reason``;
+line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``, ``lease_lost``,
+``lease_regained``, ``lost_leadership``, ``leader_changed``, ``voted``, ``evidence``, ``status``,
+``faults``, ``stopped``), ``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable
+across processes on one machine) and ``wall`` (``time.time()``).  ``became_leader`` carries the instant its
+first lease of the term began as ``monotonic``, ``fast`` (won by fast failover) and ``late`` (the votes
+came too late for a lease: it took office earlier and holds one from ``monotonic``); ``lease_lost``
+(a lease gap: the member keeps office) carries ``lease_end``, and ``lease_regained`` the instant the lease
+came back as ``monotonic``; ``evidence`` carries ``peer``, ``kind`` and ``about_leader`` (the transport
+found ``peer``'s process gone); ``lost_leadership`` (the member left office) carries ``lease_end`` (when it
+stopped believing it leads), ``reason`` and ``had_lease`` (False when a ``lease_lost`` came first);
 ``faults`` carries ``faults`` (``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad,
 ``error``.
 
@@ -42,6 +45,8 @@ from raft_election.events import (
     DeathEvidence,
     Event,
     LeaderChanged,
+    LeaseLost,
+    LeaseRegained,
     LostLeadership,
     VoteGranted,
 )
@@ -111,7 +116,11 @@ class EventReporter:
         text = {
             "started": f"member {node} started at term {term}",
             "became_leader": (f"member {node} became leader of term {term} (fencing token {term})"
-                              + (", fast failover" if record.get("fast") else "")),
+                              + (", fast failover" if record.get("fast") else "")
+                              + (", its lease only now: its votes came late" if record.get("late") else "")),
+            "lease_lost": (f"member {node} lost its lease in term {term}: it stays leader but does not "
+                           f"claim it until a majority answers"),
+            "lease_regained": f"member {node} holds its lease of term {term} again (fencing token {term})",
             "evidence": (f"member {node} has evidence ({record.get('kind')}) that member "
                          f"{record.get('peer')} is gone"),
             "lost_leadership": f"member {node} no longer leads term {term} ({record.get('reason')})",
@@ -128,10 +137,15 @@ class EventReporter:
         """Report one core event (the node's ``observer`` callback)."""
         if isinstance(event, BecameLeader):
             self.report("became_leader", term=event.term, leader=self._node_id, monotonic=event.at,
-                        fast=event.fast)
+                        fast=event.fast, late=event.late)
+        elif isinstance(event, LeaseLost):
+            self.report("lease_lost", term=event.term, leader=None, monotonic=event.at,
+                        lease_end=event.lease_end)
+        elif isinstance(event, LeaseRegained):
+            self.report("lease_regained", term=event.term, leader=self._node_id, monotonic=event.at)
         elif isinstance(event, LostLeadership):
             self.report("lost_leadership", term=event.term, leader=None, monotonic=event.at,
-                        lease_end=event.lease_end, reason=event.reason)
+                        lease_end=event.lease_end, reason=event.reason, had_lease=event.had_lease)
         elif isinstance(event, LeaderChanged):
             self.report("leader_changed", term=event.term, leader=event.leader_id)
         elif isinstance(event, VoteGranted):
@@ -241,4 +255,4 @@ def _report_status(reporter: EventReporter, node: RaftNode) -> None:
                     is_leader=status.is_leader, voted_for=status.voted_for,
                     lease_remaining=status.lease_remaining, followers=list(status.followers),
                     candidate=status.candidate, round_trip=status.round_trip,
-                    counters=dict(status.counters))
+                    lease_gap_seconds=status.lease_gap_seconds, counters=dict(status.counters))

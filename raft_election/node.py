@@ -30,6 +30,7 @@ halts: it sends nothing more and reports the error
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 import random
@@ -45,7 +46,7 @@ from raft_election.codec import Codec
 from raft_election.config import RaftConfig
 from raft_election.core import RaftCore
 from raft_election.errors import DecodeError, NoTransferTargetError, RaftElectionError
-from raft_election.events import BecameLeader, Event, LeaderChanged, LostLeadership
+from raft_election.events import BecameLeader, Event, LeaderChanged, LeaseLost, LeaseRegained, LostLeadership
 from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
 from raft_election.output import Output
@@ -67,9 +68,13 @@ _T = TypeVar("_T")
 class NodeStatus:
     """An immutable snapshot of a node, taken atomically under its lock.
 
-    ``counters`` holds, among others: ``elections_started``, ``pre_votes_started``, ``became_leader``,
-    ``messages_sent`` (and per kind: ``vote_requests_sent``, ``vote_responses_sent``, ``heartbeats_sent``,
-    ...), ``vote_requests_resent``, ``messages_received``, ``votes_granted``, ``step_downs_<reason>``; for
+    ``counters`` holds, among others: ``elections_started``, ``pre_votes_started``, ``became_leader``
+    (elections won), ``wins_without_lease`` (won by votes too slow to carry a lease), ``lease_gaps`` and
+    ``leases_regained`` (a leader's lease ran out and came back while it kept office),
+    ``step_downs_<reason>`` (offices left, by reason: ``check_quorum``, ``higher_term``, ``step_down``,
+    ``transfer``, ``stopped``), ``messages_sent`` (and per kind: ``vote_requests_sent``,
+    ``vote_responses_sent``, ``heartbeats_sent``, ...), ``vote_requests_resent``, ``messages_received``,
+    ``votes_granted``; for
     fast failover ``probes_requested``, ``evidence_received``, ``fast_failovers_scheduled``,
     ``fast_campaigns_started``, ``fast_elections_won``, ``evidence_votes_granted``,
     ``vote_requests_deferred``; and one
@@ -78,10 +83,12 @@ class NodeStatus:
     """
 
     node_id: int
+    #: LEADER while this member holds the office, with or without a lease (see ``is_leader``).
     role: Role
     term: int
     leader_id: Optional[int]
     voted_for: Optional[int]
+    #: Whether it leads with a valid lease now: the only leadership an application may act on.
     is_leader: bool
     lease_remaining: float
     #: Peers that acknowledged this leader within election_timeout_min (empty unless leading).
@@ -91,6 +98,9 @@ class NodeStatus:
     counters: Mapping[str, int]
     #: Median of this member's recent heartbeat round trips as leader, in seconds (None before the first).
     round_trip: Optional[float] = None
+    #: Seconds this member spent as leader without a lease: its lease gaps (``lease_gaps`` of them) and
+    #: the start of late wins, so far.
+    lease_gap_seconds: float = 0.0
 
     def rejected(self) -> int:
         """Total messages rejected for any reason."""
@@ -106,9 +116,13 @@ class RaftNode:
         storage: where ``(term, voted_for)`` is kept.  Use :class:`~raft_election.storage.FileStorage` in
             production; the default :class:`~raft_election.storage.MemoryStorage` forgets the vote when the
             process exits, so a restarted process could vote twice in a term.  The node closes it on stop.
-        on_become_leader: called with the term (the fencing token) when this node wins an election.
-        on_lose_leadership: called with the term when this node stops leading (lease lost, stepped down,
-            higher term seen, stopped).
+        on_become_leader: called with the term (the fencing token) each time this node begins to hold a
+            lease: when it wins an election, and again (same term) when its lease comes back after a gap.
+        on_lose_leadership: called with the term each time this node stops holding a lease: a lease gap
+            (it keeps office and heartbeats on; ``on_become_leader`` follows with the same term if the lease
+            comes back, and no other member held a lease in between) or leaving office (stepped down,
+            transferred, higher term seen, check-quorum, stopped).  The two alternate, starting with
+            ``on_become_leader``.
         on_leader_change: called with ``(leader_id or None, term)`` whenever the known leader changes.
         observer: called with every core event (for tests and tooling), on the callback thread.
         rng: randomness for election timeouts (default: seeded from the OS).
@@ -154,7 +168,8 @@ class RaftNode:
         self._failure: Optional[BaseException] = None
         self._counters: collections.Counter[str] = collections.Counter()
         self._candidate = config.candidate  # wanted candidacy, also before start
-        self._leadership: Optional[Leadership] = None
+        self._leadership: Optional[Leadership] = None  # the handle of the lease held now, if handed out
+        self._leadership_key = (0, 0)  # the core's (term, leases_begun) of that lease
         self._listeners: list[Callable[[Event], object]] = []
 
         self._callbacks: queue.SimpleQueue[Optional[_Callback]] = queue.SimpleQueue()
@@ -306,6 +321,7 @@ class RaftNode:
                 running=self._started and not self._stopping and self._failure is None,
                 counters=MappingProxyType(dict(counters)),
                 round_trip=self._stats.round_trip(),
+                lease_gap_seconds=core.unleased_seconds(now) if core is not None else 0.0,
             )
 
     def wait_for_leader(self, timeout: Optional[float] = None) -> int:
@@ -410,12 +426,16 @@ class RaftNode:
             self._listeners.append(listener)
 
     def leadership(self) -> Optional[Leadership]:
-        """The current leadership while this node leads with a valid lease, else None."""
+        """The current leadership while this node leads with a valid lease, else None.
+
+        A handle stands for one unbroken lease: after a lease gap it stays invalid for good, and the lease
+        that comes back (same term, same fencing token) is a new handle.
+        """
         with self._lock:
             return self._leadership_locked(self._clock())
 
     def wait_for_leadership(self, timeout: Optional[float] = None) -> Leadership:
-        """Block until this node leads with a valid lease; return that leadership.
+        """Block until this node leads with a valid lease; return that leadership (see :meth:`leadership`).
 
         Args:
             timeout: seconds to wait; None means wait forever.
@@ -429,12 +449,13 @@ class RaftNode:
             lambda: f"node {self.node_id} did not become leader within {timeout} s")
 
     def lead(self, work: Callable[[Leadership], object], *, until: Optional[threading.Event] = None) -> None:
-        """Run ``work(leadership)`` each time this node becomes leader, until ``until`` is set or it stops.
+        """Run ``work(leadership)`` at each lease this node begins, until ``until`` is set or it stops.
 
         Blocks the calling thread.  ``work`` must return once ``leadership.valid()`` is False (or
         ``leadership.lost`` is set); it runs in the calling thread, so it may block.  Exceptions from
-        ``work`` propagate to the caller.  ``work`` runs once per leadership: after it returns, the next
-        call waits for the next leadership.
+        ``work`` propagate to the caller.  ``work`` runs once per unbroken lease: after it returns, the next
+        call waits for the next lease, which after a lease gap is of the same term (the same fencing token,
+        and no other member held a lease in between) and otherwise of a new one.
 
         The waits are on the node's own condition, woken by its news; a daemon thread waits for ``until``
         and wakes it too (that thread ends when ``until`` is set).
@@ -465,14 +486,26 @@ class RaftNode:
         core = self._core
         if core is None or not self._is_leader_locked(now):
             return None
-        if self._leadership is None or self._leadership.term != core.term:
-            self._leadership = Leadership(core.term, self._leads)
+        key = (core.term, core.leases_begun)
+        if self._leadership is None or self._leadership_key != key:
+            self._end_leadership_locked()
+            self._leadership = Leadership(core.term, functools.partial(self._holds, key))
+            self._leadership_key = key
         return self._leadership
 
-    def _leads(self, term: int) -> bool:
+    def _holds(self, key: tuple[int, int]) -> bool:
+        """Whether the lease ``key`` (the core's term and leases begun) is still held, unbroken, now."""
         with self._lock:
             core = self._core
-            return core is not None and core.term == term and self._is_leader_locked(self._clock())
+            return (core is not None and (core.term, core.leases_begun) == key
+                    and self._is_leader_locked(self._clock()))
+
+    def _end_leadership_locked(self) -> None:
+        """The handed-out lease ended (a gap, or the office): its handle is lost for good; wake waiters."""
+        if self._leadership is not None:
+            self._leadership.lost.set()
+            self._leadership = None
+            self._changed.notify_all()  # lead() waits for the next lease
 
     # ------------------------------------------------------------------ internals
 
@@ -573,7 +606,15 @@ class RaftNode:
         self._bad_input_log.warning(reason, f"%d {message}", self.node_id, *args)
 
     def _push(self, output: Output, now: float) -> int:
-        """Append ``output`` (produced at ``now``) to the FIFO, with the lock held; return its ticket."""
+        """Append ``output`` (produced at ``now``) to the FIFO, with the lock held; return its ticket.
+
+        A handed-out lease that ended in the call that produced ``output`` is marked lost here, at once,
+        not when the events are carried out: by then a new lease may already be held.
+        """
+        core = self._core
+        if self._leadership is not None and core is not None and (
+                (core.term, core.leases_begun) != self._leadership_key or not core.is_leader(now)):
+            self._end_leadership_locked()
         self._stats.sent(output.messages, now)
         if any(isinstance(event, LostLeadership) for event in output.events):
             self._stats.leadership_ended()
@@ -646,23 +687,20 @@ class RaftNode:
             self._pending.clear()
             self._changed.notify_all()
             self._carried.notify_all()
-            if self._leadership is not None:
-                self._leadership.lost.set()
+            self._end_leadership_locked()
             core = self._core
-            was_leader = core is not None and core.role is Role.LEADER
+            was_leader = core is not None and core.is_leader(self._clock())
             term = core.term if core is not None else 0
         if was_leader and self._on_lose_leadership is not None:
             callback = self._on_lose_leadership
             self._callbacks.put(lambda: callback(term))
 
     def _dispatch(self, event: Event) -> None:
-        """Queue the user callbacks for one core event (run later on the callback thread)."""
-        if isinstance(event, LostLeadership):
-            with self._lock:
-                leadership = self._leadership
-                if leadership is not None and leadership.term == event.term:
-                    leadership.lost.set()
-                    self._changed.notify_all()  # lead() waits for the next leadership
+        """Queue the user callbacks for one core event (run later on the callback thread).
+
+        A lease beginning (a win, or the end of a gap) calls ``on_become_leader``; a lease ending (a gap, or
+        leaving office while still holding it) calls ``on_lose_leadership``.
+        """
         if self._observer is not None:
             observer = self._observer
             self._callbacks.put(lambda: observer(event))
@@ -670,10 +708,12 @@ class RaftNode:
             listeners = list(self._listeners)
         for listener in listeners:
             self._callbacks.put(lambda listener=listener: listener(event))  # type: ignore[misc]
-        if isinstance(event, BecameLeader) and self._on_become_leader is not None:
+        began = isinstance(event, (BecameLeader, LeaseRegained))
+        ended = isinstance(event, LeaseLost) or (isinstance(event, LostLeadership) and event.had_lease)
+        if began and self._on_become_leader is not None:
             become = self._on_become_leader
             self._callbacks.put(lambda: become(event.term))
-        elif isinstance(event, LostLeadership) and self._on_lose_leadership is not None:
+        elif ended and self._on_lose_leadership is not None:
             lose = self._on_lose_leadership
             self._callbacks.put(lambda: lose(event.term))
         elif isinstance(event, LeaderChanged) and self._on_leader_change is not None:

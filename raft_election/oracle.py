@@ -7,7 +7,8 @@ an application's own tests too.  It checks, across crashes and restarts, the rul
 * **election safety** (Raft §5.2): at most one server wins each term (at each ``became_leader``);
 * **lease safety** (thesis §6.4.1): at no instant do two servers believe they lead with a valid lease (at
   each :meth:`~ElectionOracle.lease_holders`, and over the recorded intervals by
-  :meth:`~ElectionOracle.check_intervals`);
+  :meth:`~ElectionOracle.check_intervals`), and leases never go back to a lower term (so a leader whose
+  lease comes back after a gap had no other lease holder in between);
 * **one vote per term**: no server persists two different votes in one term, even across restarts;
 * **monotonic terms**: no server's persisted term ever decreases.
 
@@ -17,10 +18,11 @@ The oracle keeps every leadership it saw, so a failure report can show the whole
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from raft_election.events import BecameLeader, Event, LeaseLost, LeaseRegained, LostLeadership
 from raft_election.hardstate import HardState
-from raft_election.invariants import Finding, LeaseInterval, SafetyChecker
+from raft_election.invariants import Finding, LeaseInterval, SafetyChecker, lease_order
 
 __all__ = ["ElectionOracle", "SafetyViolation"]
 
@@ -63,6 +65,20 @@ class ElectionOracle:
         with self._lock:
             return self._safety.winners()
 
+    def record(self, node: int, event: Event, clock: Callable[[float], float] = float) -> None:
+        """Record whatever core ``event`` of ``node`` says about its leases (other events are ignored).
+
+        ``clock`` turns the node's own times into the oracle's common clock (default: they are the same).
+        """
+        if isinstance(event, BecameLeader):
+            self.became_leader(node, event.term, clock(event.at))
+        elif isinstance(event, LeaseRegained):
+            self.lease_regained(node, event.term, clock(event.at))
+        elif isinstance(event, LeaseLost):
+            self.lease_lost(node, event.term, clock(event.lease_end))
+        elif isinstance(event, LostLeadership):
+            self.lost_leadership(node, event.term, clock(event.lease_end))
+
     def became_leader(self, node: int, term: int, at: float) -> None:
         """``node`` won ``term`` and believes it leads from ``at``."""
         with self._lock:
@@ -72,9 +88,19 @@ class ElectionOracle:
         # (a paused leader learns only when it next runs), so it cannot be judged here.
 
     def lost_leadership(self, node: int, term: int, lease_end: float) -> None:
-        """``node`` stopped believing it leads ``term`` at ``lease_end``."""
+        """``node`` left the office of ``term``; it stopped believing it leads at ``lease_end``."""
         with self._lock:
             self._safety.lost_leadership(node, term, lease_end)
+
+    def lease_lost(self, node: int, term: int, lease_end: float) -> None:
+        """``node``'s lease of ``term`` ran out at ``lease_end``; it keeps office."""
+        with self._lock:
+            self._safety.lease_lost(node, term, lease_end)
+
+    def lease_regained(self, node: int, term: int, at: float) -> None:
+        """``node``, in office in ``term`` since before a lease gap, believes it leads again from ``at``."""
+        with self._lock:
+            self._report(self._safety.lease_regained(node, term, at))
 
     def node_crashed(self, node: int, at: float) -> None:
         """A crashed process believes nothing any more."""
@@ -95,7 +121,19 @@ class ElectionOracle:
             if state.voted_for is not None:
                 self._report(self._safety.voted(node, state.term, state.voted_for, source="persisted"))
 
-    def check_intervals(self) -> None:
-        """Check, after the fact, that no two recorded leaderships of different servers overlap in time."""
+    def check_lease_order(self) -> None:
+        """Check, at any moment, that no lease began in a lower term than an earlier one of another server.
+
+        Unlike overlaps, this needs no leadership to have ended, so a running simulation can check it.
+        """
         with self._lock:
-            self._report(self._safety.overlaps())
+            self._report(lease_order(self._safety.intervals()))
+
+    def check_intervals(self) -> None:
+        """Check the recorded leaderships after the fact: no overlaps, no lease going back a term.
+
+        No two leaderships of different servers share a moment, and none began in a lower term than an
+        earlier one of another server.
+        """
+        with self._lock:
+            self._report(self._safety.check_intervals())

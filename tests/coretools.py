@@ -340,16 +340,12 @@ def drive(core: RaftCore, script: list[tuple[Any, ...]], now: float = 0.0) -> It
         elif kind == "set_candidate":
             out = core.set_candidate(action[1], now)
         else:
-            # A leader whose lease ran out steps down on any call, a refused transfer included.
-            lapsed = core.role is Role.LEADER and not core.is_leader(now)
+            # A refused transfer changes nothing (a leader in a lease gap keeps its office too).
             before = (core.role, core.term, core.voted_for, core.leader_id, core.lease_expiry)
             try:
                 _, out = core.transfer_leadership(now, action[1])
             except RaftElectionError:
-                if lapsed:
-                    assert core.role is Role.FOLLOWER and core.term == before[1]
-                else:
-                    assert (core.role, core.term, core.voted_for, core.leader_id, core.lease_expiry) == before
+                assert (core.role, core.term, core.voted_for, core.leader_id, core.lease_expiry) == before
                 continue
         sent = (sent + list(out.messages))[-64:]
         yield now, out

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from raft_election import MemoryStorage, RaftConfig, RaftNode
-from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.events import Event
 from raft_election.oracle import ElectionOracle
 from raft_election.storage import HardState
 from transports.memory import InMemoryNetwork
@@ -39,9 +39,9 @@ class OracleStorage(MemoryStorage):
 class ThreadedCluster:
     """Threaded members over one InMemoryNetwork; every leadership goes to an ElectionOracle.
 
-    Leaderships are recorded with the members' own timestamps (``BecameLeader.at`` and
-    ``LostLeadership.lease_end``, both ``time.monotonic``), so :meth:`check` can verify after the fact that
-    no two lease-holding intervals overlapped.
+    Leaderships are recorded with the members' own timestamps (``BecameLeader.at``, ``LeaseLost.lease_end``
+    and so on, all ``time.monotonic``), so :meth:`check` can verify after the fact that no two lease-holding
+    intervals overlapped.
     """
 
     def __init__(self, size: int = 5, *, seed: int = 0, delay: tuple[float, float] = (0.0002, 0.002),
@@ -61,10 +61,7 @@ class ThreadedCluster:
 
     def start(self, node_id: int, **callbacks: Any) -> RaftNode:
         def observe(event: Event) -> None:
-            if isinstance(event, BecameLeader):
-                self.oracle.became_leader(node_id, event.term, event.at)
-            elif isinstance(event, LostLeadership):
-                self.oracle.lost_leadership(node_id, event.term, event.lease_end)
+            self.oracle.record(node_id, event)
             with self.changed:
                 self.events.append((node_id, event))
                 self.changed.notify_all()

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import pytest
 
+from raft_election.events import BecameLeader, LeaseLost, LeaseRegained, LostLeadership
 from raft_election.invariants import (
     LeaseInterval,
     SafetyChecker,
@@ -286,3 +287,62 @@ def test_lease_overlaps_of_given_intervals_are_between_different_nodes(end):
     (overlap,) = lease_overlaps(intervals, time_format=lambda at: f"{at:g}")
     assert overlap.nodes == (1, 2) and overlap.until == 6.0 and "for 1000.0 ms" in overlap.message
     assert "member 1 term 1 [0, " + ("open) (still held)" if end is None else "10) (kill)") in overlap.message
+
+
+# ---------------------------------------------------------------------------------------------- lease gaps
+
+
+def test_a_lease_gap_splits_one_office_into_two_intervals_of_one_term():
+    """Thesis §6.4.1: ``lease_lost`` ends the interval at its lease end, ``lease_regained`` begins another of
+    the same term (``resumed``), and the office's ``lost_leadership`` then ends that one."""
+    safety = replay_member_events([line(1, "became_leader", 1, 0.5),
+                                   line(1, "lease_lost", 1, 1.3, lease_end=1.2),
+                                   line(1, "lease_regained", 1, 1.4),
+                                   line(1, "lost_leadership", 1, 2.0, lease_end=2.0)])
+    assert spans(safety.intervals()) == [(1, 1, 0.5, 1.2, "lease_lost"), (1, 1, 1.4, 2.0, "lost_leadership")]
+    assert [interval.resumed for interval in safety.intervals()] == [False, True]
+    assert safety.findings == [] and safety.check_intervals() == []
+
+
+def test_a_lost_leadership_after_a_gap_does_not_reopen_or_move_the_gap():
+    """An office left during a gap (``had_lease`` False) ends nothing more: the interval ended at the gap."""
+    safety = replay_member_events([line(1, "became_leader", 1, 0.5),
+                                   line(1, "lease_lost", 1, 1.3, lease_end=1.2),
+                                   line(1, "lost_leadership", 1, 1.8, lease_end=1.2, had_lease=False)])
+    assert spans(safety.intervals()) == [(1, 1, 0.5, 1.2, "lease_lost")]
+
+
+def test_a_lease_regained_in_another_nodes_term_is_an_election_safety_violation():
+    safety = SafetyChecker()
+    safety.became_leader(1, 1, 0.5)
+    (finding,) = safety.lease_regained(2, 1, 1.0)
+    assert finding.kind == "election_safety" and finding.nodes == (1, 2)
+
+
+def test_leases_never_go_back_to_a_lower_term():
+    """The token rule across gaps: once another node held a lease of a higher term, a lease of a lower term
+    beginning later (a regain, or a late report of a win) is a ``lease_order`` violation, reported once per
+    pair; a node's own earlier term, and leases in rising terms, are fine."""
+    safety = SafetyChecker()
+    safety.became_leader(1, 1, 0.0)
+    safety.lease_lost(1, 1, 1.0)
+    safety.became_leader(2, 2, 2.0)
+    safety.lost_leadership(2, 2, 3.0)
+    assert safety.check_intervals() == []
+    safety.lease_regained(1, 1, 4.0)
+    safety.lease_lost(1, 1, 5.0)
+    (finding,) = safety.check_intervals()
+    assert (finding.kind, finding.nodes, finding.at) == ("lease_order", (2, 1), 4.0)
+    assert "member 1 term 1 [4.000000, 5.000000)" in finding.message
+    assert "member 2 term 2" in finding.message
+
+
+def test_the_oracle_records_lease_gaps_from_core_events():
+    oracle = ElectionOracle()
+    for event in [BecameLeader(term=1, at=0.5), LeaseLost(term=1, at=1.3, lease_end=1.2),
+                  LeaseRegained(term=1, at=1.4),
+                  LostLeadership(term=1, at=2.0, lease_end=2.0, reason="stopped")]:
+        oracle.record(1, event, clock=lambda at: at + 100.0)
+    assert [(i.start, i.end, i.ended_by) for i in oracle.leaderships] == [
+        (100.5, 101.2, "lease_lost"), (101.4, 102.0, "lost_leadership")]
+    oracle.check_intervals()

@@ -58,6 +58,12 @@ class Builder:
              reason: str = "check_quorum") -> Builder:
         return self.event(node, "lost_leadership", term, at, lease_end=T0 + lease_end, reason=reason)
 
+    def gap(self, node: int, term: int, lease_end: float, regained: Optional[float] = None) -> Builder:
+        """A lease gap of ``node``'s office: its lease ran out at ``lease_end`` (noticed at once), and came
+        back at ``regained`` (if given)."""
+        self.event(node, "lease_lost", term, lease_end, lease_end=T0 + lease_end)
+        return self if regained is None else self.event(node, "lease_regained", term, regained, leader=node)
+
     def voted(self, node: int, term: int, candidate: int, at: float) -> Builder:
         return self.event(node, "voted", term, at, candidate=candidate)
 
@@ -186,7 +192,8 @@ def test_a_stopped_leaders_interval_ends_at_stopped_and_an_unended_one_at_the_en
     assert (first.ended_by, first.end) == ("stopped", pytest.approx(T0 + 4.0))
     assert (second.ended_by, second.end) == ("end_of_run", pytest.approx(T0 + 10.0))
     assert check(b.build()).ok
-    assert kinds(check(b.leads(3, 3, 3.9).build())) == ["lease_overlap", "lease_overlap"]
+    # Member 3's term-3 lease overlaps both; member 2's term-2 lease then begins after a term-3 one.
+    assert kinds(check(b.leads(3, 3, 3.9).build())) == ["lease_overlap", "lease_overlap", "lease_order"]
 
 
 def test_a_leader_whose_process_restarted_without_a_recorded_kill_ends_at_the_restart():
@@ -199,7 +206,7 @@ def test_a_leader_whose_process_restarted_without_a_recorded_kill_ends_at_the_re
 def test_a_paused_leader_reporting_late_with_an_early_lease_end_is_no_violation():
     b = Builder().all_started().leads(1, 1, 0.3).fault("pause", 1.0, 3.0, 1)
     b.voted(2, 2, 2, 1.45).voted(3, 2, 2, 1.46).leads(2, 2, 1.5)
-    b.lost(1, 1, 3.05, lease_end=1.15, reason="lease_expired")  # reported after resuming
+    b.lost(1, 1, 3.05, lease_end=1.15, reason="higher_term")  # reported after resuming
     result = check(b.build())
     assert result.ok, result.violations
     paused = next(lead for lead in result.leaderships if lead.node == 1)
@@ -391,3 +398,32 @@ def test_plot_timeline_writes_a_png(tmp_path):
     plot_timeline(history, result, str(path))
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+# ------------------------------------------------------------------------------------------------ lease gaps
+
+
+def test_a_lease_gap_is_unavailability_but_neither_an_election_nor_a_failover():
+    """A leader whose lease lapses and comes back (office kept) has two lease intervals of one term: the gap
+    between them counts as time without a lease holder, but not as an election, a spurious election, a
+    leader change or a failover time."""
+    b = clean().gap(2, 2, 5.0, regained=5.02).gap(2, 2, 6.0, regained=6.03)
+    result = check(b.build())
+    assert result.ok, result.violations
+    assert [(lead.node, lead.term, lead.resumed) for lead in result.leaderships] == [
+        (1, 1, False), (2, 2, False), (2, 2, True), (2, 2, True)]
+    assert result.elections == 2 and result.leader_changes == 1 and result.spurious_elections == 0
+    lease_gaps = [gap for gap in result.gaps if gap.lease_gap]
+    assert [round(gap.seconds, 3) for gap in lease_gaps] == [0.02, 0.03]
+    assert not any(gap.failover for gap in lease_gaps)
+    assert result.failover is not None and result.failover.count == 1  # the kill of leader 1 only
+    assert result.unavailable_seconds == pytest.approx(sum(gap.seconds for gap in result.gaps))
+
+
+def test_a_lease_that_comes_back_after_another_members_later_term_began_is_a_violation():
+    """Thesis §6.4.1: a leader that regains its lease in term 2 after member 3 held one in term 3 would
+    share token 2 across a gap with another holder in between."""
+    b = Builder().all_started().leads(2, 2, 0.5).gap(2, 2, 1.0).leads(3, 3, 1.5).lost(3, 3, 2.0, 2.0)
+    assert check(b.build()).ok
+    b.event(2, "lease_regained", 2, 2.5, leader=2)
+    assert kinds(check(b.build())) == ["lease_order"]

@@ -1,9 +1,11 @@
 """SPEC §3.1/§5: the core reports leadership and term changes as events, which the node turns into user
 callbacks in the order the core produced them (events.py).
 
-The rule: BecameLeader, LostLeadership, LeaderChanged and TermChanged are emitted exactly once per change
-and in causal order; in particular a leader deposed by a higher term reports LostLeadership (of its old
-term) before TermChanged, so an application never sees "term t+1" while it still believes it leads term t.
+The rule: BecameLeader, LeaseLost, LeaseRegained, LostLeadership, LeaderChanged and TermChanged are emitted
+exactly once per change and in causal order; in particular a leader deposed by a higher term reports
+LostLeadership (of its old term) before TermChanged, so an application never sees "term t+1" while it still
+believes it leads term t.  A lease gap is reported (LeaseLost, then LeaseRegained), never silent, and is not
+a loss of office.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ import pytest
 from hypothesis import given, settings
 
 from raft_election.core import RaftCore
-from raft_election.errors import RaftElectionError
-from raft_election.events import BecameLeader, LeaderChanged, LostLeadership, TermChanged, VoteGranted
-from raft_election.messages import Heartbeat, HeartbeatResponse, VoteRequest
+from raft_election.events import (
+    BecameLeader,
+    LeaderChanged,
+    LeaseLost,
+    LeaseRegained,
+    LostLeadership,
+    TermChanged,
+    VoteGranted,
+)
+from raft_election.messages import Heartbeat, HeartbeatResponse, TimeoutNow, VoteRequest
 from raft_election.roles import Role
 from raft_election.storage import HardState
 from tests.coretools import (
@@ -93,15 +102,18 @@ def test_a_timeout_reports_the_loss_of_the_leader_once():
     assert leader_events(outs) == [LeaderChanged(leader_id=None, term=TERM)]
 
 
-def test_a_lease_that_runs_out_is_reported_once():
-    """Thesis §6.4.1: LostLeadership at the first tick after expiry, and never again for that term."""
+def test_a_lease_gap_is_reported_once_and_so_is_its_end():
+    """Thesis §6.4.1: LeaseLost at the first tick after expiry and not again; the office (and so the known
+    leader) stays; an acknowledgement of a round sent since reports LeaseRegained, once."""
     core, election = leader()
     expiry = core.lease_expiry
     outs = [core.tick(expiry + k * STEP) for k in range(4)]
-    assert leader_events(outs) == [
-        LostLeadership(term=election.term, at=expiry, lease_end=expiry, reason="lease_expired"),
-        LeaderChanged(leader_id=None, term=election.term),
-    ]
+    assert leader_events(outs) == [LeaseLost(term=election.term, at=expiry, lease_end=expiry)]
+    beats = [beat for out in outs for beat in messages(out, Heartbeat, to=2)]
+    assert beats, "the leader heartbeats on through the gap"
+    at = expiry + 4 * STEP
+    outs = [core.receive(2, ack(beats[-1]), at), core.receive(2, ack(beats[-1]), at + STEP)]
+    assert leader_events(outs) == [LeaseRegained(term=election.term, at=at)]
 
 
 @pytest.mark.parametrize("command", ["step_down", "transfer", "stop"])
@@ -141,13 +153,16 @@ def test_a_vote_for_another_term_reports_term_changed_once():
 @settings(max_examples=200)
 @given(script=actions(members=3, max_term=6))
 def test_events_match_the_state_changes_they_report(script):
-    """For any run: BecameLeader and LostLeadership alternate (same term, one leadership at a time, terms
-    rising); LostLeadership precedes TermChanged in an output; TermChanged rises and ends at the core's
-    term; LeaderChanged always names a different leader than the previous one and ends at the core's
-    leader; after LostLeadership the core no longer claims the lease."""
+    """For any run: the claim events alternate, opening (BecameLeader once per term, terms rising, then
+    LeaseRegained in the same term) and closing (LeaseLost, or LostLeadership while a claim is open, with
+    ``had_lease`` saying which); after every call a claim is open exactly when the core holds a lease;
+    LostLeadership ends the office the core held, before any TermChanged in the same output; TermChanged
+    rises and ends at the core's term; LeaderChanged always names a different leader than the previous
+    one and ends at the core's leader."""
     core = make_core(members=3)
-    leading_term = None
-    last_leader_term = -1
+    claimed = False  # a lease claim is open
+    office_term = None  # the term of the office held before the current call
+    last_won = -1
     known_leader = core.leader_id
     term = core.term
     for now, out in drive(core, script):
@@ -157,12 +172,18 @@ def test_events_match_the_state_changes_they_report(script):
             assert kinds.index(LostLeadership) < kinds.index(TermChanged)
         for event in seen:
             if isinstance(event, BecameLeader):
-                assert leading_term is None and event.term > last_leader_term
-                leading_term = last_leader_term = event.term
+                assert not claimed and event.term > last_won
+                claimed, last_won = True, event.term
+            elif isinstance(event, LeaseRegained):
+                assert not claimed and event.term == last_won == core.term
+                claimed = True
+            elif isinstance(event, LeaseLost):
+                assert claimed and event.term == last_won and event.lease_end <= event.at
+                claimed = False
             elif isinstance(event, LostLeadership):
-                assert leading_term == event.term
+                assert office_term == event.term and event.had_lease == claimed
                 assert event.lease_end <= event.at
-                leading_term = None
+                claimed, office_term = False, None
             elif isinstance(event, TermChanged):
                 assert event.term > term
                 term = event.term
@@ -171,11 +192,13 @@ def test_events_match_the_state_changes_they_report(script):
                 known_leader = event.leader_id
         assert term == core.term
         assert known_leader == core.leader_id
-        assert (leading_term is not None) == (core.role is Role.LEADER)
-        if leading_term is not None:
-            assert core.leader_id == core.node_id and leading_term == core.term
+        assert claimed == core.is_leader(now)
+        if core.role is Role.LEADER:
+            assert core.leader_id == core.node_id
+            assert office_term in (None, core.term)
+            office_term = core.term
         else:
-            assert not core.is_leader(now)
+            assert office_term is None
 
 
 def test_the_same_leader_in_a_new_term_is_a_new_leadership():
@@ -187,24 +210,27 @@ def test_the_same_leader_in_a_new_term_is_a_new_leadership():
     assert leader_events(out) == [TermChanged(term=TERM + 1), LeaderChanged(leader_id=2, term=TERM + 1)]
 
 
-@pytest.mark.parametrize("command", ["step_down", "transfer"])
-def test_giving_up_an_already_expired_lease_reports_the_expiry(command):
-    """Thesis §6.4.1: a lease that ran out before the command ends as "lease_expired", at its expiry; a
-    transfer is then refused (there is no leadership left to hand over) and sends no TimeoutNow."""
+@pytest.mark.parametrize("command", ["step_down", "transfer", "stop"])
+def test_giving_up_office_in_a_lease_gap_reports_the_gap_first(command):
+    """Thesis §6.4.1: a lease that ran out before the command is reported as a gap at its expiry; the
+    office it still held then ends with ``had_lease`` False (the claim had already ended), and a leader in
+    a gap may still hand over (its lease is already gone, which is what a transfer gives up first)."""
     core, election = leader()
     expiry = core.lease_expiry
     late = expiry + STEP
     if command == "step_down":
-        outs = [core.step_down(late)]
+        out = core.step_down(late)
+    elif command == "transfer":
+        _, out = core.transfer_leadership(late, target=2)
+        assert messages(out, TimeoutNow, to=2)
     else:
-        with pytest.raises(RaftElectionError, match="not leader"):
-            core.transfer_leadership(late)
-        outs = [core.tick(late)]  # the buffered step-down leaves with the next output
-    assert leader_events(outs) == [
-        LostLeadership(term=election.term, at=late, lease_end=expiry, reason="lease_expired"),
+        out = core.stop(late)
+    reason = {"step_down": "step_down", "transfer": "transfer", "stop": "stopped"}[command]
+    assert leader_events(out) == [
+        LeaseLost(term=election.term, at=late, lease_end=expiry),
+        LostLeadership(term=election.term, at=late, lease_end=expiry, reason=reason, had_lease=False),
         LeaderChanged(leader_id=None, term=election.term),
     ]
-    assert not any(type(o.message).__name__ in ("TimeoutNow", "Resign") for out in outs for o in out.messages)
 
 
 def test_every_vote_cast_is_reported_after_its_term_and_pre_votes_are_not():

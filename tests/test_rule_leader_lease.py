@@ -5,7 +5,9 @@ majority acknowledged a round sent at t, no other server can become leader until
 SPEC §4: the leader tracks each heartbeat round's *send* time; once a majority acknowledged a round sent at
 ``t`` the lease is valid until ``t + election_timeout_min * (1 - max_clock_drift)``; after winning, the vote
 round is the first lease round (it starts at the campaign's start); ``is_leader`` holds only inside the
-lease, and a leader whose lease ran out steps down.
+lease.  Office and lease are separate: a leader whose lease runs out keeps its office, heartbeats on and
+holds a lease again once a majority acknowledges a round whose lease has not run out; a win whose votes
+took longer than a lease takes office without one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raft_election.core import Output, RaftCore
-from raft_election.events import BecameLeader, LostLeadership
+from raft_election.events import (
+    BecameLeader,
+    LeaderChanged,
+    LeaseLost,
+    LeaseRegained,
+    LostLeadership,
+    TermChanged,
+)
 from raft_election.messages import MAX_ROUND, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from raft_election.roles import Role
 from raft_election.storage import HardState
@@ -64,10 +73,12 @@ def test_with_pre_vote_the_lease_starts_with_the_real_vote_round():
     assert core.lease_expiry == pytest.approx(election.campaign_start + lease_of(core))
 
 
-def test_a_campaign_won_after_its_lease_would_have_run_out_is_declined():
-    """Thesis §6.4.1 with events.BecameLeader ("it holds a lease from then on"): the lease of a new leader
-    runs from its campaign's start, so if the deciding vote arrives later than campaign_start + lease, the
-    winner holds no lease at all and must not report (nor act on) a leadership.
+def test_a_late_win_takes_office_without_a_lease_and_claims_at_the_first_acknowledged_round():
+    """Thesis §6.4.1: the lease of a new leader runs from its campaign's start, so if the deciding vote
+    arrives later than campaign_start + lease, the winner holds no lease.  It takes office anyway (throwing
+    the win away would cost a new term, whose votes a loaded cluster answers as slowly), heartbeats at once
+    and reports nothing it could act on: BecameLeader (``late``) comes when a majority acknowledges a round
+    of its own, with the lease of that round.
 
     This happens whenever the vote round trip lies between election_timeout_min * (1 - max_clock_drift)
     and the candidate's own retry timeout (at least election_timeout_min).
@@ -79,14 +90,16 @@ def test_a_campaign_won_after_its_lease_would_have_run_out_is_declined():
     assert late < core.election_deadline
     out = core.receive(2, VoteResponse(term=request.term, round=request.round, granted=True), late)
     assert not events(out, BecameLeader)
-    assert core.role is Role.CANDIDATE and not core.is_leader(late)
-    assert core.counters["late_wins_declined"] == 1
-    # The election timer retries in a new term; a prompt majority there does win.
-    retry = core.election_deadline
-    again = only(messages(core.tick(retry), VoteRequest, to=2))
-    assert again.term == request.term + 1
-    out = core.receive(2, VoteResponse(term=again.term, round=again.round, granted=True), retry + STEP)
-    assert events(out, BecameLeader) and core.is_leader(retry + STEP)
+    assert core.role is Role.LEADER and core.term == request.term and not core.is_leader(late)
+    assert events(out, LeaderChanged) == [LeaderChanged(leader_id=core.node_id, term=request.term)]
+    assert core.counters["wins_without_lease"] == 1
+    beat = only(messages(out, Heartbeat, to=2))  # at once, not at the next heartbeat deadline
+    acked = late + STEP
+    out = core.receive(2, ack(beat), acked)
+    assert events(out, BecameLeader) == [BecameLeader(term=request.term, at=acked, late=True)]
+    assert core.is_leader(acked)
+    assert core.lease_expiry == pytest.approx(late + lease_of(core))
+    assert core.unleased_seconds(acked) == pytest.approx(acked - late)
 
 
 def test_an_acknowledgement_extends_the_lease_to_the_send_time_of_its_round():
@@ -153,41 +166,72 @@ def test_is_leader_is_false_from_the_lease_expiry_on_even_before_any_tick():
     assert core.role is Role.LEADER  # no tick yet: only the role lags
 
 
-def test_the_leader_asks_to_be_ticked_at_its_lease_expiry_and_then_steps_down():
-    """Thesis §6.4.1: a leader whose lease runs out steps down; the lease end is reported exactly."""
+def test_the_leader_asks_to_be_ticked_at_its_lease_expiry_and_keeps_office():
+    """Thesis §6.4.1: the lease end is reported exactly, as a gap (LeaseLost); the leader keeps its role and
+    term and asks to be ticked next at its heartbeat deadline, not again at the lapsed expiry."""
     core, election = leader(members=3)
     expiry = core.lease_expiry
     outputs = []
-    while core.role is Role.LEADER:
+    while not events([out for _, out in outputs], LeaseLost):
         at = core.next_deadline
         assert at <= expiry
         outputs.append((at, core.tick(at)))
     at, out = outputs[-1]
     assert at == expiry
-    assert events(out, LostLeadership) == [LostLeadership(term=election.term, at=expiry, lease_end=expiry,
-                                                          reason="lease_expired")]
+    assert events(out, LeaseLost) == [LeaseLost(term=election.term, at=expiry, lease_end=expiry)]
+    assert events(out, LostLeadership) == []
+    assert core.role is Role.LEADER and core.term == election.term and not core.is_leader(expiry)
+    assert expiry < core.next_deadline <= expiry + config_of(core).heartbeat_interval
+    assert core.counters["lease_gaps"] == 1
 
 
-def test_a_leader_steps_down_at_the_first_tick_after_expiry():
-    """Thesis §6.4.1: a late tick still reports the lease's real end, not the time of the tick."""
+def test_a_late_tick_reports_the_lease_end_not_the_time_of_the_tick():
+    """Thesis §6.4.1: a late tick still reports the lease's real end, and the leader heartbeats on."""
     core, election = leader(members=3)
     expiry = core.lease_expiry
     late = expiry + 3 * STEP
     out = core.tick(late)
-    assert core.role is Role.FOLLOWER
-    assert events(out, LostLeadership) == [LostLeadership(term=election.term, at=late, lease_end=expiry,
-                                                          reason="lease_expired")]
+    assert core.role is Role.LEADER
+    assert events(out, LeaseLost) == [LeaseLost(term=election.term, at=late, lease_end=expiry)]
+    assert messages(out, Heartbeat, to=2) and messages(out, Heartbeat, to=3)
 
 
-def test_a_leader_steps_down_at_the_first_message_after_expiry_and_a_late_ack_does_not_revive_it():
-    """Thesis §6.4.1: the lease is checked before a message is handled; an ack arriving too late is stale."""
+def test_a_late_acknowledgement_restores_the_lease_of_its_round_if_that_has_not_run_out():
+    """Thesis §6.4.1: the lease is checked before a message is handled, so the gap is reported first; an
+    acknowledgement then gives the lease of the round it answers (from that round's send time), which holds
+    again only if it has not run out too."""
     core, election = leader(members=3)
-    beat = only(messages(election.winning_output, Heartbeat, to=2))
+    h = config_of(core).heartbeat_interval
+    first_expiry = core.lease_expiry
+    old = beat_at(core, election.won_at + h)
+    fresh = beat_at(core, first_expiry)  # sent as the first lease runs out
+    core.tick(first_expiry)
+    stale_at = election.won_at + h + lease_of(core)  # the lease of ``old`` has run out by then
+    assert stale_at > first_expiry
+    out = core.receive(2, ack(old), stale_at)
+    assert events(out, LeaseRegained) == [] and not core.is_leader(stale_at)
+    assert core.lease_expiry == pytest.approx(stale_at)
+    at = stale_at + STEP
+    out = core.receive(2, ack(fresh), at)
+    assert events(out, LeaseRegained) == [LeaseRegained(term=election.term, at=at)]
+    assert core.is_leader(at) and core.lease_expiry == pytest.approx(first_expiry + lease_of(core))
+    assert core.counters["leases_regained"] == 1
+    assert core.unleased_seconds(at) == pytest.approx(at - first_expiry)
+
+
+def test_a_higher_term_during_a_gap_deposes_the_leader():
+    """Raft §5.1: a leader in a lease gap still holds office in its term, and a higher term ends it; the
+    claim had already ended with the gap (``had_lease`` False)."""
+    core, election = leader(members=3)
     expiry = core.lease_expiry
-    out = core.receive(2, ack(beat), expiry)
-    assert core.role is Role.FOLLOWER and not core.is_leader(expiry)
-    (event,) = events(out, LostLeadership)
-    assert event.lease_end == expiry and event.reason == "lease_expired"
+    core.tick(expiry)
+    at = expiry + STEP
+    out = core.receive(3, Heartbeat(term=election.term + 1, round=7), at)
+    assert [e for e in events(out) if isinstance(e, (LostLeadership, TermChanged, LeaderChanged))] == [
+        LostLeadership(term=election.term, at=at, lease_end=expiry, reason="higher_term", had_lease=False),
+        TermChanged(term=election.term + 1),
+        LeaderChanged(leader_id=3, term=election.term + 1)]
+    assert core.role is Role.FOLLOWER and core.counters["step_downs_higher_term"] == 1
 
 
 @pytest.mark.parametrize("drift", [0.0, 0.0625, 0.125, 0.25])
@@ -229,41 +273,62 @@ actions = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(members=st.sampled_from([3, 4, 5]), vote_delay=st.integers(min_value=0, max_value=3), steps=actions)
 def test_the_lease_for_any_order_and_timing_of_acknowledgements(members, vote_delay, steps):
     """Thesis §6.4.1, for arbitrary ack orders and timings: at every instant the lease ends at
     ``s + election_timeout_min * (1 - max_clock_drift)``, where ``s`` is the latest send time such that a
     majority (the leader included, voters counting from the vote round) acknowledged a round sent at ``s``
-    or later; is_leader(now) is exactly ``now`` before that; at the first tick or message at or after
-    it the leader steps down, reporting that lease end."""
+    or later, whenever the acknowledgements came; is_leader(now) is exactly ``now`` before that; every call
+    reports a lease that ran out (LeaseLost, at its end) or began again (LeaseRegained) since the last one;
+    and the office ends only by check-quorum (thesis §6.2): at a heartbeat tick, fewer than a majority heard
+    within election_timeout_max."""
     core, election = leader(members=members, vote_delay=vote_delay * STEP)
     config = config_of(core)
     majority = len(config.members) // 2 + 1
     lease = lease_of(core)
     voters = config.peer_ids[: majority - 1]
-    # The newest send time each member is known to have heard from the leader.
+    # The newest send time each member is known to have heard from the leader, and when each peer last
+    # answered a round the leader knows.
     heard = dict.fromkeys(voters, election.campaign_start)
+    answered = dict.fromkeys(voters, election.won_at)
     sent: list[tuple[int, float]] = [(only(messages(election.winning_output, Heartbeat, to=2)).round,
                                       election.won_at)]
     heard[core.node_id] = election.won_at
     now = election.won_at
+    held = True
 
     def model_expiry() -> float:
         ranked = sorted(heard.values(), reverse=True)
         start = ranked[majority - 1] if len(ranked) >= majority else election.campaign_start
         return max(start, election.campaign_start) + lease
 
+    def in_touch() -> int:
+        return 1 + sum(1 for at in answered.values() if now - at < config.election_timeout_max)
+
     def check(out: Output) -> bool:
-        """Check one output against the model; return whether the leadership is over."""
-        expiry = model_expiry()
-        if now >= expiry:
-            assert events(out, LostLeadership) == [LostLeadership(term=election.term, at=now,
-                                                                  lease_end=expiry, reason="lease_expired")]
-            assert core.role is Role.FOLLOWER
+        """Check one output against the model; return whether the office is over."""
+        nonlocal held
+        lost = events(out, LostLeadership)
+        if lost:
+            (event,) = lost
+            assert event.reason == "check_quorum" and in_touch() < majority
+            assert event.had_lease == (now < model_expiry()) and core.role is Role.FOLLOWER
             return True
-        assert core.role is Role.LEADER and events(out, LostLeadership) == []
-        for beat in messages(out, Heartbeat, to=2):
+        assert core.role is Role.LEADER
+        valid = now < model_expiry()
+        gaps, regained = events(out, LeaseLost), events(out, LeaseRegained)
+        if held and not valid:
+            assert gaps == [LeaseLost(term=election.term, at=now, lease_end=model_expiry())] and not regained
+        elif not held and valid:
+            assert regained == [LeaseRegained(term=election.term, at=now)] and not gaps
+        else:
+            assert gaps == regained == []
+        held = valid
+        beats = messages(out, Heartbeat, to=2)
+        if beats:
+            assert in_touch() >= majority  # the tick's check-quorum passed
+        for beat in beats:
             sent.append((beat.round, now))
             heard[core.node_id] = now
         assert core.lease_expiry == pytest.approx(model_expiry())
@@ -281,8 +346,9 @@ def test_the_lease_for_any_order_and_timing_of_acknowledgements(members, vote_de
             out = core.tick(now)
         elif kind == "ack":
             round_, sent_at = sent[step[2] % len(sent)]
-            if now < model_expiry() and step[1] in config.peer_ids:
+            if step[1] in config.peer_ids:
                 heard[step[1]] = max(heard.get(step[1], -math.inf), sent_at)
+                answered[step[1]] = now
             response = HeartbeatResponse(term=election.term, round=round_, candidate=True)
             out = core.receive(step[1], response, now)
         else:

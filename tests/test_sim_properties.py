@@ -1,7 +1,8 @@
 """Hypothesis stateful tests of the election core on a deterministic simulated cluster (SPEC §9).
 
 A RuleBasedStateMachine throws partitions, one-way cuts, message loss, duplication, reordering (random
-delays), crashes, restarts, pauses, clock drift, step-downs, transfers and candidacy changes at a
+delays), crashes, restarts, pauses, slow servers (every input handled late, as on a loaded host: lease gaps
+without a lost office), clock drift, step-downs, transfers and candidacy changes at a
 simulated cluster with fast failover on: probes of crashed servers yield death evidence (delayed, or lost
 with the messages), crashes may hand evidence out unasked (ZeroMQ-like), and false evidence about live
 servers, the leader included, is forged at a minority of members.  The cluster's ElectionOracle checks
@@ -9,6 +10,7 @@ after every simulated step that
 
 * at most one server wins each term,
 * never two servers hold a lease at the same virtual instant,
+* leases never go back to a lower term (so a lease regained after a gap had no other holder in between),
 * no server persists two different votes in one term, across restarts,
 * no server's persisted term decreases,
 
@@ -110,7 +112,12 @@ class ClusterMachine(RuleBasedStateMachine):
     def resume(self, node: int) -> None:
         self.cluster.resume(self._id(node))
 
-    @rule(fault=st.sampled_from(["pause", "crash", "isolate"]))
+    @rule(node=node_ids, lag=st.sampled_from([None, (0.0, 0.01), (0.005, 0.05), (0.02, 0.12), (0.1, 0.2)]))
+    def slow(self, node: int, lag: tuple[float, float] | None) -> None:
+        """A loaded host: the server handles its messages and timers late (lags around a lease, too)."""
+        self.cluster.slow(self._id(node), lag)
+
+    @rule(fault=st.sampled_from(["pause", "crash", "isolate", "slow"]))
     def hit_the_leader(self, fault: str) -> None:
         """Faults aimed at the current leader: the interesting case for leases and failover."""
         leader = self.cluster.leader()
@@ -118,6 +125,8 @@ class ClusterMachine(RuleBasedStateMachine):
             return
         if fault == "pause":
             self.cluster.pause(leader)
+        elif fault == "slow":
+            self.cluster.slow(leader, (0.02, 0.12))
         elif fault == "crash":
             self.cluster.crash(leader)
         else:
@@ -171,6 +180,7 @@ class ClusterMachine(RuleBasedStateMachine):
             if not node.alive:
                 cluster.start(node_id)
             cluster.resume(node_id)
+            cluster.slow(node_id, None)
             cluster.set_candidate(node_id, True)
 
     @rule()
@@ -213,6 +223,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def at_most_one_lease_holder(self) -> None:
         if hasattr(self, "cluster"):
             assert len(self.cluster.lease_holders()) <= 1
+            self.cluster.oracle.check_lease_order()
             assert not self.cluster.oracle.violations
 
 

@@ -49,7 +49,7 @@ __all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "VIOLATION_KINDS", "ch
 logger = logging.getLogger(__name__)
 
 #: Violation kinds, in the order :func:`check` reports them.
-VIOLATION_KINDS = ("election_safety", "lease_overlap", "fencing", "double_vote", "liveness")
+VIOLATION_KINDS = ("election_safety", "lease_overlap", "lease_order", "fencing", "double_vote", "liveness")
 
 #: Unavailability of the gap before the first leadership of the run (the initial election).
 STARTUP = "startup"
@@ -73,6 +73,8 @@ class Gap:
     after_leader: bool
     #: Some leadership held a lease after the gap (else the run ended without a leader).
     before_leader: bool
+    #: The leadership after the gap is the one before it, resumed: a lease gap inside one office.
+    lease_gap: bool = False
 
     @property
     def seconds(self) -> float:
@@ -81,8 +83,8 @@ class Gap:
 
     @property
     def failover(self) -> bool:
-        """A leaderless period between two leaderships: a failover time."""
-        return self.after_leader and self.before_leader
+        """A leaderless period between two different leaderships (not a lease gap): a failover time."""
+        return self.after_leader and self.before_leader and not self.lease_gap
 
 
 @attrs.frozen(kw_only=True)
@@ -103,7 +105,7 @@ class CheckResult:
 
     * ``faults``: per kind applied, the count, the total seconds (``end - start``) and the unavailability
       blamed on it (below);
-    * ``elections``: ``became_leader`` events during the run;
+    * ``elections``: ``became_leader`` events during the run (a lease regained after a gap is none);
     * ``fast_elections``: those of them won by fast failover (on death evidence; the event's ``fast``);
     * ``leader_changes``: leaderships during the run, in order of start, whose member differs from the
       previous leadership's (the first leadership is not a change);
@@ -113,12 +115,12 @@ class CheckResult:
     * ``unavailable_by_kind``: each gap's length added to every kind in its ``kinds`` (so one gap may count
       for several kinds, and the per-kind figures may add up to more than the total);
     * ``failover``: the summary (seconds) of the lengths of the gaps between two leaderships (the gap before
-      the first leader is ``first_leader``; a gap at the end of the run without a following leader counts as
-      unavailability only);
+      the first leader is ``first_leader``; a gap at the end of the run without a following leader, and a
+      leader's own lease gap, count as unavailability only);
     * ``first_leader``: seconds from the start of the run to the first lease (None: no leader at all);
-    * ``spurious``: the leaderships that started during the run, other than its first, with no fault touching
-      ``[start - W, start]``: "a leader change with no fault in the preceding window of
-      2 × election_timeout_max".
+    * ``spurious``: the leaderships that started during the run, other than its first and other than leases
+      regained after a gap, with no fault touching ``[start - W, start]``: "a leader change with no fault in
+      the preceding window of 2 × election_timeout_max".
     """
 
     findings: tuple[Finding, ...]
@@ -182,7 +184,7 @@ def check(history: History) -> CheckResult:
     window = 2 * history.election_timeout[1]
     for write in sorted(history.locks, key=lambda lock: lock.at):
         safety.wrote(write.node, write.token, write.at, accepted=write.accepted)
-    found = [*safety.findings, *safety.overlaps(end_of_run=history.ended)]
+    found = [*safety.findings, *safety.check_intervals(end_of_run=history.ended)]
     findings = sorted(found, key=lambda finding: VIOLATION_KINDS.index(finding.kind))  # stable: in order
     findings += _liveness(history, held)
     gaps = _gaps(history, held, window)
@@ -192,8 +194,8 @@ def check(history: History) -> CheckResult:
             unavailable_by_kind[kind] = unavailable_by_kind.get(kind, 0.0) + gap.seconds
     during = [lead for lead in held if history.started <= lead.start <= history.ended]
     first = held[0] if held else None
-    spurious = tuple(lead for lead in during
-                     if lead is not first and not _touching(history.faults, lead.start, window))
+    spurious = tuple(lead for lead in during if lead is not first and not lead.resumed
+                     and not _touching(history.faults, lead.start, window))
     changes = sum(1 for before, after in zip(during, during[1:]) if before.node != after.node)
     terms = [event.term for event in history.events]
     covered = [max(lead.start, history.started) for lead in held
@@ -204,7 +206,7 @@ def check(history: History) -> CheckResult:
         leaderships=held,
         gaps=gaps,
         faults=_fault_stats(history.faults, unavailable_by_kind),
-        elections=len(during),
+        elections=sum(1 for lead in during if not lead.resumed),
         leader_changes=changes,
         highest_term=max(terms, default=0),
         duration=history.ended - history.started,
@@ -268,26 +270,27 @@ def _kind_order(kind: str) -> tuple[int, str]:
 
 def _gaps(history: History, held: Sequence[LeaseInterval], window: float) -> tuple[Gap, ...]:
     """The maximal periods of ``[started, ended]`` no lease interval covers, each blamed on fault kinds."""
-    spans = sorted((max(lead.start, history.started), min(lead.held_until, history.ended)) for lead in held)
-    spans = [(start, end) for start, end in spans if end > start]
-    raw: list[tuple[float, float, bool, bool]] = []
+    spans = sorted((max(lead.start, history.started), min(lead.held_until, history.ended), lead.resumed)
+                   for lead in held)
+    spans = [(start, end, resumed) for start, end, resumed in spans if end > start]
+    raw: list[tuple[float, float, bool, bool, bool]] = []
     cursor = history.started
     seen = False  # some lease interval ended before the cursor
-    for start, end in spans:
+    for start, end, resumed in spans:
         if start > cursor:
-            raw.append((cursor, start, seen, True))
+            raw.append((cursor, start, seen, True, resumed and seen))
         cursor = max(cursor, end)
         seen = True
     if history.ended > cursor:
-        raw.append((cursor, history.ended, seen, False))
+        raw.append((cursor, history.ended, seen, False, False))
     gaps: list[Gap] = []
-    for start, end, after_leader, before_leader in raw:
+    for start, end, after_leader, before_leader, lease_gap in raw:
         if not after_leader:
             kinds: tuple[str, ...] = (STARTUP,)
         else:
             kinds = _touching(history.faults, start, window) or (NONE,)
         gaps.append(Gap(start=start, end=end, kinds=kinds, after_leader=after_leader,
-                        before_leader=before_leader))
+                        before_leader=before_leader, lease_gap=lease_gap))
     return tuple(gaps)
 
 

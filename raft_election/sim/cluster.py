@@ -12,6 +12,10 @@ reset would.  :meth:`SimulatedCluster.forge_evidence` injects false evidence abo
 Time model: one global virtual time (``cluster.now``); each server's clock runs at its own rate
 (``local = rate * global + offset``, rates within ``clock_drift`` of each other), which is what the lease's
 ``max_clock_drift`` allowance has to absorb.
+
+A **slow** server (:meth:`SimulatedCluster.slow`) models a loaded host: it handles each of its inputs
+(messages, timer ticks, evidence) late, by a random lag, in the order they came, so its heartbeats, answers
+and votes leave late and its clock has moved on when it handles them.  A pause is the extreme case.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Optional, Union
 from raft_election.codec import Codec
 from raft_election.config import RaftConfig
 from raft_election.core import Output, RaftCore
-from raft_election.events import BecameLeader, Event, LostLeadership
+from raft_election.events import Event
 from raft_election.hardstate import HardState
 from raft_election.messages import Envelope
 from raft_election.netfaults import FaultControls, NetworkFaults
@@ -36,6 +40,8 @@ __all__ = ["SimNode", "SimulatedCluster"]
 _TICK = 0
 _DELIVER = 1
 _EVIDENCE = 2
+#: An input of a slow server, due now after its lag: payload ``(kind, payload, incarnation)``.
+_LAGGED = 3
 
 
 class SimNode:
@@ -56,6 +62,10 @@ class SimNode:
         self.tick_generation = 0
         self.scheduled_deadline = math.nan
         self.events: list[tuple[float, Event]] = []
+        #: The range of lags with which a slow server handles its inputs (None: at once).
+        self.lag: Optional[tuple[float, float]] = None
+        #: When its latest lagged input is handled: the next one is not handled before (inputs stay in order).
+        self.lagged_until = -math.inf
 
     @property
     def alive(self) -> bool:
@@ -203,6 +213,16 @@ class SimulatedCluster(FaultControls):
                 self._deliver_now(node, sender, data)
         self._tick(node)
 
+    def slow(self, node_id: int, lag: Optional[tuple[float, float]]) -> None:
+        """Make a server handle every input late by a lag drawn from ``lag`` (seconds), in order; None: not.
+
+        Raises:
+            ValueError: ``lag`` is not a range ``0 <= low <= high``.
+        """
+        if lag is not None and not 0.0 <= lag[0] <= lag[1]:
+            raise ValueError(f"lag must be a range 0 <= low <= high, got {lag!r}")
+        self.nodes[node_id].lag = lag
+
     # ------------------------------------------------------------------ network faults
 
     def _current_faults(self) -> NetworkFaults:
@@ -305,7 +325,19 @@ class SimulatedCluster(FaultControls):
     def _step(self) -> None:
         at, _, kind, node_id, payload = heapq.heappop(self._queue)
         self.now = at
-        node = self.nodes[node_id]
+        self._handle(self.nodes[node_id], kind, payload)
+        self.oracle.lease_holders(self.now, self.lease_holders())
+
+    def _handle(self, node: SimNode, kind: int, payload: Any) -> None:
+        """One input of ``node`` falls due now: a tick, a message, evidence, or a slow server's late input."""
+        if kind == _LAGGED:
+            kind, payload, incarnation = payload
+            if incarnation != node.incarnation:  # what a crashed process had not handled died with it
+                return
+        elif node.lag is not None and node.core is not None:
+            node.lagged_until = max(self.now + self._rng.uniform(*node.lag), node.lagged_until)
+            self._push(node.lagged_until, _LAGGED, node.node_id, (kind, payload, node.incarnation))
+            return
         if kind == _TICK:
             if payload == node.tick_generation and node.core is not None and not node.paused:
                 node.scheduled_deadline = math.nan
@@ -319,13 +351,12 @@ class SimulatedCluster(FaultControls):
                     self._evidence_now(node, about, evidence_kind)
         else:
             sender, data = payload
-            if not self.can_reach(sender, node_id) or node.core is None:
+            if not self.can_reach(sender, node.node_id) or node.core is None:
                 self.dropped += 1
             elif node.paused:
                 node.pending.append((sender, data))
             else:
                 self._deliver_now(node, sender, data)
-        self.oracle.lease_holders(self.now, self.lease_holders())
 
     def _tick(self, node: SimNode) -> None:
         assert node.core is not None
@@ -361,10 +392,7 @@ class SimulatedCluster(FaultControls):
             self._send(node.node_id, outgoing.to, data)
         for event in output.events:
             node.events.append((self.now, event))
-            if isinstance(event, BecameLeader):
-                self.oracle.became_leader(node.node_id, event.term, node.to_global(event.at))
-            elif isinstance(event, LostLeadership):
-                self.oracle.lost_leadership(node.node_id, event.term, node.to_global(event.lease_end))
+            self.oracle.record(node.node_id, event, node.to_global)
         if self.death_evidence:
             for peer in output.probes:
                 self._answer_probe(node.node_id, peer, "port_unreachable")
