@@ -2,8 +2,9 @@
 
 Five member processes on loopback, each an ordinary application (``benchmarks/app_thread``: a thread reads
 ``is_leader`` every millisecond and, optionally, one holds the GIL for a while at random moments), run for
-a fixed time after the first leader holds a lease.  Nothing is killed, paused or cut, so every leader
-change is unprovoked.  Reported per transport and timeout range:
+a fixed time after the first leader holds a lease, optionally beside ``--cpu-hogs`` busy processes (a
+loaded host).  Nothing is killed, paused or cut, so every leader change is unprovoked.  Reported per
+transport and timeout range:
 
 * **leader changes**: leaderships that began in the window after the first (``became_leader``), and per
   minute; and how far the term moved (an election that never produced a lease still raises it);
@@ -18,6 +19,7 @@ a before/after comparison is one command per tree.  Run::
 
     python -m benchmarks.steady --transport udp --transport zmq --timeout 150-300 --timeout 12-24 --seconds 60
     python -m benchmarks.steady --timeout 150-300 --gil-hold-ms 120 --gil-every 1-2 --seconds 60
+    python -m benchmarks.steady --timeout 12-24 --cpu-hogs 2 --seconds 60
     python -m benchmarks.steady --tree ../before --json before.json ...
 """
 
@@ -31,6 +33,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,7 @@ from typing import Any, Optional
 import attrs
 
 from benchmarks.appload import app_env, describe
+from benchmarks.resources import parse_timeout
 from raft_election.invariants import LeaseInterval, replay_member_events
 from raft_election.processes import MemberEvent, MemberProcesses, free_ports, write_cluster_file
 
@@ -57,6 +61,7 @@ class Steady:
     heartbeat_interval: float
     nodes: int
     application: str
+    cpu_hogs: int
     tree: str
     seconds: float
     leader_changes: int
@@ -129,21 +134,28 @@ def analyse(events: Sequence[MemberEvent], start: float, end: float) -> dict[str
 
 def run_one(*, transport: str, timeout: tuple[float, float], heartbeat: float, nodes: int, seconds: float,
             warmup: float, read_ms: float, gil_ms: float, gil_every: tuple[float, float],
-            tree: Optional[str]) -> Steady:
-    """Start the members, wait for a leader, measure ``seconds``, stop them gracefully, analyse."""
+            tree: Optional[str], cpu_hogs: int = 0) -> Steady:
+    """Start the members, wait for a leader, start the hogs, measure ``seconds``, stop everything, analyse."""
     with tempfile.TemporaryDirectory(prefix="steady-") as workdir:
         ports = free_ports(nodes, kind="udp" if transport == "udp" else "tcp")
         addresses = {node_id: f"127.0.0.1:{port}" for node_id, port in enumerate(ports, 1)}
         cluster = write_cluster_file(os.path.join(workdir, "cluster.json"), addresses, transport=transport,
                                      cluster="steady", election_timeout=timeout, heartbeat_interval=heartbeat)
         env = app_env(read_ms=read_ms, gil_ms=gil_ms, gil_every=gil_every, tree=tree)
+        hogs: list[subprocess.Popen[bytes]] = []
         with MemberProcesses(cluster, workdir, addresses, env=env) as processes:
-            processes.start_all()
-            first = processes.wait_for(lambda e: e.event == "became_leader", 60.0)
-            start = first.monotonic + warmup
-            end = start + seconds
-            time.sleep(max(0.0, end - time.monotonic()))
-            end = time.monotonic()
+            try:
+                processes.start_all()
+                first = processes.wait_for(lambda e: e.event == "became_leader", 60.0)
+                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_hogs)]
+                start = first.monotonic + warmup
+                end = start + seconds
+                time.sleep(max(0.0, end - time.monotonic()))
+                end = time.monotonic()
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
             for node_id in addresses:
                 processes.signal(node_id, signal.SIGTERM)
             for node_id in addresses:
@@ -158,7 +170,8 @@ def run_one(*, transport: str, timeout: tuple[float, float], heartbeat: float, n
                     counters[name] += int(value)
     return Steady(transport=transport, election_timeout=timeout, heartbeat_interval=heartbeat, nodes=nodes,
                   application=describe(read_ms=read_ms, gil_ms=gil_ms, gil_every=gil_every),
-                  tree=str(tree or "."), seconds=end - start, counters=dict(counters), **figures)
+                  cpu_hogs=cpu_hogs, tree=str(tree or "."), seconds=end - start, counters=dict(counters),
+                  **figures)
 
 
 def _ms(values: Sequence[float], q: float) -> str:
@@ -185,16 +198,6 @@ def table(results: Sequence[Steady]) -> str:
     return "\n".join(lines)
 
 
-def _timeout(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(part) / 1000 for part in text.split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN-MAX in ms, like 150-300, got {text!r}") from None
-    if not 0 < low < high:
-        raise argparse.ArgumentTypeError(f"need 0 < MIN < MAX, got {text!r}")
-    return low, high
-
-
 def _every(text: str) -> tuple[float, float]:
     try:
         low, _, high = text.partition("-")
@@ -210,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.steady", description=__doc__.split("\n")[0])
     parser.add_argument("--transport", choices=("udp", "zmq"), action="append",
                         help="repeatable (default udp)")
-    parser.add_argument("--timeout", type=_timeout, action="append", metavar="MIN-MAX",
+    parser.add_argument("--timeout", type=parse_timeout, action="append", metavar="MIN-MAX",
                         help="election timeouts in ms, repeatable (default 150-300 and 12-24)")
     parser.add_argument("--heartbeat", type=float, default=None, metavar="MS",
                         help="heartbeat interval (default: a third of the minimum timeout)")
@@ -225,12 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the application holds the GIL this long at random moments (default 0: never)")
     parser.add_argument("--gil-every", type=_every, default=(1.0, 2.0), metavar="MIN-MAX",
                         help="seconds between two GIL holds (default 1-2)")
+    parser.add_argument("--cpu-hogs", type=int, default=0,
+                        help="busy processes beside the members during the window (default 0)")
     parser.add_argument("--tree", metavar="DIR",
                         help="run the members from this checkout (default: this one)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args(argv)
-    if args.nodes < 1 or args.seconds <= 0 or args.runs < 1:
-        parser.error("--nodes, --seconds and --runs must be positive")
+    if args.nodes < 1 or args.seconds <= 0 or args.runs < 1 or args.cpu_hogs < 0:
+        parser.error("--nodes, --seconds and --runs must be positive, --cpu-hogs not negative")
     results = []
     for run in range(args.runs):
         for transport in args.transport or ["udp"]:
@@ -241,10 +246,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 results.append(run_one(transport=transport, timeout=timeout, heartbeat=heartbeat,
                                        nodes=args.nodes, seconds=args.seconds, warmup=args.warmup,
                                        read_ms=args.app_read_ms, gil_ms=args.gil_hold_ms,
-                                       gil_every=args.gil_every, tree=args.tree))
+                                       gil_every=args.gil_every, tree=args.tree, cpu_hogs=args.cpu_hogs))
     load = os.getloadavg()
     print(f"{args.nodes} member processes on loopback, no faults; application: {results[0].application}; "
-          f"members from {results[0].tree}; {platform.python_implementation()} {platform.python_version()}, "
+          f"{args.cpu_hogs} CPU hogs; members from {results[0].tree}; "
+          f"{platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load {load[0]:.2f} at the end\n")
     print(table(results))
     for r in results:

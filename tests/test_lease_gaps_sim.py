@@ -30,6 +30,19 @@ def kinds(cluster: SimulatedCluster, node: int, *types: type) -> list[object]:
     return [event for _, event in cluster.events(node) if isinstance(event, types)]
 
 
+def holders_inside_gaps(cluster: SimulatedCluster) -> list[tuple[object, object]]:
+    """Pairs (gap, lease) where another server's lease shared a moment with a gap that ended in the same
+    token: the fencing rule "a token shared by a gap and its recovery had no other holder in between"."""
+    intervals = cluster.oracle.leaderships
+    found = []
+    for after in (i for i in intervals if i.resumed):
+        before = max((i for i in intervals if i.node == after.node and i.term == after.term
+                      and i.start < after.start), key=lambda i: i.start)
+        found += [((before, after), other) for other in intervals if other.node != after.node
+                  and other.start < after.start and other.held_until > before.held_until]
+    return found
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_slow_followers_cost_the_leader_its_lease_at_times_but_never_its_office(seed):
     """Three of four followers answer 100-140 ms late: rounds come back near the end of their lease (142.5
@@ -51,6 +64,8 @@ def test_slow_followers_cost_the_leader_its_lease_at_times_but_never_its_office(
     assert core.counters["lease_gaps"] == len(gaps)
     assert kinds(cluster, leader, LostLeadership) == []
     assert [n for n in cluster.nodes if n != leader and kinds(cluster, n, BecameLeader)] == []
+    assert sum(1 for i in cluster.oracle.leaderships if i.resumed) == len(regained)
+    assert holders_inside_gaps(cluster) == []
     cluster.oracle.check_intervals()
     assert cluster.oracle.violations == []
 
@@ -68,6 +83,7 @@ def test_a_slow_leader_keeps_office_through_its_own_lease_gaps(seed):
     assert core is not None and core.role is Role.LEADER and core.term == term
     assert kinds(cluster, leader, LeaseLost) and kinds(cluster, leader, LeaseRegained)
     assert all(terms == term for terms in cluster.terms.values())
+    assert holders_inside_gaps(cluster) == []
     cluster.oracle.check_intervals()
 
 
