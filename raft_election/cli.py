@@ -10,6 +10,8 @@ Subcommands:
   status snapshot.
 * ``lock --cluster FILE --id N [--timeout S] -- COMMAND [ARGS...]`` — run COMMAND while holding the
   cluster's lock (see :mod:`raft_election.lockcmd`).
+* ``status --cluster FILE [--json] [--watch SECONDS]`` — every member's status over its admin channel and
+  whether the cluster is healthy (exit 0) or not (exit 1); see :mod:`raft_election.statuscmd`.
 
 Errors in the cluster file or the arguments end the command with one line naming the problem and exit
 status 2; a member that cannot start (storage unreadable, address in use) exits with status 1.
@@ -84,6 +86,29 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="vote, but never stand for election (for the always-on members of a lock cluster)")
     run.add_argument("--faults", metavar="DIR",
                      help="testing: read link faults from DIR/<id>.json at start and again on SIGUSR2")
+    run.add_argument("--admin", metavar="ADDR",
+                     help="answer admin requests (raft-election status) on host:port (default: this member's "
+                          "address in the file's [admin] table, if any)")
+    run.add_argument("--admin-allow-remote", action="store_true",
+                     help="without a cluster secret, accept a non-loopback --admin address anyway")
+    run.add_argument("--metrics", metavar="ADDR:PORT",
+                     help="serve Prometheus metrics at http://ADDR:PORT/metrics (needs the metrics extra: "
+                          "pip install 'raft-election[metrics]')")
+    run.add_argument("--value", metavar="TEXT",
+                     help="the value this member publishes while it leads (its application's address, say; "
+                          "at most 256 bytes); every member reports the leader's value")
+
+    status = commands.add_parser(
+        "status", help="show every member's status and whether the cluster is healthy",
+        description="Ask every member listed in the cluster file's [admin] table for its status (with the "
+                    "cluster's secret, if it has one) and print one row per member. Exit status 0 when a "
+                    "member leads with a lease and a majority follows it, 1 otherwise.")
+    status.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (TOML or JSON)")
+    status.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    status.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="redraw every SECONDS until interrupted")
+    status.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                        help="seconds to wait for each member (default 2)")
 
     lock = commands.add_parser(
         "lock", help="run a command while holding the cluster's lock (like flock, across machines)",
@@ -212,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run(args)
         if args.command == "lock":
             return _lock(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "bench":
             return _bench(args)
         if args.command == "nemesis":
@@ -243,7 +270,19 @@ def _run(args: argparse.Namespace) -> int:
 
     cluster = _load_member(args)
     return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only,
-                      faults_dir=args.faults)
+                      faults_dir=args.faults, value=args.value,
+                      admin=args.admin if args.admin else cluster.admin.get(args.id),
+                      admin_allow_remote=args.admin_allow_remote, metrics=args.metrics)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
+    from raft_election.statuscmd import run_status  # noqa: PLC0415
+
+    if args.watch is not None and args.watch <= 0:
+        raise ConfigError("watch", f"{args.watch} must be a positive number of seconds")
+    return run_status(load_cluster_file(args.cluster), json_output=args.json, watch=args.watch,
+                      timeout=args.timeout)
 
 
 def _lock(args: argparse.Namespace) -> int:

@@ -16,6 +16,11 @@ A cluster file lists the members (id → transport address) and the settings all
     2 = "127.0.0.1:9002"
     3 = "127.0.0.1:9003"
 
+    [admin]                           # optional: where each member answers raft-election status
+    1 = "127.0.0.1:9101"
+    2 = "127.0.0.1:9102"
+    3 = "127.0.0.1:9103"
+
 Each process then picks its own identity with :meth:`ClusterFile.config_for`.  The file is validated in full
 when it is loaded (every :class:`~raft_election.config.RaftConfig` rule included), so a mistake stops every
 member at start-up with a :class:`~raft_election.errors.ConfigError` naming the key, the file and the fix,
@@ -40,6 +45,7 @@ from raft_election.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_CLOCK_DRIFT,
     MIN_SECRET_BYTES,
+    PeerMap,
     RaftConfig,
     check_field_names,
     freeze_peers,
@@ -69,7 +75,7 @@ _SHARED_SETTINGS = (
     "secret",
 )
 #: Every top-level key a cluster file may contain.
-KNOWN_KEYS = (*_SHARED_SETTINGS, "transport", "secret_file", "members")
+KNOWN_KEYS = (*_SHARED_SETTINGS, "transport", "secret_file", "members", "admin")
 
 # Settings that the file fixes for every member; config_for() must not override them per node.
 _FROM_FILE_ONLY = ("node_id", "peers")
@@ -125,6 +131,8 @@ class ClusterFile:
     pre_vote: bool = True
     fast_failover: bool = True
     secret: Optional[bytes] = attrs.field(default=None, repr=_show_secret)
+    #: Each member's admin address (see :mod:`raft_election.admin`), for the members that have one.
+    admin: Mapping[int, str] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         """Validate the shared settings as a config of the first member, and keep their normalized form.
@@ -139,6 +147,25 @@ class ClusterFile:
             raise ConfigError(error.field, f"{_message_of(error)} (in {self.path})") from None
         for name in _SHARED_SETTINGS:
             object.__setattr__(self, name, getattr(config, name))
+        object.__setattr__(self, "admin", self._checked_admin())
+
+    def _checked_admin(self) -> Mapping[int, str]:
+        from raft_election.admin import parse_address  # noqa: PLC0415 (admin imports the node)
+
+        if not isinstance(self.admin, Mapping):
+            raise ConfigError("admin", f"{self.admin!r} must be a table of member id to host:port, e.g. "
+                                       f'[admin] 1 = "127.0.0.1:9101" (in {self.path})')
+        admin = freeze_peers(self.admin, "admin") if self.admin else PeerMap({})
+        for node_id, address in admin.items():
+            if node_id not in self.members:
+                raise ConfigError("admin", f"{node_id} has an admin address but is not a member; list it in "
+                                           f"[members] too, or remove it from [admin] (in {self.path})")
+            try:
+                parse_address(address)
+            except ConfigError as error:
+                raise ConfigError("admin", f"member {node_id}: {_message_of(error)} (in {self.path})") \
+                    from None
+        return admin
 
     def config_for(self, node_id: int, **overrides: Any) -> RaftConfig:
         """Return the :class:`RaftConfig` of member ``node_id``.
@@ -324,7 +351,13 @@ def load_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
         )
     members = {_member_id(key, path): address for key, address in table.items()}
 
-    settings = {key: value for key, value in document.items() if key not in ("members", "secret_file")}
+    settings = {key: value for key, value in document.items()
+                if key not in ("members", "secret_file", "admin")}
+    table = document.get("admin", {})
+    if not isinstance(table, dict):
+        raise ConfigError("admin", f"{table!r} must be a table of member id to host:port, e.g. "
+                                   f'[admin] 1 = "127.0.0.1:9101" (in {path})')
+    settings["admin"] = {_member_id(key, path): address for key, address in table.items()}
     if "secret_file" in document:
         if "secret" in document:
             raise ConfigError(

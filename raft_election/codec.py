@@ -9,7 +9,8 @@ Layout, all integers big-endian::
 
     header (29 bytes)
         magic      2s   b"RE"
-        version    u8   2 (version 1 had no VoteRequest.suspect and no VoteResponse evidence bit)
+        version    u8   3 (version 2 had no Heartbeat value; version 1 no VoteRequest.suspect and no
+                        VoteResponse evidence bit)
         type       u8   1-based index into messages.MESSAGE_TYPES
         flags      u8   bit 0: a MAC follows the body; every other bit must be zero
         cluster    8s   cluster_id(cluster name)
@@ -17,7 +18,7 @@ Layout, all integers big-endian::
         recipient  u32  1 .. 2**32 - 1
         term       u64  0 .. 2**63 - 1
     body (per type, see _LAYOUTS)
-        Heartbeat          round u32
+        Heartbeat          round u32, value: length u16 then that many bytes (at most MAX_VALUE_SIZE)
         HeartbeatResponse  round u32, flags u8 (bit 0 candidate)
         VoteRequest        round u32, suspect u32, flags u8 (bit 0 pre_vote, bit 1 transfer)
         VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote, bit 2 candidate,
@@ -41,6 +42,7 @@ from typing import Any, NamedTuple, Union
 from raft_election.errors import DecodeError
 from raft_election.messages import (
     MAX_TERM,
+    MAX_VALUE_SIZE,
     MESSAGE_TYPES,
     Envelope,
     Heartbeat,
@@ -65,15 +67,17 @@ __all__ = [
 #: The two bytes every message starts with; anything else is not ours (another protocol, or noise).
 MAGIC = b"RE"
 #: The format version this codec writes and the only one it accepts.
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 #: Header flag bit 0: an HMAC-SHA256 tag follows the body.
 FLAG_MAC = 0x01
 #: Length of the HMAC-SHA256 tag.
 MAC_SIZE = 32
-#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message today is 70 bytes
-#: (a 38-byte vote request plus its MAC); the rest is headroom, so a receiver can size its buffer once and a
-#: bigger datagram is rejected before a single field is parsed.
-MAX_MESSAGE_SIZE = 128
+#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message today is 323 bytes
+#: (a heartbeat with the largest value, 291 bytes, plus its MAC); the rest is headroom, so a receiver can
+#: size its buffer once and a bigger datagram is rejected before a single field is parsed.
+MAX_MESSAGE_SIZE = 384
+
+_LENGTH = struct.Struct(">H")
 
 _HEADER = struct.Struct(">2sBBB8sIIQ")
 #: Size of the fixed header that precedes every body.
@@ -87,25 +91,29 @@ class _Layout(NamedTuple):
     """How one message class is laid out after the header.
 
     The body is the ``int_fields`` as u32 each, then, if ``flag_fields`` is not empty, one u8 whose bit
-    ``i`` is the boolean field ``flag_fields[i]``.  The term is in the header, not here.
+    ``i`` is the boolean field ``flag_fields[i]``, then, if ``bytes_field`` is set, that field as a u16
+    length and its bytes (at most :data:`~raft_election.messages.MAX_VALUE_SIZE`).  The term is in the
+    header, not here.
     """
 
     code: int
     body: struct.Struct
     int_fields: tuple[str, ...]
     flag_fields: tuple[str, ...]
+    bytes_field: str = ""
 
 
-def _layout(cls: type[Message], int_fields: tuple[str, ...], flag_fields: tuple[str, ...]) -> _Layout:
+def _layout(cls: type[Message], int_fields: tuple[str, ...], flag_fields: tuple[str, ...],
+            bytes_field: str = "") -> _Layout:
     """Build the layout of ``cls``: its type code is its 1-based position in ``MESSAGE_TYPES``."""
-    fmt = ">" + "I" * len(int_fields) + ("B" if flag_fields else "")
-    return _Layout(MESSAGE_TYPES.index(cls) + 1, struct.Struct(fmt), int_fields, flag_fields)
+    fmt = ">" + "I" * len(int_fields) + ("B" if flag_fields else "") + ("H" if bytes_field else "")
+    return _Layout(MESSAGE_TYPES.index(cls) + 1, struct.Struct(fmt), int_fields, flag_fields, bytes_field)
 
 
 #: The whole wire format of the bodies, as data.  Adding a message type means adding a row here
 #: (and to ``MESSAGE_TYPES``); the encode and decode paths are generic over it.
 _LAYOUTS: dict[type[Message], _Layout] = {
-    Heartbeat: _layout(Heartbeat, ("round",), ()),
+    Heartbeat: _layout(Heartbeat, ("round",), (), bytes_field="value"),
     HeartbeatResponse: _layout(HeartbeatResponse, ("round",), ("candidate",)),
     VoteRequest: _layout(VoteRequest, ("round", "suspect"), ("pre_vote", "transfer")),
     VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate", "evidence")),
@@ -217,7 +225,10 @@ class Codec:
                 if getattr(message, name):
                     bits |= 1 << bit
             fields.append(bits)
-        data = header + layout.body.pack(*fields)
+        tail = getattr(message, layout.bytes_field) if layout.bytes_field else b""
+        if layout.bytes_field:
+            fields.append(len(tail))
+        data = header + layout.body.pack(*fields) + tail
         if self._secret is not None:
             data += hmac.new(self._secret, data, hashlib.sha256).digest()
         return data
@@ -228,9 +239,10 @@ class Codec:
         The input is untrusted.  Checks run in a fixed order and the first failure is reported:
         ``oversized``, ``truncated``, ``bad_magic``, ``bad_version``, ``unknown_type``, ``wrong_cluster``,
         ``missing_mac``, ``unexpected_mac``, ``truncated`` (shorter than the type's body and MAC),
-        ``bad_mac``, ``bad_length`` (trailing bytes), ``bad_field``.  The MAC, when present, is the last
-        32 bytes of ``data`` and covers everything before them; it is verified before any field of the
-        body is interpreted, so unauthenticated bytes never reach a message constructor.
+        ``bad_mac``, for a message with a value ``bad_field`` (longer than allowed) and ``truncated``
+        (shorter than its value), ``bad_length`` (trailing bytes), ``bad_field``.  The MAC, when
+        present, is the last 32 bytes of ``data`` and covers everything before them; it is verified before
+        any field of the body is interpreted, so unauthenticated bytes never reach a message constructor.
 
         ``data`` is copied to immutable ``bytes`` once its size is known to be small, so a caller's
         buffer changing during the call cannot make the checked bytes differ from the parsed ones.
@@ -261,11 +273,19 @@ class Codec:
             raise DecodeError("unexpected_mac", "message is authenticated but this node has no secret")
         expected = HEADER_SIZE + layout.body.size + (MAC_SIZE if has_mac else 0)
         if size < expected:
-            raise DecodeError("truncated", f"{size} bytes, a {cls.__name__} takes {expected}")
+            raise DecodeError("truncated", f"{size} bytes, a {cls.__name__} takes at least {expected}")
         if self._secret is not None:
             tag = hmac.new(self._secret, raw[:-MAC_SIZE], hashlib.sha256).digest()
             if not hmac.compare_digest(tag, raw[-MAC_SIZE:]):
                 raise DecodeError("bad_mac", "authentication tag does not match")
+        if layout.bytes_field:
+            (length,) = _LENGTH.unpack_from(raw, HEADER_SIZE + layout.body.size - _LENGTH.size)
+            if length > MAX_VALUE_SIZE:
+                raise DecodeError("bad_field",
+                                  f"a {length}-byte {layout.bytes_field}, at most {MAX_VALUE_SIZE}")
+            expected += length
+            if size < expected:
+                raise DecodeError("truncated", f"{size} bytes, this {cls.__name__} takes {expected}")
         if size > expected:
             raise DecodeError("bad_length", f"{size} bytes, a {cls.__name__} takes exactly {expected}")
         return _parse(cls, layout, raw, flags=flags, sender=sender, recipient=recipient, term=term)
@@ -302,6 +322,10 @@ def _parse(
         raise DecodeError("bad_field", f"term {term} exceeds 2**63 - 1")
     values = layout.body.unpack_from(raw, HEADER_SIZE)
     kwargs: dict[str, Any] = dict(zip(layout.int_fields, values))
+    if layout.bytes_field:
+        start = HEADER_SIZE + layout.body.size
+        kwargs[layout.bytes_field] = raw[start:start + values[-1]]
+        values = values[:-1]
     if layout.flag_fields:
         bits = values[-1]
         unknown = bits >> len(layout.flag_fields)

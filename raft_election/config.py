@@ -23,7 +23,7 @@ from typing import Any, Optional, Tuple, Union
 import attrs
 
 from raft_election.errors import ConfigError
-from raft_election.messages import MAX_NODE_ID
+from raft_election.messages import MAX_NODE_ID, MAX_VALUE_SIZE
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -37,6 +37,7 @@ __all__ = [
     "RaftConfig",
     "check_field_names",
     "check_settings",
+    "leader_value",
     "freeze_peers",
 ]
 
@@ -470,3 +471,24 @@ def check_settings(members: int = 1, **settings: Any) -> None:
     """
     RaftConfig(node_id=1, peers={node_id: f"check:{node_id}" for node_id in range(1, members + 1)},
                **settings)
+
+
+def leader_value(value: Union[bytes, str, None], field: str = "value") -> bytes:
+    """A leader's value as the bytes its heartbeats carry: ``str`` as UTF-8, ``None`` as empty.
+
+    Raises:
+        ConfigError: ``value`` is of another type, or longer than ``MAX_VALUE_SIZE`` bytes.
+    """
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise ConfigError(field, f"must be bytes or str (an address, an identifier), got {_type_name(value)}")
+    if len(data) > MAX_VALUE_SIZE:
+        raise ConfigError(field, f"is {len(data)} bytes ({reprlib.repr(value)}); a leader's value "
+                                 f"travels with every heartbeat, so it may be at most {MAX_VALUE_SIZE} "
+                                 "bytes: publish an address or a key, not the data itself")
+    return data

@@ -53,6 +53,7 @@ from raft_election.events import (
     DeathEvidence,
     Event,
     LeaderChanged,
+    LeaderValue,
     LeaseLost,
     LeaseRegained,
     LostLeadership,
@@ -108,9 +109,11 @@ class RaftCore:
         now: the current time (seconds, any monotonic origin); the start counts as having heard from a
             leader, so a restarted server does not hand out votes within ``election_timeout_min``.
         rng: the only source of randomness (election timeouts, round numbers); seed it to replay a run.
+        value: the value this server publishes with its heartbeats while it leads (see :meth:`set_value`).
     """
 
-    def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random) -> None:
+    def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random, *,
+                 value: bytes = b"") -> None:
         self._id = config.node_id
         self._peers: tuple[int, ...] = tuple(config.peer_ids)
         self._quorum = config.quorum
@@ -134,6 +137,9 @@ class RaftCore:
         self._role = Role.FOLLOWER
         self._leader_id: Optional[int] = None
         self._leader_term = self._term  # the term in which _leader_id was learned
+        self._value = value
+        self._leader_value: Optional[bytes] = None  # _leader_id's value, once heard
+        self._reported_value: tuple[Optional[int], Optional[bytes]] = (None, None)
         self._resigned: tuple[int, int] = (0, -1)  # (leader, term) that resigned: its heartbeats are stale
         self._candidate = config.candidate
         # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
@@ -198,6 +204,11 @@ class RaftCore:
     def leader_id(self) -> Optional[int]:
         """The leader this server knows of in the current term, or None."""
         return self._leader_id
+
+    @property
+    def leader_value(self) -> Optional[bytes]:
+        """The value of :attr:`leader_id` (this server's own while it leads), or None if not heard yet."""
+        return self._leader_value
 
     @property
     def candidate(self) -> bool:
@@ -356,6 +367,15 @@ class RaftCore:
             if peer != target:
                 self._send(peer, Resign(term=term, successor=target))
         return target, self._flush()
+
+    def set_value(self, value: bytes, now: float) -> Output:
+        """Publish ``value`` with this server's heartbeats from now on (followers learn it at the next)."""
+        self._observe_lease(now)
+        self._value = value
+        if self._role is Role.LEADER:
+            self._leader_value = value
+            self._report_value()
+        return self._flush()
 
     def set_candidate(self, candidate: bool, now: float) -> Output:
         """Stand for election or not.  Dropping candidacy abandons a campaign but not a leadership."""
@@ -529,6 +549,8 @@ class RaftCore:
         self._reset_election_timer(now)
         if self._ff is not None:
             self._ff.leader_heard(now)
+        self._leader_value = message.value
+        self._report_value()
         self._send(sender, HeartbeatResponse(term=self._term, round=message.round, candidate=self._candidate))
 
     def _count_vote(self, sender: int, message: VoteResponse, now: float) -> None:
@@ -753,7 +775,7 @@ class RaftCore:
         due = self._heartbeat_deadline + self._heartbeat_interval
         self._heartbeat_deadline = due if now < due else now + self._heartbeat_interval
         for peer in self._peers:
-            self._send(peer, Heartbeat(term=self._term, round=round_))
+            self._send(peer, Heartbeat(term=self._term, round=round_, value=self._value))
         self._observe_lease(now)
 
     def _check_quorum(self, now: float) -> None:
@@ -854,7 +876,17 @@ class RaftCore:
         if leader_id != self._leader_id or (leader_id is not None and self._leader_term != self._term):
             self._leader_id = leader_id
             self._leader_term = self._term
+            self._leader_value = self._value if leader_id == self._id else None
             self._events.append(LeaderChanged(leader_id=leader_id, term=self._term))
+            self._report_value()
+
+    def _report_value(self) -> None:
+        """Report the known leader and its value when they changed (not a leader whose value is unheard)."""
+        current = (self._leader_id, self._leader_value)
+        if current != self._reported_value and (self._leader_id is None or self._leader_value is not None):
+            self._reported_value = current
+            self._events.append(LeaderValue(leader_id=self._leader_id, term=self._term,
+                                            value=self._leader_value))
 
     # ------------------------------------------------------------------ output
 

@@ -20,8 +20,8 @@ import attrs
 
 from raft_election.roles import Role
 
-__all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LeaseLost", "LeaseRegained",
-           "LostLeadership", "RoleChanged", "TermChanged", "VoteGranted"]
+__all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LeaderValue", "LeaseLost",
+           "LeaseRegained", "LostLeadership", "RoleChanged", "TermChanged", "VoteGranted"]
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +88,20 @@ class LeaderChanged:
 
 
 @attrs.frozen(kw_only=True)
+class LeaderValue:
+    """The leader this server knows of, with the value it publishes, changed.
+
+    Reported when a leader's value is first heard (from its heartbeats; a leader's own at taking office) or
+    changes, and as ``(None, term, None)`` when no leader is known any more.  A new leader whose value has
+    not been heard yet is not reported until it has.
+    """
+
+    leader_id: Optional[int]
+    term: int
+    value: Optional[bytes]
+
+
+@attrs.frozen(kw_only=True)
 class TermChanged:
     """This server's current term increased."""
 
@@ -128,5 +142,5 @@ class DeathEvidence:
     leader: bool
 
 
-Event = Union[BecameLeader, LeaseLost, LeaseRegained, LostLeadership, LeaderChanged, TermChanged, RoleChanged,
-              VoteGranted, DeathEvidence]
+Event = Union[BecameLeader, LeaseLost, LeaseRegained, LostLeadership, LeaderChanged, LeaderValue, TermChanged,
+              RoleChanged, VoteGranted, DeathEvidence]

@@ -12,17 +12,19 @@ the file is bad, an ``error`` and the faults kept).
 
 Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
 line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``, ``lease_lost``,
-``lease_regained``, ``lost_leadership``, ``leader_changed``, ``voted``, ``evidence``, ``status``,
-``faults``, ``stopped``), ``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable
-across processes on one machine) and ``wall`` (``time.time()``).  ``became_leader`` carries the instant its
-first lease of the term began as ``monotonic``, ``fast`` (won by fast failover) and ``late`` (the votes
-came too late for a lease: it took office earlier and holds one from ``monotonic``); ``lease_lost``
-(a lease gap: the member keeps office) carries ``lease_end``, and ``lease_regained`` the instant the lease
-came back as ``monotonic``; ``evidence`` carries ``peer``, ``kind`` and ``about_leader`` (the transport
-found ``peer``'s process gone); ``lost_leadership`` (the member left office) carries ``lease_end`` (when it
-stopped believing it leads), ``reason`` and ``had_lease`` (False when a ``lease_lost`` came first);
-``faults`` carries ``faults`` (``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad,
-``error``.
+``lease_regained``, ``lost_leadership``, ``leader_changed``, ``leader_value``, ``voted``, ``evidence``,
+``status``, ``faults``, ``stopped``), ``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``,
+comparable across processes on one machine) and ``wall`` (``time.time()``).  ``started`` carries the
+member's own ``value``.  ``became_leader`` carries the instant its first lease of the term began as
+``monotonic``, ``fast`` (won by fast failover) and ``late`` (the votes came too late for a lease: it took
+office earlier and holds one from ``monotonic``); ``lease_lost`` (a lease gap: the member keeps office)
+carries ``lease_end``, and ``lease_regained`` the instant the lease came back as ``monotonic``;
+``leader_value`` (the leader this member knows of and the value it publishes changed; ``leader`` None when
+no leader is known) carries ``value`` as text (UTF-8, undecodable bytes backslash-escaped); ``evidence``
+carries ``peer``, ``kind`` and ``about_leader`` (the transport found ``peer``'s process gone);
+``lost_leadership`` (the member left office) carries ``lease_end`` (when it stopped believing it leads),
+``reason`` and ``had_lease`` (False when a ``lease_lost`` came first); ``faults`` carries ``faults``
+(``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad, ``error``.
 
 Like the command line, this module is an application of the library: it picks a transport by name.
 """
@@ -38,13 +40,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
+from raft_election.admin import parse_address
 from raft_election.clusterfile import ClusterFile
+from raft_election.config import leader_value
 from raft_election.errors import ConfigError
 from raft_election.events import (
     BecameLeader,
     DeathEvidence,
     Event,
     LeaderChanged,
+    LeaderValue,
     LeaseLost,
     LeaseRegained,
     LostLeadership,
@@ -55,11 +60,17 @@ from raft_election.storage import FileStorage
 from raft_election.transport import Transport
 
 if TYPE_CHECKING:
+    from raft_election.metrics import MetricsServer
     from raft_election.nemesis.faults import FaultyTransport, LinkFaults
 
 __all__ = ["EventReporter", "default_data_dir", "make_transport", "run_member"]
 
 logger = logging.getLogger(__name__)
+
+
+def value_text(value: Optional[bytes]) -> Optional[str]:
+    """A leader's value as text for events: UTF-8, with undecodable bytes backslash-escaped."""
+    return None if value is None else value.decode("utf-8", "backslashreplace")
 
 
 def make_transport(name: str) -> Transport:
@@ -121,6 +132,8 @@ class EventReporter:
             "lease_lost": (f"member {node} lost its lease in term {term}: it stays leader but does not "
                            f"claim it until a majority answers"),
             "lease_regained": f"member {node} holds its lease of term {term} again (fencing token {term})",
+            "leader_value": (f"member {node} knows no leader in term {term}" if leader is None
+                             else f"member {node}: leader {leader} publishes {record.get('value')!r}"),
             "evidence": (f"member {node} has evidence ({record.get('kind')}) that member "
                          f"{record.get('peer')} is gone"),
             "lost_leadership": f"member {node} no longer leads term {term} ({record.get('reason')})",
@@ -148,6 +161,9 @@ class EventReporter:
                         lease_end=event.lease_end, reason=event.reason, had_lease=event.had_lease)
         elif isinstance(event, LeaderChanged):
             self.report("leader_changed", term=event.term, leader=event.leader_id)
+        elif isinstance(event, LeaderValue):
+            self.report("leader_value", term=event.term, leader=event.leader_id,
+                        value=value_text(event.value))
         elif isinstance(event, VoteGranted):
             self.report("voted", term=event.term, leader=None, candidate=event.candidate)
         elif isinstance(event, DeathEvidence):
@@ -163,7 +179,8 @@ _FAULT_SIGNAL = signal.SIGUSR2
 
 def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = None, *,
                json_lines: bool = False, stream: TextIO = sys.stdout, candidate: bool = True,
-               faults_dir: Optional[str] = None) -> int:
+               faults_dir: Optional[str] = None, value: Optional[str] = None, admin: Optional[str] = None,
+               admin_allow_remote: bool = False, metrics: Optional[str] = None) -> int:
     """Run member ``node_id`` of ``cluster`` until SIGTERM or SIGINT; return the exit status (0).
 
     Must be called from the main thread before any other thread starts: the signals are blocked in every
@@ -174,14 +191,18 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
     :class:`~raft_election.nemesis.faults.FaultyTransport` (seeded with ``node_id``) whose faults are read
     from ``faults_dir/<id>.json`` now and again on each SIGUSR2; each reload is reported as a ``faults``
     event.  A bad file at a reload is logged and reported (``error``) and the previous faults are kept.
+    With ``admin`` (``host:port``) the member answers admin requests there (``raft-election status``);
+    with ``metrics`` (``host:port``) it serves Prometheus metrics at ``http://host:port/metrics``.
 
     Raises:
-        ConfigError: ``node_id`` is not a member, the transport cannot run as a process, or the faults
-            file is invalid at start.
+        ConfigError: ``node_id`` is not a member, the transport cannot run as a process, the faults
+            file is invalid at start, or ``value`` is too long.
         StorageError: the data directory's state cannot be read (the member does not start).
         TransportError: the member's address cannot be bound.
     """
     config = cluster.config_for(node_id, candidate=candidate)
+    published = leader_value(value)  # a bad value stops the member before anything starts
+    metrics_at = parse_address(metrics, "metrics") if metrics is not None else None
     reporter = EventReporter(node_id, stream, json_lines=json_lines)
     signals = _SIGNALS if faults_dir is None else _SIGNALS | {_FAULT_SIGNAL}
     faults_file: Optional[str] = None
@@ -201,16 +222,29 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
         faulty.set_faults(initial_faults)
         transport = faulty
     storage = FileStorage(data_dir if data_dir is not None else default_data_dir(cluster, node_id))
-    node = RaftNode(config, transport, storage, observer=reporter.core_event)
     try:
+        node = RaftNode(config, transport, storage, observer=reporter.core_event, value=published,
+                        admin=admin, admin_allow_remote=admin_allow_remote)
         node.start()
     except BaseException:
         storage.close()
         transport.close()
         raise
+    server: Optional[MetricsServer] = None
+    if metrics_at is not None:
+        from raft_election.metrics import serve  # noqa: PLC0415 (an optional dependency)
+
+        try:
+            server = serve(node, metrics_at[1], metrics_at[0])
+        except BaseException:
+            node.stop()
+            raise
     extra: dict[str, Any] = {} if faulty is None else {"faults": faulty.faults.to_json()}
+    if server is not None:
+        extra["metrics_port"] = server.port
     reporter.report("started", term=node.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
-                    transport=cluster.transport, voted_for=node.status().voted_for, **extra)
+                    transport=cluster.transport, voted_for=node.status().voted_for,
+                    value=value_text(published), admin=node.admin_address, **extra)
     try:
         while True:
             signum = signal.sigwait(signals)
@@ -222,6 +256,8 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
                 return 0
     finally:
         node.stop()
+        if server is not None:
+            server.close()
         status = node.status()
         reporter.report("stopped", term=status.term, leader=None, counters=dict(status.counters))
 

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NODE_ID",
     "MAX_ROUND",
     "MAX_TERM",
+    "MAX_VALUE_SIZE",
     "Envelope",
     "Heartbeat",
     "HeartbeatResponse",
@@ -30,6 +31,7 @@ __all__ = [
     "VoteRequest",
     "VoteResponse",
     "check_term",
+    "check_value",
 ]
 
 #: Terms are unsigned 63-bit on the wire: large enough to never wrap, small enough to be an int64 anywhere.
@@ -38,6 +40,9 @@ MAX_TERM = 2**63 - 1
 MAX_NODE_ID = 2**32 - 1
 #: Rounds are 32-bit and compared for equality only, so wrap-around is harmless.
 MAX_ROUND = 2**32 - 1
+#: The largest leader's value a heartbeat carries, in bytes: room for an address or a short identifier (etcd's
+#: ``Campaign(value)``, kazoo's ``Election(identifier)``), not for data.
+MAX_VALUE_SIZE = 256
 
 
 def check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -59,6 +64,12 @@ def _check_node_id(instance: object, attribute: attrs.Attribute[int], value: int
 _bool = attrs.validators.instance_of(bool)
 
 
+def check_value(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    """Validate a leader's value: ``bytes`` of at most :data:`MAX_VALUE_SIZE`, else ValueError."""
+    if type(value) is not bytes or len(value) > MAX_VALUE_SIZE:
+        raise ValueError(f"{attribute.name} must be bytes of at most {MAX_VALUE_SIZE}, got {value!r:.80}")
+
+
 def _check_optional_node_id(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if type(value) is not int or not 0 <= value <= MAX_NODE_ID:
         raise ValueError(f"{attribute.name} must be 0 (none) or a node id, got {value!r}")
@@ -69,11 +80,14 @@ class Heartbeat:
     """Leader → follower: "I lead ``term``" (the empty AppendEntries of Raft §5.2).
 
     ``round`` numbers the heartbeat round so the leader can match acknowledgements to the time it sent the
-    round, which is what its lease is measured from (thesis §6.4.1).
+    round, which is what its lease is measured from (thesis §6.4.1).  ``value`` is the leader's value (its
+    application's address, say; empty when it has none): followers learn where the leader's application is
+    from the same messages that tell them who leads.
     """
 
     term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
+    value: bytes = attrs.field(default=b"", validator=check_value)
 
 
 @attrs.frozen(kw_only=True)

@@ -38,15 +38,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Optional, TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar, Union
 
 import attrs
 
 from raft_election.codec import Codec
-from raft_election.config import RaftConfig
+from raft_election.config import RaftConfig, leader_value
 from raft_election.core import RaftCore
 from raft_election.errors import DecodeError, NoTransferTargetError, RaftElectionError
-from raft_election.events import BecameLeader, Event, LeaderChanged, LeaseLost, LeaseRegained, LostLeadership
+from raft_election.events import (
+    BecameLeader,
+    Event,
+    LeaderChanged,
+    LeaderValue,
+    LeaseLost,
+    LeaseRegained,
+    LostLeadership,
+)
 from raft_election.leadership import Leadership
 from raft_election.messages import Envelope
 from raft_election.output import Output
@@ -55,6 +63,9 @@ from raft_election.roles import Role
 from raft_election.stats import MessageStats
 from raft_election.storage import MemoryStorage, Storage
 from raft_election.transport import DeathProbe, Transport
+
+if TYPE_CHECKING:
+    from raft_election.admin import AdminServer
 
 __all__ = ["NodeStatus", "RaftNode"]
 
@@ -101,6 +112,8 @@ class NodeStatus:
     #: Seconds this member spent as leader without a lease: its lease gaps (``lease_gaps`` of them) and
     #: the start of late wins, so far.
     lease_gap_seconds: float = 0.0
+    #: Seconds since a valid message from each peer last reached this member (None: none yet).
+    last_contact: Mapping[int, Optional[float]] = attrs.field(factory=dict)
 
     def rejected(self) -> int:
         """Total messages rejected for any reason."""
@@ -124,6 +137,17 @@ class RaftNode:
             transferred, higher term seen, check-quorum, stopped).  The two alternate, starting with
             ``on_become_leader``.
         on_leader_change: called with ``(leader_id or None, term)`` whenever the known leader changes.
+        value: this member's value (bytes, or str as UTF-8; at most 256 bytes), published with its heartbeats
+            while it leads: its application's address, say, so that followers know where to reach the
+            leader's application (:attr:`leader_value`).  Change it with :meth:`set_value`.
+        on_leader_value: called with ``(leader_id, term, value)`` when the leader this member knows of and
+            its value change: when a leader's value is first heard or changes, and ``(None, term, None)``
+            once no leader is known.  A new leader is reported here only once its value is heard (from its
+            first heartbeat), so ``value`` is never None for a known leader.
+        admin: ``host:port`` on which to answer admin requests (``raft-election status``; see
+            :mod:`raft_election.admin`), authenticated with the cluster secret; None (default): no admin
+            channel.  Without a secret only a loopback address is accepted, unless ``admin_allow_remote``.
+        admin_allow_remote: accept a non-loopback admin address without a secret.
         observer: called with every core event (for tests and tooling), on the callback thread.
         rng: randomness for election timeouts (default: seeded from the OS).
         clock: monotonic time source in seconds (default :func:`time.monotonic`).
@@ -138,6 +162,10 @@ class RaftNode:
         on_become_leader: Optional[Callable[[int], object]] = None,
         on_lose_leadership: Optional[Callable[[int], object]] = None,
         on_leader_change: Optional[Callable[[Optional[int], int], object]] = None,
+        value: Union[bytes, str, None] = None,
+        on_leader_value: Optional[Callable[[Optional[int], int, Optional[bytes]], object]] = None,
+        admin: Optional[str] = None,
+        admin_allow_remote: bool = False,
         observer: Optional[Callable[[Event], object]] = None,
         rng: Optional[random.Random] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -148,6 +176,13 @@ class RaftNode:
         self._on_become_leader = on_become_leader
         self._on_lose_leadership = on_lose_leadership
         self._on_leader_change = on_leader_change
+        self._value = leader_value(value)
+        self._on_leader_value = on_leader_value
+        self._admin: Optional[AdminServer] = None
+        if admin is not None:
+            from raft_election.admin import AdminServer  # noqa: PLC0415 (only members that answer need it)
+
+            self._admin = AdminServer(self, admin, allow_remote=admin_allow_remote)  # checks the address
         self._observer = observer
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
@@ -197,7 +232,7 @@ class RaftNode:
             hard_state = self._storage.load()
             config = self.config if self._candidate == self.config.candidate else self.config.evolve(
                 candidate=self._candidate)
-            self._core = RaftCore(config, hard_state, self._clock(), self._rng)
+            self._core = RaftCore(config, hard_state, self._clock(), self._rng, value=self._value)
             self._started = True
         name = f"raft-{self.node_id}"
         self._callback_thread = threading.Thread(target=self._run_callbacks, name=f"{name}-callbacks",
@@ -213,6 +248,12 @@ class RaftNode:
             raise
         if self.config.fast_failover and isinstance(self._transport, DeathProbe):
             self._transport.watch(self._on_evidence)
+        if self._admin is not None:
+            try:
+                self._admin.start()
+            except BaseException:
+                self.stop()
+                raise
         self._timer_thread = threading.Thread(target=self._run_timer, name=f"{name}-timer", daemon=True)
         self._timer_thread.start()
         logger.info("%d started at term %d (%d members)", self.node_id, self.term, len(self.config.peers))
@@ -245,6 +286,8 @@ class RaftNode:
             ticket = self._push(core.stop(now), now)
             self._changed.notify_all()
         self._carry_out(ticket)
+        if self._admin is not None:
+            self._admin.close()
         if self._timer_thread is not None:
             self._timer_thread.join()
         self._transport.close()
@@ -286,6 +329,44 @@ class RaftNode:
             return self._leader_locked(self._clock())
 
     @property
+    def admin_address(self) -> Optional[str]:
+        """Where this member answers admin requests (the real port once started), or None."""
+        return self._admin.address if self._admin is not None else None
+
+    @property
+    def leader_value(self) -> Optional[bytes]:
+        """The value the leader this member knows of publishes (its own while it leads with a lease).
+
+        None when no leader is known (see :attr:`leader_id`) or its value has not been heard yet.
+        """
+        with self._lock:
+            core = self._core
+            if core is None or self._leader_locked(self._clock()) is None:
+                return None
+            return core.leader_value
+
+    @property
+    def value(self) -> bytes:
+        """The value this member publishes while it leads."""
+        with self._lock:
+            return self._value
+
+    def set_value(self, value: Union[bytes, str, None]) -> None:
+        """Publish ``value`` (bytes, or str as UTF-8; at most 256 bytes) while leading, from now on.
+
+        Followers learn it with the next heartbeat.  May be called before :meth:`start`.
+
+        Raises:
+            ConfigError: ``value`` is not bytes or str, or is too long.
+        """
+        data = leader_value(value)
+        with self._lock:
+            self._value = data
+            if self._core is None:
+                return
+        self._command(lambda core, now: core.set_value(data, now))
+
+    @property
     def is_leader(self) -> bool:
         """True only while this member leads with a valid lease, computed against the clock right now."""
         with self._lock:
@@ -322,6 +403,9 @@ class RaftNode:
                 counters=MappingProxyType(dict(counters)),
                 round_trip=self._stats.round_trip(),
                 lease_gap_seconds=core.unleased_seconds(now) if core is not None else 0.0,
+                last_contact=MappingProxyType({
+                    peer: (now - self._stats.last_heard[peer]) if peer in self._stats.last_heard else None
+                    for peer in self.config.peer_ids}),
             )
 
     def wait_for_leader(self, timeout: Optional[float] = None) -> int:
@@ -567,7 +651,8 @@ class RaftNode:
             self._reject("decode_failure", "dropped a message: %r", exc)
             return
         def receive(core: RaftCore, now: float) -> Output:
-            self._stats.received(envelope.message, now)
+            if envelope.sender in self.config.peers:  # the core counts and drops the others
+                self._stats.received(envelope.sender, envelope.message, now)
             return core.receive(envelope.sender, envelope.message, now)
 
         try:
@@ -719,6 +804,9 @@ class RaftNode:
         elif isinstance(event, LeaderChanged) and self._on_leader_change is not None:
             change = self._on_leader_change
             self._callbacks.put(lambda: change(event.leader_id, event.term))
+        elif isinstance(event, LeaderValue) and self._on_leader_value is not None:
+            told = self._on_leader_value
+            self._callbacks.put(lambda: told(event.leader_id, event.term, event.value))
 
     def _run_callbacks(self) -> None:
         while True:

@@ -154,6 +154,7 @@ class MemberProcesses:
         python: the interpreter to run members with.
         extra_args: more arguments for ``raft-election`` before ``run`` (e.g. ``["-v"]``).
         run_args: more arguments for ``run`` (e.g. ``["--voter-only"]``).
+        member_args: per-member arguments for ``run`` after those, e.g. ``lambda i: ["--value", f"app-{i}"]``.
         command_prefix: per-member words to run the command under, e.g.
             ``lambda i: ["ip", "netns", "exec", f"ns{i}"]`` (the prefix must exec the command, so that the
             PID signalled is the member's own).
@@ -166,6 +167,7 @@ class MemberProcesses:
                  env: Optional[Mapping[str, str]] = None,
                  command_prefix: Optional[Callable[[int], list[str]]] = None,
                  run_args: Iterable[str] = (),
+                 member_args: Optional[Callable[[int], list[str]]] = None,
                  command: Optional[Callable[[int], list[str]]] = None) -> None:
         self.cluster_file = cluster_file
         self.workdir = workdir
@@ -175,6 +177,7 @@ class MemberProcesses:
         self._env = dict(os.environ if env is None else env)
         self._prefix = command_prefix
         self._run_args = list(run_args)
+        self._member_args = member_args
         self._command = command
         self._members: dict[int, _Member] = {}
         self._log = EventLog()
@@ -198,7 +201,8 @@ class MemberProcesses:
         else:
             command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster",
                        self.cluster_file, "--id", str(node_id), "--data-dir", self.data_dir(node_id),
-                       "--json", *self._run_args]
+                       "--json", *self._run_args,
+                       *(self._member_args(node_id) if self._member_args is not None else ())]
         if self._prefix is not None:
             command = [*self._prefix(node_id), *command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Message statistics a node keeps beside its core: messages sent by type, and heartbeat round trips.
+"""Message statistics a node keeps beside its core: messages by type, last contact, heartbeat round trips.
 
 Instrumentation, not algorithm: nothing here decides anything, so it lives in the node (which sees every
 message the core sends and receives) rather than in the core.  The figures appear in
@@ -23,23 +23,27 @@ from raft_election.messages import (
 )
 from raft_election.output import Outgoing
 
-__all__ = ["ROUND_TRIP_SAMPLES", "MessageStats"]
+__all__ = ["MESSAGE_KINDS", "ROUND_TRIP_SAMPLES", "MessageStats"]
 
 #: How many recent heartbeat round trips :meth:`MessageStats.round_trip` takes the median of.
 ROUND_TRIP_SAMPLES = 32
 #: How many heartbeat rounds' send times are remembered for matching acknowledgements.
 _ROUNDS_KEPT = 64
 
+#: The name of each kind of message in counters (``<kind>_sent``, ``<kind>_received``) and metrics labels.
+MESSAGE_KINDS: Mapping[type[Message], str] = {
+    VoteRequest: "vote_requests",
+    VoteResponse: "vote_responses",
+    Heartbeat: "heartbeats",
+    HeartbeatResponse: "heartbeat_responses",
+    TimeoutNow: "timeout_nows",
+    Resign: "resigns",
+}
 #: The counter each kind of message sent adds to, besides ``messages_sent`` (messages per election are
 #: the vote requests and responses sent).
-_SENT_COUNTER: Mapping[type[Message], str] = {
-    VoteRequest: "vote_requests_sent",
-    VoteResponse: "vote_responses_sent",
-    Heartbeat: "heartbeats_sent",
-    HeartbeatResponse: "heartbeat_responses_sent",
-    TimeoutNow: "timeout_nows_sent",
-    Resign: "resigns_sent",
-}
+_SENT_COUNTER = {cls: f"{kind}_sent" for cls, kind in MESSAGE_KINDS.items()}
+#: Likewise for the valid messages handed to the core (``messages_received`` is the core's own count).
+_RECEIVED_COUNTER = {cls: f"{kind}_received" for cls, kind in MESSAGE_KINDS.items()}
 
 
 class MessageStats:
@@ -52,6 +56,8 @@ class MessageStats:
         self.counters: collections.Counter[str] = collections.Counter()
         self._rounds: dict[int, float] = {}  # heartbeat round -> when the core sent it
         self._round_trips: collections.deque[float] = collections.deque(maxlen=ROUND_TRIP_SAMPLES)
+        #: When a valid message from each peer last reached the core.
+        self.last_heard: dict[int, float] = {}
 
     def sent(self, messages: Iterable[Outgoing], now: float) -> None:
         """The core asked, at ``now``, for ``messages`` to be sent."""
@@ -64,8 +70,10 @@ class MessageStats:
                 if len(self._rounds) > _ROUNDS_KEPT:
                     del self._rounds[next(iter(self._rounds))]
 
-    def received(self, message: Message, now: float) -> None:
-        """The core was handed ``message`` at ``now``: an acknowledged heartbeat round is a round trip."""
+    def received(self, sender: int, message: Message, now: float) -> None:
+        """The core was handed ``message`` from peer ``sender`` at ``now``; an acked round is a round trip."""
+        self.counters[_RECEIVED_COUNTER[type(message)]] += 1
+        self.last_heard[sender] = now
         if isinstance(message, HeartbeatResponse):
             sent_at = self._rounds.get(message.round)
             if sent_at is not None:

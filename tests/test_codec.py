@@ -23,6 +23,7 @@ from raft_election.messages import (
     MAX_NODE_ID,
     MAX_ROUND,
     MAX_TERM,
+    MAX_VALUE_SIZE,
     MESSAGE_TYPES,
     Envelope,
     Heartbeat,
@@ -54,10 +55,11 @@ REASONS = {
     "bad_field",
 }
 
-#: Wire type codes and body sizes, written out independently of the codec's own table.
+#: Wire type codes and body sizes, written out independently of the codec's own table (a heartbeat's is
+#: without its value, which adds its own length).
 TYPE_CODES = {Heartbeat: 1, HeartbeatResponse: 2, VoteRequest: 3, VoteResponse: 4, TimeoutNow: 5, Resign: 6}
 ENCODED_SIZES = {
-    Heartbeat: 33,
+    Heartbeat: 35,
     HeartbeatResponse: 34,
     VoteRequest: 38,
     VoteResponse: 34,
@@ -72,7 +74,7 @@ rounds = st.integers(0, MAX_ROUND)
 node_ids = st.integers(1, MAX_NODE_ID)
 
 MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
-    Heartbeat: st.builds(Heartbeat, term=terms, round=rounds),
+    Heartbeat: st.builds(Heartbeat, term=terms, round=rounds, value=st.binary(max_size=MAX_VALUE_SIZE)),
     HeartbeatResponse: st.builds(HeartbeatResponse, term=terms, round=rounds, candidate=st.booleans()),
     VoteRequest: st.builds(
         VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans(),
@@ -105,11 +107,11 @@ def frame(
     sender: int = 1,
     recipient: int = 2,
     term: int = 5,
-    body: bytes = b"\x00\x00\x00\x07",
+    body: bytes = b"\x00\x00\x00\x07\x00\x00",
     trailing: bytes = b"",
     secret: Optional[bytes] = None,
 ) -> bytes:
-    """Build a message by hand from the documented layout (a Heartbeat round 7 unless told otherwise).
+    """Build a message by hand from the documented layout (by default a Heartbeat, round 7, no value).
 
     With ``secret`` the MAC covers everything before it, trailing bytes included.
     """
@@ -161,7 +163,8 @@ def test_round_trip_every_message_type(cls, codec, data):
     envelope = data.draw(envelopes_of(MESSAGE_STRATEGIES[cls]))
     encoded = codec.encode(envelope)
     assert type(encoded) is bytes
-    assert len(encoded) == ENCODED_SIZES[cls] + (MAC_SIZE if codec.authenticated else 0)
+    value = len(envelope.message.value) if cls is Heartbeat else 0
+    assert len(encoded) == ENCODED_SIZES[cls] + value + (MAC_SIZE if codec.authenticated else 0)
     assert codec.decode(encoded) == envelope
     assert codec.decode(bytearray(encoded)) == envelope
     assert codec.decode(memoryview(encoded)) == envelope
@@ -183,6 +186,7 @@ def test_round_trip_any_cluster_and_secret(cluster, secret, envelope):
 def test_round_trip_field_extremes():
     for message in (
         Heartbeat(term=MAX_TERM, round=MAX_ROUND),
+        Heartbeat(term=MAX_TERM, round=MAX_ROUND, value=bytes(range(256))[:MAX_VALUE_SIZE]),
         VoteRequest(term=0, round=0, pre_vote=True, transfer=True),
         VoteResponse(term=MAX_TERM, round=MAX_ROUND, granted=True, pre_vote=True),
         HeartbeatResponse(term=0, round=MAX_ROUND, candidate=True),
@@ -206,7 +210,8 @@ def test_sizes_are_compact():
 @pytest.mark.parametrize(
     ("message", "body_hex"),
     [
-        (Heartbeat(term=5, round=7), "00000007"),
+        (Heartbeat(term=5, round=7), "000000070000"),
+        (Heartbeat(term=5, round=7, value=b"http://a:1"), "00000007000a" + b"http://a:1".hex()),
         (HeartbeatResponse(term=5, round=7, candidate=False), "0000000700"),
         (HeartbeatResponse(term=5, round=7, candidate=True), "0000000701"),
         (VoteRequest(term=5, round=7), "000000070000000000"),
@@ -229,7 +234,7 @@ def test_sizes_are_compact():
 def test_golden_encoding(message, body_hex):
     envelope = Envelope(sender=1, recipient=2, message=message)
     code = TYPE_CODES[type(message)]
-    header = "5245" + "02" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
+    header = "5245" + "03" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
     header += "0000000000000005"
     plain = bytes.fromhex(header.format(flags="00") + body_hex)
     assert PLAIN.encode(envelope) == plain
@@ -250,11 +255,12 @@ def test_cluster_id_is_blake2b_64_of_the_utf8_name():
 
 
 def test_every_message_fits_the_maximum_size():
-    largest = max(ENCODED_SIZES.values()) + MAC_SIZE
-    assert largest == 70
+    largest = ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE + MAC_SIZE
+    assert largest == 323 and all(size < ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE
+                                  for size in ENCODED_SIZES.values())
     assert largest <= MAX_MESSAGE_SIZE
-    envelope = Envelope(sender=1, recipient=2, message=VoteRequest(term=MAX_TERM, round=MAX_ROUND))
-    assert len(SIGNED.encode(envelope)) <= MAX_MESSAGE_SIZE
+    biggest = Heartbeat(term=MAX_TERM, round=MAX_ROUND, value=b"x" * MAX_VALUE_SIZE)
+    assert len(SIGNED.encode(Envelope(sender=1, recipient=2, message=biggest))) == largest
 
 
 # ---------------------------------------------------------------------------------------------- reason codes
@@ -274,11 +280,13 @@ REASON_CASES = [
     ("oversized-valid-prefix", PLAIN, frame().ljust(MAX_MESSAGE_SIZE + 1, b"\0"), "oversized"),
     ("oversized-bytearray", PLAIN, bytearray(_LONG), "oversized"),
     ("oversized-memoryview", PLAIN, memoryview(_LONG), "oversized"),
-    ("oversized-signed", SIGNED, frame(secret=SECRET, trailing=bytes(100)), "oversized"),
+    ("oversized-signed", SIGNED, frame(secret=SECRET, trailing=bytes(MAX_MESSAGE_SIZE)), "oversized"),
     ("empty", PLAIN, b"", "truncated"),
     ("header-minus-one", PLAIN, frame()[: HEADER_SIZE - 1], "truncated"),
     ("short-garbage", PLAIN, b"XX", "truncated"),
     ("heartbeat-body-short", PLAIN, frame()[:-1], "truncated"),
+    ("heartbeat-value-short", PLAIN, frame(body=b"\0\0\0\7\0\5abcd"), "truncated"),
+    ("signed-heartbeat-value-short", SIGNED, frame(body=b"\0\0\0\7\0\5abcd", secret=SECRET), "truncated"),
     ("header-only-heartbeat", PLAIN, frame(body=b""), "truncated"),
     ("vote-request-no-flags", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0"), "truncated"),
     ("signed-missing-last-byte", SIGNED, frame(secret=SECRET)[:-1], "truncated"),
@@ -287,7 +295,8 @@ REASON_CASES = [
     ("lowercase-magic", PLAIN, frame(magic=b"re"), "bad_magic"),
     ("version-0", PLAIN, frame(version=0), "bad_version"),
     ("version-1", PLAIN, frame(version=1), "bad_version"),
-    ("version-3", PLAIN, frame(version=3), "bad_version"),
+    ("version-2", PLAIN, frame(version=2), "bad_version"),
+    ("version-4", PLAIN, frame(version=4), "bad_version"),
     ("version-255", SIGNED, frame(version=255, secret=SECRET), "bad_version"),
     ("type-0", PLAIN, frame(type_code=0), "unknown_type"),
     ("type-7", PLAIN, frame(type_code=7), "unknown_type"),
@@ -312,6 +321,9 @@ REASON_CASES = [
     ("vote-request-flag", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0\x04"), "bad_field"),
     ("vote-response-flag", PLAIN, frame(type_code=4, body=b"\0\0\0\1\x10"), "bad_field"),
     ("signed-bad-field", SIGNED, frame(sender=0, secret=SECRET), "bad_field"),
+    ("value-too-long", PLAIN, frame(body=b"\0\0\0\7" + struct.pack(">H", MAX_VALUE_SIZE + 1)
+                                     + bytes(MAX_VALUE_SIZE + 1)), "bad_field"),
+    ("signed-value-length-absurd", SIGNED, frame(body=b"\0\0\0\7\xff\xff", secret=SECRET), "bad_field"),
 ]
 
 
@@ -334,7 +346,7 @@ def test_hand_built_frames_are_valid_when_unspoilt():
         term=5, round=1, candidate=True
     )
     assert PLAIN.decode(frame(term=MAX_TERM)).message.term == MAX_TERM
-    assert len(frame(secret=SECRET, trailing=bytes(100))) > MAX_MESSAGE_SIZE
+    assert len(frame(secret=SECRET, trailing=bytes(MAX_MESSAGE_SIZE))) > MAX_MESSAGE_SIZE
 
 
 ORDER_CASES = [
@@ -353,6 +365,9 @@ ORDER_CASES = [
     ("bad-mac-before-bad-field", SIGNED, frame(term=2**64 - 1, secret=b"wrong"), "bad_mac"),
     ("bad-mac-before-bad-header-flags", SIGNED, frame(flags=0x03, secret=b"wrong"), "bad_mac"),
     ("bad-length-before-bad-field", PLAIN, frame(sender=0, trailing=b"\0"), "bad_length"),
+    ("bad-mac-before-value-length", SIGNED, frame(body=b"\0\0\0\7\xff\xff", secret=b"wrong"), "bad_mac"),
+    ("value-length-before-bad-length", PLAIN, frame(body=b"\0\0\0\7\xff\xff", trailing=b"\0"), "bad_field"),
+    ("short-value-before-bad-field", PLAIN, frame(sender=0, body=b"\0\0\0\7\0\3ab"), "truncated"),
 ]
 
 
@@ -405,7 +420,7 @@ def test_decode_accepts_any_byte_buffer():
     assert PLAIN.decode(memoryview(b"\0" + encoded)[1:]) == HEARTBEAT
     assert PLAIN.decode(memoryview(array.array("B", encoded))) == HEARTBEAT
     # A buffer of wider items is judged by its bytes, not its item count.
-    assert reason_of(PLAIN, memoryview(array.array("Q", bytes(8 * 17)))) == "oversized"
+    assert reason_of(PLAIN, memoryview(array.array("Q", bytes(MAX_MESSAGE_SIZE + 8)))) == "oversized"
     assert reason_of(PLAIN, memoryview(array.array("H", bytes(16)))) == "truncated"
 
 

@@ -25,9 +25,9 @@ def test_a_round_trip_runs_from_the_heartbeat_round_to_its_acknowledgement():
     stats = MessageStats()
     assert stats.round_trip() is None
     stats.sent(_out(Heartbeat(term=1, round=7), Heartbeat(term=1, round=7)), 1.0)  # one round, two peers
-    stats.received(HeartbeatResponse(term=1, round=7, candidate=True), 1.25)
-    stats.received(HeartbeatResponse(term=1, round=7, candidate=True), 1.75)
-    stats.received(HeartbeatResponse(term=1, round=8, candidate=True), 2.0)  # a round it never sent
+    stats.received(2, HeartbeatResponse(term=1, round=7, candidate=True), 1.25)
+    stats.received(2, HeartbeatResponse(term=1, round=7, candidate=True), 1.75)
+    stats.received(2, HeartbeatResponse(term=1, round=8, candidate=True), 2.0)  # a round it never sent
     assert stats.round_trip() == pytest.approx(0.5)  # the median of 0.25 and 0.75
 
 
@@ -35,10 +35,10 @@ def test_round_trips_are_the_median_of_the_latest_samples():
     stats = MessageStats()
     for round_ in range(ROUND_TRIP_SAMPLES):
         stats.sent(_out(Heartbeat(term=1, round=round_)), float(round_))
-        stats.received(HeartbeatResponse(term=1, round=round_, candidate=True), round_ + 10.0)
+        stats.received(2, HeartbeatResponse(term=1, round=round_, candidate=True), round_ + 10.0)
     for round_ in range(100, 100 + ROUND_TRIP_SAMPLES):  # as many fast ones push the slow ones out
         stats.sent(_out(Heartbeat(term=1, round=round_)), float(round_))
-        stats.received(HeartbeatResponse(term=1, round=round_, candidate=True), round_ + 0.001)
+        stats.received(2, HeartbeatResponse(term=1, round=round_, candidate=True), round_ + 0.001)
     assert stats.round_trip() == pytest.approx(0.001)
 
 
@@ -46,5 +46,14 @@ def test_answers_to_a_leadership_that_ended_are_no_round_trips():
     stats = MessageStats()
     stats.sent(_out(Heartbeat(term=1, round=3)), 1.0)
     stats.leadership_ended()
-    stats.received(HeartbeatResponse(term=1, round=3, candidate=True), 9.0)
+    stats.received(2, HeartbeatResponse(term=1, round=3, candidate=True), 9.0)
     assert stats.round_trip() is None
+
+
+def test_messages_received_are_counted_by_type_and_each_peer_last_heard_from_is_kept():
+    stats = MessageStats()
+    stats.received(2, Heartbeat(term=1, round=1), 1.0)
+    stats.received(3, VoteRequest(term=2, round=1), 2.0)
+    stats.received(2, Heartbeat(term=1, round=2), 3.0)
+    assert stats.counters == {"heartbeats_received": 2, "vote_requests_received": 1}
+    assert stats.last_heard == {2: 3.0, 3: 2.0}
