@@ -172,8 +172,7 @@ class AdminServer:
     def address(self) -> str:
         """The address the server listens on (with the real port once started)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        port = self._socket.getsockname()[1] if self._socket is not None else self._port
-        return f"{host}:{port}"
+        return f"{host}:{self._port}"
 
     def start(self) -> AdminServer:
         """Bind and start answering.
@@ -188,6 +187,7 @@ class AdminServer:
             sock.bind((self._host, self._port))
             sock.listen(16)
             sock.settimeout(0.2)
+            self._port = sock.getsockname()[1]  # the real port, also once closed
         except OSError as exc:
             sock.close()
             raise TransportError(f"admin channel cannot listen on {self._host}:{self._port}: "

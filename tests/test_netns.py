@@ -44,11 +44,12 @@ def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
     labs: list[Lab] = []
     made: list[MemberProcesses] = []
 
-    def make(transport: str, size: int, **settings: Any) -> tuple[Lab, Cluster]:
+    def make(transport: str, size: int, *, names: bool = False, **settings: Any) -> tuple[Lab, Cluster]:
         lab = Lab(size)
         labs.append(lab)
         lab.build()
-        members = {i: f"{lab.address(i)}:{PORT}" for i in lab.hosts}
+        hosts = lab.name_hosts() if names else {i: lab.address(i) for i in lab.hosts}
+        members = {i: f"{hosts[i]}:{PORT}" for i in lab.hosts}
         settings.setdefault("election_timeout", TIMEOUT)
         settings.setdefault("cluster", "netns-test")
         path = write_cluster_file(str(tmp_path / "cluster.json"), members, transport=transport, **settings)
@@ -140,3 +141,27 @@ def test_a_nemesis_run_with_real_link_cuts_between_namespaces_has_no_violation()
     assert cuts and all(record.detail["cuts"] for record in cuts)
     # The faults forced new elections, and the checker saw them.
     assert sum(e.event == "became_leader" for e in history.events) >= 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_members_named_by_host_name_follow_a_member_that_moves_to_a_new_address(lab_cluster, transport):
+    """Cluster files may name members by host name (as a docker-compose network does): each member resolves
+    the names at start and again later (UDP every few seconds, ZeroMQ on every reconnect), so a member
+    replaced on a new address under the same name is reached there: it follows the leader again, and when
+    the leader dies the two left, the moved one included, elect a new one."""
+    lab, c = lab_cluster(transport, 3, names=True)
+    p = c.processes
+    first = c.leader_elected()
+    moved = next(i for i in c.members if i != first.node)
+    c.kill(moved)
+    lab.move(moved, 100 + moved)  # a new address for the same name (the hosts files say so now)
+    since = p.mark()
+    p.start(moved)
+    p.wait_for(member_follows(moved, first.node), PATIENCE, since)
+    since = p.mark()
+    c.kill(first.node)
+    second = c.leader_elected(since, exclude=(first.node,))
+    other = next(i for i in c.members if i not in (first.node, second.node))
+    p.wait_for(member_follows(other, second.node), PATIENCE, since)
+    assert moved in (second.node, other)
+    c.check_no_overlap()

@@ -36,6 +36,7 @@ from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from tests.transporttools import needs_ipv6, received_until
 from transports.udp import UdpTransport, parse_address
+from transports.udp import addresses as udp_addresses
 from transports.udp import transport as udp
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
@@ -193,6 +194,72 @@ def test_host_names_are_resolved_at_start(cluster):
     assert inbox1.get() == b"and back"
 
 
+class Names:
+    """A stand-in for the resolver: ``peer-two.test`` resolves to whatever the test says, others as usual."""
+
+    NAME = "peer-two.test"
+
+    def __init__(self) -> None:
+        self.port: Optional[int] = None  # None: the name does not resolve
+        self._real = udp_addresses.resolve
+
+    def resolve(self, host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
+        if host != self.NAME:
+            return self._real(host, port)
+        if self.port is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, ("127.0.0.1", self.port))]
+
+
+def test_a_peer_name_that_did_not_resolve_or_now_resolves_elsewhere_is_followed(cluster, monkeypatch):
+    """A member whose host name does not resolve at start (its container is not up yet) is reached once it
+    does, and again at its new address after it moved; the probe socket follows it."""
+    names = Names()
+    monkeypatch.setattr(udp_addresses, "resolve", names.resolve)
+    port_a, port_b, port_c = free_ports("127.0.0.1", 3)
+    peers = {1: f"127.0.0.1:{port_a}", 2: f"{Names.NAME}:{port_b}"}
+    a = UdpTransport(resolve_interval=0.05)
+    cluster.transports.append(a)
+    a.start(1, peers, Inbox())
+    assert thread_alive("udp-1-resolve")
+    first = Inbox()
+    b = UdpTransport()
+    cluster.transports.append(b)
+    b.start(2, {1: peers[1], 2: f"127.0.0.1:{port_b}"}, first)
+    a.send(2, b"before it resolves")  # dropped: no address yet
+    names.port = port_b
+    deadline = time.monotonic() + TIMEOUT
+    while a.counters()["address_changes"] < 1 and time.monotonic() < deadline:
+        a.send(2, b"x")
+        time.sleep(0.01)
+    a.send(2, b"resolved")
+    assert b"before it resolves" not in first.until(b"resolved")
+    assert a.probe_address(2) is not None
+    # The member moves to another port (a new container, a new address): the name follows it.
+    b.close()
+    second = Inbox()
+    c = UdpTransport()
+    cluster.transports.append(c)
+    c.start(2, {1: peers[1], 2: f"127.0.0.1:{port_c}"}, second)
+    names.port = port_c
+    while a.counters()["address_changes"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    a.send(2, b"moved")
+    assert second.until(b"moved") == []
+    assert a.counters()["address_changes"] == 2
+    # Death probes go to the new address: closing it there is evidence again.
+    evidence: queue.Queue[tuple[int, str]] = queue.Queue()
+    a.watch(lambda peer, kind: evidence.put((peer, kind)))
+    c.close()
+    a.probe(2)
+    assert evidence.get(timeout=TIMEOUT) == (2, "port_unreachable")
+
+
+def test_numeric_addresses_are_never_resolved_again(cluster):
+    cluster.start("127.0.0.1", {1: Inbox(), 2: Inbox()})
+    assert not thread_alive("udp-1-resolve") and not thread_alive("udp-2-resolve")
+
+
 ECHO_CHILD = textwrap.dedent("""
     import os, sys, threading
     from transports.udp import UdpTransport
@@ -278,7 +345,7 @@ def test_oversized_and_empty_datagrams_are_dropped_and_counted(cluster, raw, cap
     assert t[1].counters() == {
         "datagrams_received": 2, "rejected_oversized": 2, "probes_received": 2, "send_dropped": 0,
         "receive_errors": 0, "deliver_errors": 0, "probes_sent": 0, "death_evidence": 0,
-        "evidence_ignored": 0, "probe_errors": 0,
+        "evidence_ignored": 0, "probe_errors": 0, "address_changes": 0,
     }
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "transports.udp" and r.levelno >= logging.WARNING]

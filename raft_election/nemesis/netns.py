@@ -6,11 +6,18 @@ bridge.  Members get addresses in a /24 that exists only inside these namespaces
 member's namespace drops everything it sends to one peer: one direction of a link, as a real one-way
 failure would; both directions make a partition.  Every name carries a random tag, and
 :meth:`NetnsLab.destroy` deletes exactly the namespaces this lab created.
+
+Members can also reach each other by host name: :meth:`NetnsLab.name_hosts` writes a hosts file for each
+member namespace (``/etc/netns/<namespace>/hosts``, which ``ip netns exec`` shows its commands as
+``/etc/hosts``), and :meth:`NetnsLab.move` gives a member a new address and points its name there, as a
+replaced host or container would get.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import subprocess
 import uuid
 
@@ -43,10 +50,41 @@ class NetnsLab:
         self.subnet = f"10.231.{random.randint(1, 254)}"
         self.created: list[str] = []
         self.blackholes: set[tuple[int, int]] = set()
+        self._last_octet = {i: i for i in self.hosts}
+        #: Each member's host name, once :meth:`name_hosts` gave them names.
+        self.names: dict[int, str] = {}
+        self._hosts_dirs: list[str] = []
 
     def address(self, node_id: int) -> str:
         """Member ``node_id``'s IPv4 address (inside the namespaces only)."""
-        return f"{self.subnet}.{node_id}"
+        return f"{self.subnet}.{self._last_octet[node_id]}"
+
+    def name_hosts(self) -> dict[int, str]:
+        """Give every member a host name, resolvable in every member namespace; return id -> name."""
+        self.names = {node_id: f"{host}.test" for node_id, host in self.hosts.items()}
+        self._write_hosts()
+        return dict(self.names)
+
+    def _write_hosts(self) -> None:
+        lines = ["127.0.0.1 localhost", *(f"{self.address(i)} {name}" for i, name in self.names.items())]
+        for host in self.hosts.values():
+            folder = os.path.join("/etc/netns", host)
+            if folder not in self._hosts_dirs:
+                os.makedirs(folder, exist_ok=True)
+                self._hosts_dirs.append(folder)
+            # Rewritten in place, not replaced: ``ip netns exec`` bind-mounts this very file (its inode) over
+            # /etc/hosts for the processes it starts, and running members must see the new addresses.
+            with open(os.path.join(folder, "hosts"), "w", encoding="ascii") as file:
+                file.write("\n".join(lines) + "\n")
+
+    def move(self, node_id: int, last_octet: int) -> None:
+        """Give member ``node_id`` the address ``subnet.last_octet`` instead, and point its name there."""
+        host, old = self.hosts[node_id], self.address(node_id)
+        _ip("-n", host, "addr", "del", f"{old}/24", "dev", "eth0")
+        self._last_octet[node_id] = last_octet
+        _ip("-n", host, "addr", "add", f"{self.address(node_id)}/24", "dev", "eth0")
+        if self.names:
+            self._write_hosts()
 
     def build(self) -> None:
         """Create the switch, the member namespaces and their cables; :meth:`destroy` even after a failure."""
@@ -66,10 +104,13 @@ class NetnsLab:
             _ip("-n", self.switch, "link", "set", f"p{node_id}", "up")
 
     def destroy(self) -> None:
-        """Delete every namespace this lab created (their links go with them)."""
+        """Delete every namespace this lab created (their links go with them), and its hosts files."""
         for name in reversed(self.created):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
         self.created.clear()
+        for folder in self._hosts_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._hosts_dirs.clear()
 
     def link(self, node_id: int, up: bool) -> None:
         """Plug (``up``) or unplug member ``node_id``'s cable."""

@@ -1,15 +1,18 @@
 """UDP addresses: parsing ``host:port`` and ``[IPv6]:port``, resolving them once, binding the node's own.
 
 Addresses are ``host:port`` (an IPv4 literal or a host name) or ``[IPv6]:port`` (``[::1]:9001``).  Every
-address is resolved once, when the transport starts, numeric literals without any DNS query.  The socket's
-family (IPv4 or IPv6) is the family of the node's own resolved address; a peer that has no address of that
-family cannot be reached from this socket, so :func:`routes` leaves it out with a warning naming it, and
-datagrams to it are dropped and counted (``send_dropped``).  Use one family per cluster.
+address is resolved when the transport starts, numeric literals without any DNS query; a peer's host
+*name* is resolved again every few seconds afterwards (see :class:`~transports.udp.UdpTransport`), so a
+member whose address changes (a replaced host or container) or whose name did not resolve yet is found.
+The socket's family (IPv4 or IPv6) is the family of the node's own resolved address; a peer that has no
+address of that family cannot be reached from this socket, so :func:`routes` leaves it out with a warning
+naming it, and datagrams to it are dropped and counted (``send_dropped``).  Use one family per cluster.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -17,7 +20,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from raft_election.errors import TransportError
 
-__all__ = ["SockAddr", "bind_socket", "format_address", "parse_address", "resolve", "routes"]
+__all__ = ["SockAddr", "bind_socket", "format_address", "is_numeric", "parse_address", "resolve",
+           "resolve_for", "routes"]
 
 #: The package's logger: the UDP transport logs as ``transports.udp``, whichever module writes the line.
 logger = logging.getLogger(__package__)
@@ -105,6 +109,24 @@ def resolve(host: str, port: int) -> List[Tuple[int, SockAddr]]:
         for family, _, _, _, sockaddr in infos
         if family in (socket.AF_INET, socket.AF_INET6)
     ]
+
+
+def is_numeric(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 literal (which never needs resolving again)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_for(family: int, host: str, port: int) -> Optional[SockAddr]:
+    """The first address of ``host:port`` in ``family``; None if it resolves to none (or not at all)."""
+    try:
+        candidates = resolve(host, port)
+    except socket.gaierror:
+        return None
+    return next((sockaddr for candidate_family, sockaddr in candidates if candidate_family == family), None)
 
 
 def _family_name(family: int) -> str:

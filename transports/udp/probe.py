@@ -59,9 +59,12 @@ class ProbeSockets:
     """
 
     def __init__(self, node_id: int, socks: Mapping[int, socket.socket], counters: Counters,
-                 log: RateLimitedLog) -> None:
+                 log: RateLimitedLog, *, family: int = socket.AF_INET,
+                 local: Tuple[object, ...] = ("", 0)) -> None:
         self._node_id = node_id
         self._socks = dict(socks)
+        self._family = family
+        self._local = local
         self._counters = counters
         self._log = log
         #: When the probes to each peer that still await an answer were sent (``time.monotonic``, oldest
@@ -81,25 +84,55 @@ class ProbeSockets:
         """
         own = sock.getsockname()
         local = (own[0], 0, *own[2:])  # keep an IPv6 address's flow info and scope id
-        probes: Dict[int, socket.socket] = {}
+        made = cls(node_id, {}, counters, log, family=sock.family, local=local)
         for peer_id, route in routes.items():
-            if peer_id == node_id:
-                continue
-            probe: Optional[socket.socket] = None
-            try:
-                probe = socket.socket(sock.family, socket.SOCK_DGRAM)
-                probe.setblocking(False)
-                probe.bind(local)
-                probe.connect(route)
-            except OSError as exc:
-                if probe is not None:
-                    probe.close()
-                counters.add("probe_errors")
-                logger.warning("node %d: cannot make a probe socket for node %d (%s); its death will only "
-                               "be noticed by the election timeout", node_id, peer_id, exc)
-                continue
-            probes[peer_id] = probe
-        return cls(node_id, probes, counters, log)
+            if peer_id != node_id:
+                made._make(peer_id, route)
+        return made
+
+    def _make(self, peer_id: int, route: SockAddr) -> Optional[socket.socket]:
+        """Make ``peer_id``'s probe socket, connected to ``route`` (None, logged and counted, on failure)."""
+        probe: Optional[socket.socket] = None
+        try:
+            probe = socket.socket(self._family, socket.SOCK_DGRAM)
+            probe.setblocking(False)
+            probe.bind(self._local)
+            probe.connect(route)
+        except OSError as exc:
+            if probe is not None:
+                probe.close()
+            self._counters.add("probe_errors")
+            logger.warning("node %d: cannot make a probe socket for node %d (%s); its death will only be "
+                           "noticed by the election timeout", self._node_id, peer_id, exc)
+            return None
+        self._socks[peer_id] = probe
+        return probe
+
+    def retarget(self, peer_id: int, route: Optional[SockAddr], selector: selectors.BaseSelector) -> None:
+        """``peer_id``'s address changed to ``route`` (None: it does not resolve any more).
+
+        Its probe socket is connected to the new address (made, if the peer had none), or closed; probes
+        sent to the old address can no longer be answered.
+        """
+        self._sent_at.pop(peer_id, None)
+        probe = self._socks.get(peer_id)
+        if route is None:
+            if probe is not None:
+                selector.unregister(probe)
+                probe.close()
+                del self._socks[peer_id]
+            return
+        if probe is None:
+            probe = self._make(peer_id, route)
+            if probe is not None:
+                selector.register(probe, selectors.EVENT_READ, peer_id)
+            return
+        try:
+            probe.connect(route)
+        except OSError as exc:
+            self._counters.add("probe_errors")
+            logger.warning("node %d: cannot point node %d's probe socket at its new address (%s)",
+                           self._node_id, peer_id, exc)
 
     def addresses(self) -> Dict[int, Tuple[str, int]]:
         """The local ``(host, port)`` of each peer's probe socket."""

@@ -20,10 +20,19 @@ from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn
 from transports.socketbase import CLOSED, CREATED, SocketTransport, WakeUp
-from transports.udp.addresses import SockAddr, bind_socket, format_address, parse_address, routes
+from transports.udp.addresses import (
+    SockAddr,
+    bind_socket,
+    format_address,
+    is_numeric,
+    parse_address,
+    resolve_for,
+    routes,
+)
 from transports.udp.probe import EVIDENCE_KIND, ProbeSockets
 
-__all__ = ["COUNTER_NAMES", "MAX_ERROR_BACKOFF", "READ_BATCH", "UdpTransport"]
+__all__ = ["COUNTER_NAMES", "MAX_ERROR_BACKOFF", "READ_BATCH", "RESOLVE_INTERVAL", "RESOLVE_RETRY",
+           "UdpTransport"]
 
 #: The package's logger: the UDP transport logs as ``transports.udp``, whichever module writes the line.
 logger = logging.getLogger(__package__)
@@ -40,6 +49,7 @@ COUNTER_NAMES = (
     "death_evidence",
     "evidence_ignored",
     "probe_errors",
+    "address_changes",
 )
 
 #: Datagrams read per readiness report before the loop looks at the wake-up socket again, so that a flood
@@ -49,6 +59,11 @@ READ_BATCH = 64
 #: Longest pause of the receive loop after repeated consecutive errors (a broken socket must not turn
 #: into a busy loop; the pause ends early when the transport is closed).
 MAX_ERROR_BACKOFF = 0.1
+
+#: Seconds between two resolutions of the peers' host names (numeric addresses are never resolved again).
+RESOLVE_INTERVAL = 5.0
+#: ... and while some name does not resolve (a member whose host or container is not up yet).
+RESOLVE_RETRY = 1.0
 
 _STARTING, _RUNNING = "starting", "running"
 
@@ -71,7 +86,12 @@ class UdpTransport(SocketTransport):
     Threads: :meth:`start` starts one daemon receive thread, named ``udp-<node id>``, that waits on the
     socket, on the probe sockets and on a wake-up socket pair (so :meth:`close` stops it at once, and
     :meth:`probe` is served at once), and calls ``deliver`` for each acceptable datagram, one at a time.
-    :meth:`send` and :meth:`probe` may be called from any thread.
+    :meth:`send` and :meth:`probe` may be called from any thread.  When some peer's address is a host
+    *name*, a second daemon thread, ``udp-<node id>-resolve``, resolves the names again every
+    ``resolve_interval`` seconds (every :data:`RESOLVE_RETRY` while one does not resolve): a member whose
+    address changed (a replaced host, a container on a new address) or whose name did not resolve at start
+    is reached at its current address, and its probe socket follows it (``address_changes`` counts the
+    changes).  Resolving never holds up sending or receiving.
 
     Untrusted input: anyone who can reach the port can send to it.  The transport only drops what cannot be
     a message at all: a datagram larger than ``MAX_MESSAGE_SIZE``, and an empty one, which is a peer's death
@@ -86,11 +106,18 @@ class UdpTransport(SocketTransport):
     _evidence_how = "ICMP port unreachable from the port"
     _delivered = "datagrams_received"
 
-    def __init__(self) -> None:
+    def __init__(self, *, resolve_interval: float = RESOLVE_INTERVAL) -> None:
+        """Create a transport; ``resolve_interval``: seconds between resolutions of the peers' names."""
         # ``_lock`` (see SocketTransport) also guards every field below, and is held around ``sendto`` so
         # that the receive thread can never close the socket under a send (a reused file descriptor would
         # then get the datagram).
         super().__init__(logger, COUNTER_NAMES)
+        if not resolve_interval > 0:
+            raise ValueError(f"resolve_interval must be a positive number of seconds, got "
+                             f"{resolve_interval!r}")
+        self._resolve_interval = resolve_interval
+        #: New addresses of peers whose names resolve differently now, for the receive thread to take.
+        self._retargets: Dict[int, Optional[SockAddr]] = {}
         self._address: Optional[Tuple[str, int]] = None
         self._sock: Optional[socket.socket] = None
         self._routes: Dict[int, SockAddr] = {}
@@ -165,6 +192,11 @@ class UdpTransport(SocketTransport):
                 thread.start()
                 self._thread = thread
                 self._state = _RUNNING
+                names = {peer_id: (host, port) for peer_id, (host, port) in parsed.items()
+                         if peer_id != node_id and not is_numeric(host)}
+                if names:
+                    threading.Thread(target=self._refresh, args=(names, sock.family), daemon=True,
+                                     name=f"udp-{node_id}-resolve").start()
         except BaseException:
             sock.close()
             for resource in (wakeup, probes):
@@ -279,6 +311,35 @@ class UdpTransport(SocketTransport):
     def _label(self) -> str:
         return f"node {self._node_id}"
 
+    # ---------------------------------------------------------------- resolving names again
+
+    def _refresh(self, names: Mapping[int, Tuple[str, int]], family: int) -> None:
+        """Resolve the peers' host names again and again until :meth:`close` (the resolve thread)."""
+        with self._lock:
+            unresolved = any(self._routes.get(peer_id) is None for peer_id in names)
+        while not self._stopping.wait(RESOLVE_RETRY if unresolved else self._resolve_interval):
+            unresolved = False
+            for peer_id, (host, port) in names.items():
+                route = resolve_for(family, host, port)
+                unresolved = unresolved or route is None
+                with self._lock:
+                    if self._state != _RUNNING or route == self._routes.get(peer_id):
+                        continue
+                    old = self._routes.pop(peer_id, None)
+                    if route is not None:
+                        self._routes[peer_id] = route
+                    self._retargets[peer_id] = route
+                    self._counters.add("address_changes")
+                logger.info("node %s: node %d's address %s:%d now resolves to %s (was %s)", self._node_id,
+                            peer_id, host, port, "nothing" if route is None else format_address(*route[:2]),
+                            "nothing" if old is None else format_address(*old[:2]))
+                self._wake()
+
+    def _take_retargets(self) -> Dict[int, Optional[SockAddr]]:
+        with self._lock:
+            retargets, self._retargets = self._retargets, {}
+        return retargets
+
     # ---------------------------------------------------------------- the receive thread
 
     def _run(self, sock: socket.socket, probes: ProbeSockets) -> None:
@@ -329,6 +390,12 @@ class UdpTransport(SocketTransport):
                 wakeup.drain()
             else:
                 probes.read(key.data, evidence)
+        retargets = self._take_retargets()
+        for peer_id, route in retargets.items():
+            probes.retarget(peer_id, route, selector)
+        if retargets:
+            with self._lock:
+                self._probe_addresses = probes.addresses()
         probes.send(self._take_probe_requests(), evidence, self._stopping)
         self._report_evidence(evidence)
         if not main_ready:
