@@ -12,7 +12,10 @@ Needs root (``ip netns``).  Where that is not permitted the tests skip with the 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -44,7 +47,11 @@ def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
     labs: list[Lab] = []
     made: list[MemberProcesses] = []
 
-    def make(transport: str, size: int, *, names: bool = False, **settings: Any) -> tuple[Lab, Cluster]:
+    def make(transport: str, size: int, *, names: bool = False, operated: bool = False,
+             **settings: Any) -> tuple[Lab, Cluster]:
+        """A cluster of ``size`` members in namespaces; with ``names`` they know each other by host name,
+        with ``operated`` they also answer admin requests (authenticated) and publish values, as the
+        docker-compose example's members do."""
         lab = Lab(size)
         labs.append(lab)
         lab.build()
@@ -52,8 +59,13 @@ def lab_cluster(tmp_path) -> Iterator[Callable[..., tuple[Lab, Cluster]]]:
         members = {i: f"{hosts[i]}:{PORT}" for i in lab.hosts}
         settings.setdefault("election_timeout", TIMEOUT)
         settings.setdefault("cluster", "netns-test")
+        if operated:
+            settings["secret"] = "netns-test-secret-0123456789"
+            settings["admin"] = {i: f"{hosts[i]}:{PORT + 100}" for i in lab.hosts}
         path = write_cluster_file(str(tmp_path / "cluster.json"), members, transport=transport, **settings)
-        processes = MemberProcesses(path, str(tmp_path), members, command_prefix=lab.prefix)
+        processes = MemberProcesses(path, str(tmp_path), members, command_prefix=lab.prefix,
+                                    member_args=(lambda i: ["--value", f"http://{hosts[i]}:8080"])
+                                    if operated else None)
         made.append(processes)
         processes.start_all()
         return lab, Cluster(processes, members, transport)
@@ -149,7 +161,7 @@ def test_members_named_by_host_name_follow_a_member_that_moves_to_a_new_address(
     the names at start and again later (UDP every few seconds, ZeroMQ on every reconnect), so a member
     replaced on a new address under the same name is reached there: it follows the leader again, and when
     the leader dies the two left, the moved one included, elect a new one."""
-    lab, c = lab_cluster(transport, 3, names=True)
+    lab, c = lab_cluster(transport, 3, names=True, operated=True)
     p = c.processes
     first = c.leader_elected()
     moved = next(i for i in c.members if i != first.node)
@@ -164,4 +176,13 @@ def test_members_named_by_host_name_follow_a_member_that_moves_to_a_new_address(
     other = next(i for i in c.members if i not in (first.node, second.node))
     p.wait_for(member_follows(other, second.node), PATIENCE, since)
     assert moved in (second.node, other)
+    # The operator's view from inside the network: every member by name, the leader's value, healthy.
+    command = [*lab.prefix(moved), sys.executable, "-m", "raft_election", "status", "--cluster",
+               p.cluster_file, "--json"]
+    report = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    health = json.loads(report.stdout)
+    assert health["leader"] == second.node and health["supporters"] == 2
+    known = {row["node"]: row["status"]["leader_value"] for row in health["members"] if row["reachable"]}
+    assert known == {i: f"http://{lab.names[second.node]}:8080" for i in (second.node, other)}
     c.check_no_overlap()
