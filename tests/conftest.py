@@ -14,6 +14,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+#: ``pytester`` runs a user's test file against the installed plugin (tests/test_testing_kit.py).
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "default",
     derandomize=True,

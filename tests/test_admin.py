@@ -17,7 +17,7 @@ import pytest
 from raft_election import RaftNode
 from raft_election.admin import MAX_REQUEST_SIZE, AdminError, AdminServer, _mac, query
 from raft_election.errors import ConfigError
-from tests.nodetools import ThreadedCluster
+from raft_election.testing import ThreadedCluster
 
 SECRET = b"admin-test-secret-0123456789"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from raft_election import DistributedLock, LockError, RaftElectionError
-from tests.nodetools import PATIENCE, ThreadedCluster
+from raft_election.testing import PATIENCE, ThreadedCluster
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from raft_election.metrics import FAILOVER_BUCKETS, serve
-from tests.nodetools import ThreadedCluster
+from raft_election.testing import ThreadedCluster
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -55,11 +55,12 @@ def test_metrics_follow_the_members_status_and_a_failover(cluster):
         cluster.wait_for(lambda: cluster.stable_leader() not in (None, leader), what="a new leader")
         after = scrape(servers[follower].port)
         assert after[("raft_election_leader_changes_total", ())] >= 1
-        assert after[("raft_election_failover_seconds_count", ())] == 1.0
-        assert 0 < after[("raft_election_failover_seconds_sum", ())] < 10
+        count = after[("raft_election_failover_seconds_count", ())]
+        assert count >= 1  # it knew no leader for a while, then learned of the new one
+        assert 0 < after[("raft_election_failover_seconds_sum", ())] < 10 * count
         buckets = [after[("raft_election_failover_seconds_bucket", (("le", str(bound)),))]
                    for bound in FAILOVER_BUCKETS]
-        assert buckets == sorted(buckets) and buckets[-1] == 1.0
+        assert buckets == sorted(buckets) and buckets[-1] == count
     finally:
         for server in servers.values():
             server.close()

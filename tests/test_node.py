@@ -22,8 +22,8 @@ from raft_election.codec import Codec
 from raft_election.messages import Envelope, Heartbeat, VoteRequest, VoteResponse
 from raft_election.oracle import ElectionOracle
 from raft_election.storage import HardState
+from raft_election.testing import PATIENCE, OracleStorage, ThreadedCluster
 from raft_election.transport import DeliverFn, Transport
-from tests.nodetools import PATIENCE, OracleStorage, ThreadedCluster
 from transports.memory import InMemoryNetwork
 
 

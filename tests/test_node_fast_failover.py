@@ -15,8 +15,8 @@ import pytest
 
 from raft_election import RaftConfig, RaftNode
 from raft_election.events import BecameLeader, DeathEvidence
+from raft_election.testing import PATIENCE, ThreadedCluster
 from raft_election.transport import DeliverFn, Transport
-from tests.nodetools import PATIENCE, ThreadedCluster
 from transports.memory import InMemoryNetwork
 
 SETTINGS = {"election_timeout": (0.150, 0.300), "heartbeat_interval": 0.050}

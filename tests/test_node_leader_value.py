@@ -12,7 +12,7 @@ import pytest
 from raft_election import RaftNode
 from raft_election.errors import ConfigError
 from raft_election.messages import MAX_VALUE_SIZE
-from tests.nodetools import PATIENCE, ThreadedCluster
+from raft_election.testing import PATIENCE, ThreadedCluster
 
 
 @pytest.fixture

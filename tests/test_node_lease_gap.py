@@ -29,7 +29,7 @@ from raft_election import DistributedLock, Leadership
 from raft_election.events import BecameLeader, LeaseLost, LeaseRegained, LostLeadership
 from raft_election.lock import LockError
 from raft_election.roles import Role
-from tests.nodetools import PATIENCE, ThreadedCluster
+from raft_election.testing import PATIENCE, ThreadedCluster
 
 SETTINGS: dict[str, Any] = {"election_timeout": (0.2, 2.0), "heartbeat_interval": 0.05}
 

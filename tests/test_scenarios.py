@@ -13,7 +13,7 @@ import pytest
 from raft_election.events import BecameLeader, LeaseLost, LostLeadership
 from raft_election.roles import Role
 from raft_election.sim import SimulatedCluster
-from tests.nodetools import ThreadedCluster
+from raft_election.testing import ThreadedCluster
 
 SEEDS = [1, 2, 3, 4, 5]
 TIMEOUT_MIN, TIMEOUT_MAX = 0.150, 0.300

@@ -12,7 +12,7 @@ import pytest
 from raft_election.clusterfile import ClusterFile
 from raft_election.errors import ConfigError
 from raft_election.statuscmd import check_cluster, render, run_status
-from tests.nodetools import ThreadedCluster
+from raft_election.testing import ThreadedCluster
 
 
 @pytest.fixture

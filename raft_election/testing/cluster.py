@@ -1,4 +1,12 @@
-"""Helpers for tests of threaded RaftNodes over the in-memory network, checked by the global oracle."""
+"""Threaded members over the in-memory network, every leadership checked by the global oracle.
+
+:class:`ThreadedCluster` starts real :class:`~raft_election.node.RaftNode` threads over one
+:class:`~transports.memory.InMemoryNetwork` (the network is also the fault injector), with storage that
+reports every saved term and vote to an :class:`~raft_election.oracle.ElectionOracle`, and every core event
+too: one leader per term, one vote per term and terms that never go back are checked as they happen, and
+:meth:`ThreadedCluster.close` checks after the fact that no two lease-holding intervals overlapped.  The
+``raft_cluster`` fixture of the pytest plugin gives tests one.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from raft_election import MemoryStorage, RaftConfig, RaftNode
+from raft_election.config import RaftConfig
 from raft_election.events import Event
+from raft_election.hardstate import HardState
+from raft_election.node import RaftNode
 from raft_election.oracle import ElectionOracle
-from raft_election.storage import HardState
-from transports.memory import InMemoryNetwork
+from raft_election.storage import MemoryStorage
+
+__all__ = ["PATIENCE", "OracleStorage", "ThreadedCluster"]
 
 #: Generous limit for waits that should finish in well under a second: only there to avoid hanging.
 PATIENCE = 20.0
@@ -20,7 +31,7 @@ PATIENCE = 20.0
 class OracleStorage(MemoryStorage):
     """MemoryStorage that reports every save to the oracle (one vote per term, monotonic terms)."""
 
-    def __init__(self, node_id: int, oracle: ElectionOracle, log: Optional[list[tuple[str, Any]]] = None,
+    def __init__(self, node_id: int, oracle: ElectionOracle, log: Optional[list[tuple[Any, ...]]] = None,
                  lock: Optional[threading.Lock] = None) -> None:
         super().__init__()
         self._node_id = node_id
@@ -46,6 +57,9 @@ class ThreadedCluster:
 
     def __init__(self, size: int = 5, *, seed: int = 0, delay: tuple[float, float] = (0.0002, 0.002),
                  **settings: Any) -> None:
+        """``size`` members (ids 1..size, none started yet), ``settings``: RaftConfig fields for all."""
+        from transports.memory import InMemoryNetwork  # noqa: PLC0415 (the library never imports transports)
+
         self.network = InMemoryNetwork(seed=seed, delay=delay)
         self.oracle = ElectionOracle()
         self.peers = {node_id: f"memory:{node_id}" for node_id in range(1, size + 1)}
@@ -57,9 +71,12 @@ class ThreadedCluster:
         self._seed = seed
 
     def config(self, node_id: int) -> RaftConfig:
+        """Member ``node_id``'s configuration."""
         return RaftConfig(node_id=node_id, peers=self.peers, **self.settings)
 
     def start(self, node_id: int, **callbacks: Any) -> RaftNode:
+        """Start member ``node_id`` (``callbacks``: more :class:`RaftNode` arguments); return it."""
+
         def observe(event: Event) -> None:
             self.oracle.record(node_id, event)
             with self.changed:
@@ -72,6 +89,7 @@ class ThreadedCluster:
         return node.start()
 
     def start_all(self) -> None:
+        """Start every member."""
         for node_id in self.peers:
             self.start(node_id)
 
@@ -80,6 +98,18 @@ class ThreadedCluster:
         self.network.isolate(node_id)
         self.nodes[node_id].stop()
         self.network.rejoin(node_id)
+
+    def restart(self, node_id: int) -> RaftNode:
+        """Crash member ``node_id`` if it runs, then start it again with its stored term and vote."""
+        node = self.nodes.get(node_id)
+        if node is not None and node.status().running:
+            self.crash(node_id)
+        return self.start(node_id)
+
+    def alive(self, node_id: int) -> bool:
+        """Whether member ``node_id`` was started and runs."""
+        node = self.nodes.get(node_id)
+        return node is not None and node.status().running
 
     def wait_for(
         self, predicate: Callable[[], bool], timeout: float = PATIENCE, what: str = "condition"
@@ -94,6 +124,7 @@ class ThreadedCluster:
                 self.changed.wait(min(remaining, 0.02))
 
     def running(self) -> list[RaftNode]:
+        """The members that run now."""
         return [node for node in self.nodes.values() if node.status().running]
 
     def stable_leader(self) -> Optional[int]:
@@ -107,12 +138,14 @@ class ThreadedCluster:
         return None
 
     def wait_for_stable_leader(self, timeout: float = PATIENCE) -> int:
+        """Wait until one member leads with a lease and every running member follows it; return it."""
         self.wait_for(lambda: self.stable_leader() is not None, timeout, "a stable leader")
         leader = self.stable_leader()
         assert leader is not None
         return leader
 
     def describe(self) -> str:
+        """Every member's repr, for failure messages."""
         return ", ".join(repr(node) for node in self.nodes.values())
 
     def counter(self, name: str) -> int:
@@ -120,6 +153,7 @@ class ThreadedCluster:
         return sum(node.status().counters.get(name, 0) for node in self.nodes.values())
 
     def stop_all(self) -> None:
+        """Stop every member (each stop is idempotent)."""
         for node in self.nodes.values():
             node.stop()
 
