@@ -72,8 +72,12 @@ def test_threaded_isolated_leader_steps_down_and_the_majority_elects_another(thr
     c.wait_for(lambda: any(n.is_leader for i, n in c.nodes.items() if i != old), what="a new leader")
     new = next(i for i, n in c.nodes.items() if n.is_leader)
     assert new != old and c.nodes[new].term > term
-    reasons = [e.reason for i, e in c.events if i == old and isinstance(e, LostLeadership)]
-    assert reasons and reasons[-1] == "check_quorum"
+
+    def reasons() -> list[str]:  # events reach the observer on the callback thread, a moment later
+        return [e.reason for i, e in c.events if i == old and isinstance(e, LostLeadership)]
+
+    c.wait_for(lambda: bool(reasons()), what="the old leader's LostLeadership event")
+    assert reasons()[-1] == "check_quorum"
 
 
 # ---------------------------------------------------------------------------- rejoining follower
