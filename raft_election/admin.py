@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from raft_election._version import __version__
+from raft_election.config import value_text
 from raft_election.errors import ConfigError, RaftElectionError, TransportError
 from raft_election.ratelimit import RateLimitedLog
 
@@ -103,10 +104,6 @@ def _mac_ok(secret: bytes, document: Mapping[str, Any]) -> bool:
                                                         _mac(secret, document).encode("ascii"))
 
 
-def _text(value: Optional[bytes]) -> Optional[str]:
-    return None if value is None else value.decode("utf-8", "backslashreplace")
-
-
 def status_record(node: RaftNode) -> dict[str, Any]:
     """What a member tells about itself: its status snapshot, its configuration and version, as JSON data."""
     status = node.status()
@@ -126,8 +123,8 @@ def status_record(node: RaftNode) -> dict[str, Any]:
         "followers": list(status.followers),
         "candidate": status.candidate,
         "running": status.running,
-        "value": _text(node.value),
-        "leader_value": _text(node.leader_value),
+        "value": value_text(node.value),
+        "leader_value": value_text(node.leader_value),
         "last_contact": {str(peer): seconds for peer, seconds in status.last_contact.items()},
         "round_trip": status.round_trip,
         "lease_gap_seconds": status.lease_gap_seconds,

@@ -38,6 +38,7 @@ __all__ = [
     "check_field_names",
     "check_settings",
     "leader_value",
+    "value_text",
     "freeze_peers",
 ]
 
@@ -492,3 +493,8 @@ def leader_value(value: Union[bytes, str, None], field: str = "value") -> bytes:
                                  f"travels with every heartbeat, so it may be at most {MAX_VALUE_SIZE} "
                                  "bytes: publish an address or a key, not the data itself")
     return data
+
+
+def value_text(value: Optional[bytes]) -> Optional[str]:
+    """A leader's value as text, for events and status: UTF-8, undecodable bytes backslash-escaped."""
+    return None if value is None else value.decode("utf-8", "backslashreplace")

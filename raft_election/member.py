@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from raft_election.admin import parse_address
 from raft_election.clusterfile import ClusterFile
-from raft_election.config import leader_value
+from raft_election.config import leader_value, value_text
 from raft_election.errors import ConfigError
 from raft_election.events import (
     BecameLeader,
@@ -66,11 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["EventReporter", "default_data_dir", "make_transport", "run_member"]
 
 logger = logging.getLogger(__name__)
-
-
-def value_text(value: Optional[bytes]) -> Optional[str]:
-    """A leader's value as text for events: UTF-8, with undecodable bytes backslash-escaped."""
-    return None if value is None else value.decode("utf-8", "backslashreplace")
 
 
 def make_transport(name: str) -> Transport:
