@@ -17,12 +17,15 @@ from raft_election.errors import (
     ConfigError,
     DecodeError,
     IllegalTransitionError,
+    MembershipChangeError,
+    NotLeaderError,
     RaftElectionError,
     StorageError,
     TransportError,
 )
 from raft_election.leadership import Leadership
 from raft_election.lock import DistributedLock, LockError
+from raft_election.membership import Configuration
 from raft_election.node import NodeStatus, RaftNode
 from raft_election.roles import Role
 from raft_election.storage import FileStorage, HardState, MemoryStorage, Storage
@@ -31,6 +34,7 @@ from raft_election.transport import Transport
 __all__ = [
     "ClusterFile",
     "ConfigError",
+    "Configuration",
     "DecodeError",
     "DistributedLock",
     "FileStorage",
@@ -38,9 +42,11 @@ __all__ = [
     "IllegalTransitionError",
     "Leadership",
     "LockError",
+    "MembershipChangeError",
     "MemoryStorage",
     "NoTransferTargetError",
     "NodeStatus",
+    "NotLeaderError",
     "RaftConfig",
     "RaftElectionError",
     "RaftNode",

@@ -5,13 +5,18 @@ Subcommands:
 * ``demo`` — a 5-member cluster of real member processes on UDP loopback (or ZeroMQ, or threads over the
   in-memory network): the first election, three leader crashes (SIGKILL) with their failover times, a
   graceful handover, and a summary table.  No arguments needed.
-* ``run --cluster FILE --id N [--data-dir DIR] [--json] [--voter-only]`` — one member as a process;
-  SIGTERM/SIGINT stop it gracefully (a leader hands over first) with exit status 0; SIGUSR1 reports a
-  status snapshot.
+* ``run --cluster FILE --id N [--data-dir DIR] [--json] [--voter-only] [--join]`` — one member as a
+  process; SIGTERM/SIGINT stop it gracefully (a leader hands over first) with exit status 0; SIGUSR1
+  reports a status snapshot.  ``--join``: a new member joining a running cluster (its file lists the
+  current members and itself), a voter once ``members add`` made it one.
 * ``lock --cluster FILE --id N [--timeout S] -- COMMAND [ARGS...]`` — run COMMAND while holding the
   cluster's lock (see :mod:`raft_election.lockcmd`).
-* ``status --cluster FILE [--json] [--watch SECONDS]`` — every member's status over its admin channel and
-  whether the cluster is healthy (exit 0) or not (exit 1); see :mod:`raft_election.statuscmd`.
+* ``status --cluster FILE [--secret-file F] [--json] [--watch SECONDS]`` — every member's status over its
+  admin channel and whether the cluster is healthy (exit 0) or not (exit 1); see
+  :mod:`raft_election.statuscmd`.
+* ``members list|add ID ADDRESS|remove ID --cluster FILE [--secret-file F] [--timeout S] [--json]`` — the
+  configuration of the running cluster, or a single-server change made by its leader, found through the
+  admin channels (exit 0 done, 1 refused or failed); see :mod:`raft_election.memberscmd`.
 
 Errors in the cluster file or the arguments end the command with one line naming the problem and exit
 status 2; a member that cannot start (storage unreadable, address in use) exits with status 1.
@@ -34,6 +39,10 @@ if TYPE_CHECKING:
     from raft_election.clusterfile import ClusterFile
 
 __all__ = ["main"]
+
+
+_SECRET_FILE_HELP = ("read the cluster secret from F (one trailing newline ignored) instead of the cluster "
+                     "file's secret or secret_file")
 
 
 def _parse_timeout(text: str) -> tuple[float, float]:
@@ -97,6 +106,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--value", metavar="TEXT",
                      help="the value this member publishes while it leads (its application's address, say; "
                           "at most 256 bytes); every member reports the leader's value")
+    run.add_argument("--join", action="store_true",
+                     help="join a running cluster as a new member: FILE lists the current members and this "
+                          "one; it votes and stands for election only once 'raft-election members add' made "
+                          "it a member (a configuration stored by an earlier run takes precedence)")
 
     status = commands.add_parser(
         "status", help="show every member's status and whether the cluster is healthy",
@@ -109,6 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="redraw every SECONDS until interrupted")
     status.add_argument("--timeout", type=float, default=2.0, metavar="S",
                         help="seconds to wait for each member (default 2)")
+    status.add_argument("--secret-file", metavar="F", help=_SECRET_FILE_HELP)
+
+    _add_members_parser(commands)
 
     lock = commands.add_parser(
         "lock", help="run a command while holding the cluster's lock (like flock, across machines)",
@@ -184,6 +200,54 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _member_id(text: str) -> int:
+    """Parse a member id for ``members``: a positive decimal integer."""
+    if not text.isdigit() or not 1 <= int(text) <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a member id: use an integer from 1 to {2**32 - 1}")
+    return int(text)
+
+
+def _add_members_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``members list|add|remove``, each taking the same options after its arguments."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cluster", required=True, metavar="FILE",
+                        help="cluster file (TOML or JSON) whose [admin] table says where to ask the members")
+    common.add_argument("--secret-file", metavar="F", help=_SECRET_FILE_HELP)
+    common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    members = commands.add_parser(
+        "members", help="list, add or remove the members of a running cluster",
+        description="Find the leader among the members with an admin address in FILE (following the "
+                    "leader each one names; authenticated with the cluster's secret when it has one) and "
+                    "list the configuration it uses, or have it add or remove one member; a change returns "
+                    "once committed (stored by a majority of the new member set). Exit status 0: done; 1: "
+                    "refused or failed (the message says why and what to do); 2: bad arguments.",
+        epilog="To replace a dead member: start a new one with 'raft-election run --join' (its cluster file "
+               "lists the current members and itself), 'members add' it, then 'members remove' the dead "
+               "one; update the cluster file afterwards.")
+    actions = members.add_subparsers(dest="action", metavar="{list,add,remove}", required=True)
+    listing = actions.add_parser(
+        "list", parents=[common], help="show the members of the configuration the leader uses",
+        description="Show the configuration the leader uses: members, the entry's index and term, and "
+                    "whether it is committed.")
+    listing.add_argument("--timeout", type=float, default=None, metavar="S",
+                         help="seconds to look for a leader, e.g. during an election (default 5)")
+    add = actions.add_parser(
+        "add", parents=[common], help="add a new member (started with run --join) to the cluster",
+        description="Have the leader add member ID at ADDRESS (its transport address). The new member must "
+                    "be running, started with 'raft-election run --join' and a cluster file that lists the "
+                    "current members and itself: the leader has it answer a heartbeat round first.")
+    add.add_argument("id", type=_member_id, metavar="ID", help="the new member's id (a fresh one)")
+    add.add_argument("address", metavar="ADDRESS", help="its transport address, e.g. 10.0.0.4:9004")
+    remove = actions.add_parser(
+        "remove", parents=[common], help="remove a member from the cluster",
+        description="Have the leader remove member ID (it may be the leader itself: it hands over once the "
+                    "change is committed). Stop the removed member's process afterwards.")
+    remove.add_argument("id", type=_member_id, metavar="ID", help="the member to remove")
+    for change in (add, remove):
+        change.add_argument("--timeout", type=float, default=None, metavar="S",
+                            help="seconds the leader waits for the change to commit (default 10, at most 60)")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from raft_election.config import check_settings  # noqa: PLC0415 (keeps `--help` fast)
     from raft_election.demo import run_memory_demo, run_process_demo  # noqa: PLC0415
@@ -239,6 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _lock(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "members":
+            return _members(args)
         if args.command == "bench":
             return _bench(args)
         if args.command == "nemesis":
@@ -272,17 +338,35 @@ def _run(args: argparse.Namespace) -> int:
     return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only,
                       faults_dir=args.faults, value=args.value,
                       admin=args.admin if args.admin else cluster.admin.get(args.id),
-                      admin_allow_remote=args.admin_allow_remote, metrics=args.metrics)
+                      admin_allow_remote=args.admin_allow_remote, metrics=args.metrics, join=args.join)
+
+
+def _admin_cluster(args: argparse.Namespace) -> ClusterFile:
+    """The cluster file of ``--cluster``, with the secret of ``--secret-file`` if given."""
+    import attrs  # noqa: PLC0415
+
+    from raft_election.clusterfile import load_cluster_file, read_secret_file  # noqa: PLC0415
+
+    cluster = load_cluster_file(args.cluster)
+    if args.secret_file is not None:
+        cluster = attrs.evolve(cluster, secret=read_secret_file(args.secret_file))
+    return cluster
 
 
 def _status(args: argparse.Namespace) -> int:
-    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
     from raft_election.statuscmd import run_status  # noqa: PLC0415
 
     if args.watch is not None and args.watch <= 0:
         raise ConfigError("watch", f"{args.watch} must be a positive number of seconds")
-    return run_status(load_cluster_file(args.cluster), json_output=args.json, watch=args.watch,
-                      timeout=args.timeout)
+    return run_status(_admin_cluster(args), json_output=args.json, watch=args.watch, timeout=args.timeout)
+
+
+def _members(args: argparse.Namespace) -> int:
+    from raft_election.memberscmd import run_members  # noqa: PLC0415
+
+    cluster = _admin_cluster(args)
+    return run_members(cluster, args.action, getattr(args, "id", None), getattr(args, "address", None),
+                       secret=cluster.secret, timeout=args.timeout, json_output=args.json)
 
 
 def _lock(args: argparse.Namespace) -> int:

@@ -25,6 +25,15 @@ Each process then picks its own identity with :meth:`ClusterFile.config_for`.  T
 when it is loaded (every :class:`~raft_election.config.RaftConfig` rule included), so a mistake stops every
 member at start-up with a :class:`~raft_election.errors.ConfigError` naming the key, the file and the fix,
 instead of surfacing later as a node that cannot join.
+
+With membership changes (``raft-election members add|remove``, thesis ch. 4) the file's ``[members]`` is
+the **seed list**: the configuration a member starts with when its data directory holds none.  A member
+keeps every configuration entry it receives in its data directory (with its term and vote), and one
+stored there takes precedence over the file at the next start, so a member restarted from an old file
+still uses the current configuration; a member started afresh from an old file learns the current one
+from the leader's heartbeats as long as the leader's configuration lists it.  A new member runs with
+``run --join`` and a file that lists the current members and itself.  Keep the file up to date after each
+change all the same (members, and ``[admin]`` for ``raft-election status`` and ``members``).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-__all__ = ["KNOWN_KEYS", "TRANSPORTS", "ClusterFile", "load_cluster_file"]
+__all__ = ["KNOWN_KEYS", "TRANSPORTS", "ClusterFile", "load_cluster_file", "read_secret_file"]
 
 #: The transports a cluster file may name (``transports.udp``, ``transports.zeromq``, ``transports.memory``).
 TRANSPORTS = ("udp", "zmq", "memory")
@@ -260,10 +269,7 @@ def _member_id(key: object, path: str) -> int:
 
 
 def _read_secret_file(value: object, path: str) -> bytes:
-    """Read the secret file named by ``value``, relative to the directory of the cluster file ``path``.
-
-    One trailing newline (LF or CR LF) is removed, since editors and ``echo`` add one.
-    """
+    """Read the secret file named by ``value``, relative to the directory of the cluster file ``path``."""
     if not isinstance(value, str) or not value:
         raise ConfigError(
             "secret_file",
@@ -271,6 +277,27 @@ def _read_secret_file(value: object, path: str) -> bytes:
             f"e.g. 'raft.secret' (in {path})",
         )
     secret_path = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+    return _load_secret(secret_path, f" (in {path})",
+                        " (a relative secret_file is relative to the cluster file)")
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> bytes:
+    """Read a cluster secret from the file ``path``, by the rules of a cluster file's ``secret_file``.
+
+    For commands that take the secret apart from the cluster file (``--secret-file``): one trailing
+    newline (LF or CR LF) is removed, and the rest must be at least ``MIN_SECRET_BYTES`` bytes.
+
+    Raises:
+        ConfigError: ``field == "secret_file"``: the file cannot be read or holds too short a secret.
+    """
+    return _load_secret(os.fspath(path), "", "")
+
+
+def _load_secret(secret_path: str, where: str, relative: str) -> bytes:
+    """Read ``secret_path``; ``where`` ends each message (the cluster file), ``relative`` hints at paths.
+
+    One trailing newline (LF or CR LF) is removed, since editors and ``echo`` add one.
+    """
     try:
         with open(secret_path, "rb") as stream:
             secret = stream.read()
@@ -278,7 +305,7 @@ def _read_secret_file(value: object, path: str) -> bytes:
         raise ConfigError(
             "secret_file",
             f"cannot read the secret file {secret_path!r}: {error.strerror or error}; check that it exists "
-            f"and is readable (a relative secret_file is relative to the cluster file) (in {path})",
+            f"and is readable{relative}{where}",
         ) from None
     if secret.endswith(b"\r\n"):
         secret = secret[:-2]
@@ -290,7 +317,7 @@ def _read_secret_file(value: object, path: str) -> bytes:
             f"the secret file {secret_path!r} holds only {len(secret)} bytes (not counting one trailing "
             f"newline); an HMAC-SHA256 key needs at least {MIN_SECRET_BYTES} bytes (128 bits) to resist "
             "brute-force guessing; fill it with e.g. the output of "
-            f"python3 -c 'import secrets; print(secrets.token_hex(32))' (in {path})",
+            f"python3 -c 'import secrets; print(secrets.token_hex(32))'{where}",
         )
     return secret
 

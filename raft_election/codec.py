@@ -9,20 +9,25 @@ Layout, all integers big-endian::
 
     header (29 bytes)
         magic      2s   b"RE"
-        version    u8   3 (version 2 had no Heartbeat value; version 1 no VoteRequest.suspect and no
-                        VoteResponse evidence bit)
+        version    u8   4 (version 3 had no configuration fields; version 2 no Heartbeat value; version 1
+                        no VoteRequest.suspect and no VoteResponse evidence bit)
         type       u8   1-based index into messages.MESSAGE_TYPES
         flags      u8   bit 0: a MAC follows the body; every other bit must be zero
         cluster    8s   cluster_id(cluster name)
         sender     u32  1 .. 2**32 - 1
         recipient  u32  1 .. 2**32 - 1
         term       u64  0 .. 2**63 - 1
-    body (per type, see _LAYOUTS)
-        Heartbeat          round u32, value: length u16 then that many bytes (at most MAX_VALUE_SIZE)
-        HeartbeatResponse  round u32, flags u8 (bit 0 candidate)
-        VoteRequest        round u32, suspect u32, flags u8 (bit 0 pre_vote, bit 1 transfer)
-        VoteResponse       round u32, flags u8 (bit 0 granted, bit 1 pre_vote, bit 2 candidate,
-                           bit 3 evidence)
+    body (per type, see _LAYOUTS): its u32 fields, then its u64 fields, then one u8 of boolean flags, then
+    its variable parts
+        Heartbeat          round u32, config_term u64, config_index u64, flags u8 (bit 0 committed),
+                           value: length u16 then that many bytes (at most MAX_VALUE_SIZE),
+                           members: count u8 (at most MAX_MEMBERS), then per member id u32, address
+                           length u8 and that many UTF-8 bytes (at most MAX_ADDRESS_SIZE), ids increasing
+        HeartbeatResponse  round u32, config_term u64, config_index u64, flags u8 (bit 0 candidate)
+        VoteRequest        round u32, suspect u32, config_term u64, config_index u64, flags u8 (bit 0
+                           pre_vote, bit 1 transfer)
+        VoteResponse       round u32, config_term u64, config_index u64, flags u8 (bit 0 granted,
+                           bit 1 pre_vote, bit 2 candidate, bit 3 evidence), members (as in a Heartbeat)
         TimeoutNow         (empty)
         Resign             successor u32 (0: none)
     mac (32 bytes, only when header flag bit 0 is set)
@@ -41,6 +46,8 @@ from typing import Any, NamedTuple, Union
 
 from raft_election.errors import DecodeError
 from raft_election.messages import (
+    MAX_ADDRESS_SIZE,
+    MAX_MEMBERS,
     MAX_TERM,
     MAX_VALUE_SIZE,
     MESSAGE_TYPES,
@@ -67,17 +74,20 @@ __all__ = [
 #: The two bytes every message starts with; anything else is not ours (another protocol, or noise).
 MAGIC = b"RE"
 #: The format version this codec writes and the only one it accepts.
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 #: Header flag bit 0: an HMAC-SHA256 tag follows the body.
 FLAG_MAC = 0x01
 #: Length of the HMAC-SHA256 tag.
 MAC_SIZE = 32
-#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message today is 323 bytes
-#: (a heartbeat with the largest value, 291 bytes, plus its MAC); the rest is headroom, so a receiver can
-#: size its buffer once and a bigger datagram is rejected before a single field is parsed.
-MAX_MESSAGE_SIZE = 384
+#: The largest input :meth:`Codec.decode` even looks at.  The largest valid message is 3,621 bytes (a
+#: heartbeat with the largest value and a configuration of MAX_MEMBERS members with the longest
+#: addresses, plus its MAC); most are under 100.  A receiver sizes its buffer once, and a bigger datagram is
+#: rejected before a single field is parsed.
+MAX_MESSAGE_SIZE = 4096
 
 _LENGTH = struct.Struct(">H")
+_COUNT = struct.Struct(">B")
+_MEMBER = struct.Struct(">IB")
 
 _HEADER = struct.Struct(">2sBBB8sIIQ")
 #: Size of the fixed header that precedes every body.
@@ -90,33 +100,42 @@ BytesLike = Union[bytes, bytearray, memoryview]
 class _Layout(NamedTuple):
     """How one message class is laid out after the header.
 
-    The body is the ``int_fields`` as u32 each, then, if ``flag_fields`` is not empty, one u8 whose bit
-    ``i`` is the boolean field ``flag_fields[i]``, then, if ``bytes_field`` is set, that field as a u16
-    length and its bytes (at most :data:`~raft_election.messages.MAX_VALUE_SIZE`).  The term is in the
+    The fixed body is the ``int_fields`` as u32 each, then the ``long_fields`` as u64 each, then, if
+    ``flag_fields`` is not empty, one u8 whose bit ``i`` is the boolean field ``flag_fields[i]``.  The
+    variable parts follow: if ``bytes_field`` is set, that field as a u16 length and its bytes (at most
+    :data:`~raft_election.messages.MAX_VALUE_SIZE`); if ``members_field`` is set, that field as a u8 count
+    and, per member, its id (u32), its address's length (u8) and the address in UTF-8.  The term is in the
     header, not here.
     """
 
     code: int
     body: struct.Struct
     int_fields: tuple[str, ...]
+    long_fields: tuple[str, ...]
     flag_fields: tuple[str, ...]
     bytes_field: str = ""
+    members_field: str = ""
 
 
-def _layout(cls: type[Message], int_fields: tuple[str, ...], flag_fields: tuple[str, ...],
-            bytes_field: str = "") -> _Layout:
+def _layout(cls: type[Message], int_fields: tuple[str, ...], flag_fields: tuple[str, ...], *,
+            long_fields: tuple[str, ...] = (), bytes_field: str = "", members_field: str = "") -> _Layout:
     """Build the layout of ``cls``: its type code is its 1-based position in ``MESSAGE_TYPES``."""
-    fmt = ">" + "I" * len(int_fields) + ("B" if flag_fields else "") + ("H" if bytes_field else "")
-    return _Layout(MESSAGE_TYPES.index(cls) + 1, struct.Struct(fmt), int_fields, flag_fields, bytes_field)
+    fmt = ">" + "I" * len(int_fields) + "Q" * len(long_fields) + ("B" if flag_fields else "")
+    return _Layout(MESSAGE_TYPES.index(cls) + 1, struct.Struct(fmt), int_fields, long_fields, flag_fields,
+                   bytes_field, members_field)
 
+
+_CONFIG = ("config_term", "config_index")
 
 #: The whole wire format of the bodies, as data.  Adding a message type means adding a row here
 #: (and to ``MESSAGE_TYPES``); the encode and decode paths are generic over it.
 _LAYOUTS: dict[type[Message], _Layout] = {
-    Heartbeat: _layout(Heartbeat, ("round",), (), bytes_field="value"),
-    HeartbeatResponse: _layout(HeartbeatResponse, ("round",), ("candidate",)),
-    VoteRequest: _layout(VoteRequest, ("round", "suspect"), ("pre_vote", "transfer")),
-    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate", "evidence")),
+    Heartbeat: _layout(Heartbeat, ("round",), ("committed",), long_fields=_CONFIG, bytes_field="value",
+                       members_field="members"),
+    HeartbeatResponse: _layout(HeartbeatResponse, ("round",), ("candidate",), long_fields=_CONFIG),
+    VoteRequest: _layout(VoteRequest, ("round", "suspect"), ("pre_vote", "transfer"), long_fields=_CONFIG),
+    VoteResponse: _layout(VoteResponse, ("round",), ("granted", "pre_vote", "candidate", "evidence"),
+                          long_fields=_CONFIG, members_field="members"),
     TimeoutNow: _layout(TimeoutNow, (), ()),
     Resign: _layout(Resign, ("successor",), ()),
 }
@@ -218,16 +237,23 @@ class Codec:
             envelope.recipient,
             message.term,
         )
-        fields = [getattr(message, name) for name in layout.int_fields]
+        fields = [getattr(message, name) for name in (*layout.int_fields, *layout.long_fields)]
         if layout.flag_fields:
             bits = 0
             for bit, name in enumerate(layout.flag_fields):
                 if getattr(message, name):
                     bits |= 1 << bit
             fields.append(bits)
-        tail = getattr(message, layout.bytes_field) if layout.bytes_field else b""
+        tail = b""
         if layout.bytes_field:
-            fields.append(len(tail))
+            value = getattr(message, layout.bytes_field)
+            tail += _LENGTH.pack(len(value)) + value
+        if layout.members_field:
+            members = getattr(message, layout.members_field)
+            tail += _COUNT.pack(len(members))
+            for node_id, address in members:
+                encoded = address.encode("utf-8")
+                tail += _MEMBER.pack(node_id, len(encoded)) + encoded
         data = header + layout.body.pack(*fields) + tail
         if self._secret is not None:
             data += hmac.new(self._secret, data, hashlib.sha256).digest()
@@ -238,9 +264,10 @@ class Codec:
 
         The input is untrusted.  Checks run in a fixed order and the first failure is reported:
         ``oversized``, ``truncated``, ``bad_magic``, ``bad_version``, ``unknown_type``, ``wrong_cluster``,
-        ``missing_mac``, ``unexpected_mac``, ``truncated`` (shorter than the type's body and MAC),
-        ``bad_mac``, for a message with a value ``bad_field`` (longer than allowed) and ``truncated``
-        (shorter than its value), ``bad_length`` (trailing bytes), ``bad_field``.  The MAC, when
+        ``missing_mac``, ``unexpected_mac``, ``truncated`` (shorter than the type's fixed body and MAC),
+        ``bad_mac``, then for each variable part in order (a value, a member list and each member)
+        ``bad_field`` (a length or count over its limit, an address not UTF-8) or ``truncated`` (shorter
+        than it says), then ``bad_length`` (trailing bytes), ``bad_field``.  The MAC, when
         present, is the last 32 bytes of ``data`` and covers everything before them; it is verified before
         any field of the body is interpreted, so unauthenticated bytes never reach a message constructor.
 
@@ -271,24 +298,74 @@ class Codec:
             raise DecodeError("missing_mac", "this node requires authenticated messages")
         if self._secret is None and has_mac:
             raise DecodeError("unexpected_mac", "message is authenticated but this node has no secret")
-        expected = HEADER_SIZE + layout.body.size + (MAC_SIZE if has_mac else 0)
-        if size < expected:
-            raise DecodeError("truncated", f"{size} bytes, a {cls.__name__} takes at least {expected}")
+        end = size - (MAC_SIZE if has_mac else 0)
+        offset = HEADER_SIZE + layout.body.size
+        minimum = (offset + (_LENGTH.size if layout.bytes_field else 0)
+                   + (_COUNT.size if layout.members_field else 0) + (MAC_SIZE if has_mac else 0))
+        if size < minimum:
+            raise DecodeError("truncated", f"{size} bytes, a {cls.__name__} takes at least {minimum}")
         if self._secret is not None:
             tag = hmac.new(self._secret, raw[:-MAC_SIZE], hashlib.sha256).digest()
             if not hmac.compare_digest(tag, raw[-MAC_SIZE:]):
                 raise DecodeError("bad_mac", "authentication tag does not match")
+        reader = _Reader(raw, offset, end, cls.__name__)
+        variable: dict[str, Any] = {}
         if layout.bytes_field:
-            (length,) = _LENGTH.unpack_from(raw, HEADER_SIZE + layout.body.size - _LENGTH.size)
-            if length > MAX_VALUE_SIZE:
-                raise DecodeError("bad_field",
-                                  f"a {length}-byte {layout.bytes_field}, at most {MAX_VALUE_SIZE}")
-            expected += length
-            if size < expected:
-                raise DecodeError("truncated", f"{size} bytes, this {cls.__name__} takes {expected}")
-        if size > expected:
-            raise DecodeError("bad_length", f"{size} bytes, a {cls.__name__} takes exactly {expected}")
-        return _parse(cls, layout, raw, flags=flags, sender=sender, recipient=recipient, term=term)
+            variable[layout.bytes_field] = reader.value(layout.bytes_field)
+        if layout.members_field:
+            variable[layout.members_field] = reader.members(layout.members_field)
+        if reader.offset != end:
+            raise DecodeError("bad_length", f"{size} bytes, this {cls.__name__} takes exactly "
+                                            f"{size - (end - reader.offset)}")
+        return _parse(cls, layout, raw, variable, flags=flags, sender=sender, recipient=recipient, term=term)
+
+
+class _Reader:
+    """Reads the variable parts of a body, in order, from ``raw[offset:end]`` (``end``: before the MAC).
+
+    Every length is checked against its limit before it is used (``bad_field``) and against the bytes
+    left (``truncated``), so hostile lengths never make the decoder read or allocate more than it was
+    given.
+    """
+
+    def __init__(self, raw: bytes, offset: int, end: int, kind: str) -> None:
+        self._raw = raw
+        self.offset = offset
+        self._end = end
+        self._kind = kind
+
+    def _take(self, count: int) -> bytes:
+        if self.offset + count > self._end:
+            raise DecodeError("truncated", f"this {self._kind} ends {self.offset + count - self._end} bytes "
+                                           "early")
+        data = self._raw[self.offset:self.offset + count]
+        self.offset += count
+        return data
+
+    def value(self, name: str) -> bytes:
+        """A u16 length, then that many bytes (at most ``MAX_VALUE_SIZE``)."""
+        (length,) = _LENGTH.unpack(self._take(_LENGTH.size))
+        if length > MAX_VALUE_SIZE:
+            raise DecodeError("bad_field", f"a {length}-byte {name}, at most {MAX_VALUE_SIZE}")
+        return self._take(length)
+
+    def members(self, name: str) -> tuple[tuple[int, str], ...]:
+        """A u8 count, then per member its id (u32), its address's length (u8) and the UTF-8 address."""
+        (count,) = _COUNT.unpack(self._take(_COUNT.size))
+        if count > MAX_MEMBERS:
+            raise DecodeError("bad_field", f"{count} {name}, at most {MAX_MEMBERS}")
+        members = []
+        for _ in range(count):
+            node_id, length = _MEMBER.unpack(self._take(_MEMBER.size))
+            if length > MAX_ADDRESS_SIZE:
+                raise DecodeError("bad_field", f"a {length}-byte address of {node_id}, at most "
+                                               f"{MAX_ADDRESS_SIZE}")
+            try:
+                address = self._take(length).decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError("bad_field", f"the address of {node_id} is not UTF-8") from None
+            members.append((node_id, address))
+        return tuple(members)
 
 
 def _bounded_bytes(data: object) -> bytes:
@@ -311,7 +388,8 @@ def _bounded_bytes(data: object) -> bytes:
 
 
 def _parse(
-    cls: type[Message], layout: _Layout, raw: bytes, *, flags: int, sender: int, recipient: int, term: int
+    cls: type[Message], layout: _Layout, raw: bytes, variable: dict[str, Any], *, flags: int, sender: int,
+    recipient: int, term: int
 ) -> Envelope:
     """Validate the authenticated, correctly sized fields and build the envelope (else ``bad_field``)."""
     if flags & ~FLAG_MAC:
@@ -321,11 +399,8 @@ def _parse(
     if term > MAX_TERM:
         raise DecodeError("bad_field", f"term {term} exceeds 2**63 - 1")
     values = layout.body.unpack_from(raw, HEADER_SIZE)
-    kwargs: dict[str, Any] = dict(zip(layout.int_fields, values))
-    if layout.bytes_field:
-        start = HEADER_SIZE + layout.body.size
-        kwargs[layout.bytes_field] = raw[start:start + values[-1]]
-        values = values[:-1]
+    kwargs: dict[str, Any] = dict(zip((*layout.int_fields, *layout.long_fields), values))
+    kwargs.update(variable)
     if layout.flag_fields:
         bits = values[-1]
         unknown = bits >> len(layout.flag_fields)

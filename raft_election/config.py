@@ -17,13 +17,14 @@ import difflib
 import math
 import numbers
 import reprlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Tuple, Union
 
 import attrs
 
 from raft_election.errors import ConfigError
 from raft_election.messages import MAX_NODE_ID, MAX_VALUE_SIZE
+from raft_election.peers import PeerMap, freeze_peers, show_value, type_name
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -61,157 +62,18 @@ MAX_CLUSTER_NAME_LENGTH = 64
 # comparison allows this much relative slack (far below anything that matters on a real clock).
 _RELATIVE_TOLERANCE = 1e-9
 
-_EXAMPLE_PEERS = "{1: '127.0.0.1:9001', 2: '127.0.0.1:9002', 3: '127.0.0.1:9003'}"
 _EXAMPLE_TIMEOUT = "e.g. (0.15, 0.3)"
-
-_repr = reprlib.Repr()
-_repr.maxstring = 80
-_repr.maxother = 80
-_repr.maxdict = 8
-_repr.maxlist = 8
-_repr.maxtuple = 8
-
-
-def _show(value: object) -> str:
-    """Return ``repr(value)``, shortened if huge, for use in an error message."""
-    return _repr.repr(value)
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-class PeerMap(Mapping[int, str]):
-    """An immutable, hashable, picklable ``{node id: transport address}`` mapping, ordered by id.
-
-    :class:`RaftConfig` keeps its peers in one of these (a fresh copy of what it was given), so a frozen
-    config cannot change behind the node's back when the caller later edits its own dict.  It compares
-    equal to any mapping with the same items, e.g. a plain ``dict``.
-    """
-
-    __slots__ = ("_items",)
-
-    _items: dict[int, str]
-
-    def __init__(self, items: Mapping[int, str]) -> None:
-        """Copy ``items`` (unvalidated; use :func:`freeze_peers` for checked construction)."""
-        object.__setattr__(self, "_items", {key: items[key] for key in sorted(items)})
-
-    def __getitem__(self, key: int) -> str:
-        """Return the address of member ``key``."""
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[int]:
-        """Iterate over the member ids in increasing order."""
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        """Return the number of members."""
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        """Hash the items, so that a config holding this mapping is hashable."""
-        return hash(frozenset(self._items.items()))
-
-    def __eq__(self, other: object) -> bool:
-        """Compare equal to any mapping with the same items."""
-        if isinstance(other, Mapping):
-            return dict(self._items.items()) == dict(other.items())
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        """Show the items as a dict literal, so a config's repr reads like its constructor call."""
-        return repr(self._items)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        """Refuse: the mapping is immutable."""
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        """Refuse: the mapping is immutable."""
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as a call to the constructor (configs travel to worker processes in tests)."""
-        return (type(self), (dict(self._items),))
-
-
-def freeze_peers(value: object, field: str = "peers") -> PeerMap:
-    """Check a ``{node id: address}`` mapping and return an immutable copy of it.
-
-    Rules: a non-empty mapping; ids are ``int`` (not ``bool``) in ``[1, 2**32 - 1]``; addresses are
-    non-empty strings without surrounding whitespace, and no two members share one.
-
-    Args:
-        value: the mapping to check (anything: wrong types are reported, not raised as ``TypeError``).
-        field: the name reported in errors (``"peers"`` for :class:`RaftConfig`, ``"members"`` for a
-            cluster file).
-
-    Raises:
-        ConfigError: naming ``field``, when a rule is broken.
-    """
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            field,
-            f"{_show(value)} ({_type_name(value)}) must be a mapping of node id to transport address, "
-            f"this node included, e.g. {_EXAMPLE_PEERS}",
-        )
-    if not value:
-        raise ConfigError(
-            field,
-            f"{_show(value)} is empty; list every member of the cluster, this node included, "
-            f"e.g. {_EXAMPLE_PEERS}",
-        )
-    owner_of: dict[str, int] = {}
-    for node_id, address in value.items():
-        if isinstance(node_id, bool) or not isinstance(node_id, int):
-            raise ConfigError(
-                field,
-                f"member id {_show(node_id)} ({_type_name(node_id)}) must be an int in [1, {MAX_NODE_ID}]; "
-                f"use integer keys, e.g. {_EXAMPLE_PEERS}",
-            )
-        if not 1 <= node_id <= MAX_NODE_ID:
-            raise ConfigError(
-                field, f"member id {node_id} is out of range; node ids are integers from 1 to {MAX_NODE_ID}"
-            )
-        if not isinstance(address, str):
-            raise ConfigError(
-                field,
-                f"address of member {node_id} is {_show(address)} ({_type_name(address)}); it must be a "
-                "string such as '127.0.0.1:9001'",
-            )
-        if not address:
-            raise ConfigError(
-                field,
-                f"address of member {node_id} is empty (''); give its transport address, "
-                "e.g. '127.0.0.1:9001'",
-            )
-        if address.strip() != address:
-            raise ConfigError(
-                field,
-                f"address of member {node_id} ({_show(address)}) has leading or trailing whitespace; "
-                "remove it",
-            )
-        if address in owner_of:
-            raise ConfigError(
-                field,
-                f"address {_show(address)} is given to both member {owner_of[address]} and member "
-                f"{node_id}; every member needs an address of its own",
-            )
-        owner_of[address] = node_id
-    return PeerMap({node_id: address for address, node_id in owner_of.items()})
-
 
 def _seconds(field: str, value: object, what: str) -> float:
     """Convert a real number (not ``bool``) to a finite ``float``, or raise ``ConfigError(field)``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(field, f"{_show(value)} ({_type_name(value)}) is not a number; {what}")
+        raise ConfigError(field, f"{show_value(value)} ({type_name(value)}) is not a number; {what}")
     try:
         seconds = float(value)
     except (OverflowError, TypeError, ValueError):
         seconds = math.inf
     if not math.isfinite(seconds):
-        raise ConfigError(field, f"{_show(value)} is not finite; {what}")
+        raise ConfigError(field, f"{show_value(value)} is not finite; {what}")
     return seconds
 
 
@@ -226,30 +88,32 @@ def _convert_election_timeout(value: Sequence[float]) -> tuple[float, float]:
     if isinstance(raw, (str, bytes, bytearray)) or not isinstance(raw, Sequence):
         raise ConfigError(
             "election_timeout",
-            f"{_show(raw)} ({_type_name(raw)}) must be a pair (min, max) of seconds, {_EXAMPLE_TIMEOUT}",
+            f"{show_value(raw)} ({type_name(raw)}) must be a pair (min, max) of seconds, {_EXAMPLE_TIMEOUT}",
         )
     if len(raw) != 2:
         raise ConfigError(
             "election_timeout",
-            f"{_show(raw)} has {len(raw)} items; it must be a pair (min, max) of seconds, {_EXAMPLE_TIMEOUT}",
+            f"{show_value(raw)} has {len(raw)} items; it must be a pair (min, max) of seconds, "
+            f"{_EXAMPLE_TIMEOUT}",
         )
-    low = _seconds("election_timeout", raw[0], f"{_show(raw)}: {what}")
-    high = _seconds("election_timeout", raw[1], f"{_show(raw)}: {what}")
+    low = _seconds("election_timeout", raw[0], f"{show_value(raw)}: {what}")
+    high = _seconds("election_timeout", raw[1], f"{show_value(raw)}: {what}")
     if low <= 0:
         raise ConfigError(
-            "election_timeout", f"{_show(raw)}: the minimum ({low!r} s) must be positive; {what}"
+            "election_timeout", f"{show_value(raw)}: the minimum ({low!r} s) must be positive; {what}"
         )
     if low >= high:
         raise ConfigError(
             "election_timeout",
-            f"{_show(raw)}: the minimum ({low!r} s) must be less than the maximum ({high!r} s), because the "
+            f"{show_value(raw)}: the minimum ({low!r} s) must be less than the maximum ({high!r} s), because "
+            "the "
             "timeout is drawn at random from the range so that servers rarely time out together and split "
             f"the vote (Raft §5.2); {_EXAMPLE_TIMEOUT}",
         )
     if high > MAX_ELECTION_TIMEOUT:
         raise ConfigError(
             "election_timeout",
-            f"{_show(raw)}: the maximum ({high!r} s) is over {MAX_ELECTION_TIMEOUT:g} s; did you pass "
+            f"{show_value(raw)}: the maximum ({high!r} s) is over {MAX_ELECTION_TIMEOUT:g} s; did you pass "
             f"milliseconds? The timeouts are in seconds, {_EXAMPLE_TIMEOUT}",
         )
     return (low, high)
@@ -260,7 +124,7 @@ def _convert_heartbeat_interval(value: float) -> float:
     what = "give the interval between leader heartbeats in seconds, e.g. 0.05"
     interval = _seconds("heartbeat_interval", value, what)
     if interval <= 0:
-        raise ConfigError("heartbeat_interval", f"{_show(value)} s must be positive; {what}")
+        raise ConfigError("heartbeat_interval", f"{show_value(value)} s must be positive; {what}")
     return interval
 
 
@@ -272,13 +136,13 @@ def _convert_max_clock_drift(value: float) -> float:
     )
     drift = _seconds("max_clock_drift", value, what)
     if not 0 <= drift < 0.5:
-        raise ConfigError("max_clock_drift", f"{_show(value)} is outside [0, 0.5); {what}")
+        raise ConfigError("max_clock_drift", f"{show_value(value)} is outside [0, 0.5); {what}")
     return drift
 
 
 def _check_bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(attribute.name, f"{_show(value)} ({_type_name(value)}) must be True or False")
+        raise ConfigError(attribute.name, f"{show_value(value)} ({type_name(value)}) must be True or False")
 
 
 def _convert_secret(value: Union[bytes, str, None]) -> Optional[bytes]:
@@ -296,7 +160,7 @@ def _convert_secret(value: Union[bytes, str, None]) -> Optional[bytes]:
     else:
         raise ConfigError(
             "secret",
-            f"a value of type {_type_name(raw)} was given; the secret must be bytes, str or None "
+            f"a value of type {type_name(raw)} was given; the secret must be bytes, str or None "
             "(None disables message authentication)",
         )
     if not secret:
@@ -318,7 +182,7 @@ def _check_node_id(instance: RaftConfig, attribute: attrs.Attribute[int], value:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(
             "node_id",
-            f"{_show(value)} ({_type_name(value)}) must be an int in [1, {MAX_NODE_ID}], e.g. node_id=1",
+            f"{show_value(value)} ({type_name(value)}) must be an int in [1, {MAX_NODE_ID}], e.g. node_id=1",
         )
     if not 1 <= value <= MAX_NODE_ID:
         raise ConfigError(
@@ -348,19 +212,30 @@ def _check_cluster(instance: object, attribute: attrs.Attribute[str], value: obj
     if not isinstance(value, str):
         raise ConfigError(
             "cluster",
-            f"{_show(value)} ({_type_name(value)}) must be a string naming the cluster, e.g. 'scheduler'",
+            f"{show_value(value)} ({type_name(value)}) must be a string naming the cluster, e.g. 'scheduler'",
         )
     if not 1 <= len(value) <= MAX_CLUSTER_NAME_LENGTH:
         raise ConfigError(
             "cluster",
-            f"{_show(value)} is {len(value)} characters long; use 1 to {MAX_CLUSTER_NAME_LENGTH} "
+            f"{show_value(value)} is {len(value)} characters long; use 1 to {MAX_CLUSTER_NAME_LENGTH} "
             "printable characters, e.g. 'scheduler'",
         )
     if not value.isprintable():
         raise ConfigError(
             "cluster",
-            f"{_show(value)} contains non-printable characters; use letters, digits and "
+            f"{show_value(value)} contains non-printable characters; use letters, digits and "
             "punctuation, e.g. 'scheduler'",
+        )
+
+
+def _check_join(instance: RaftConfig, attribute: attrs.Attribute[bool], value: object) -> None:
+    _check_bool(instance, attribute, value)
+    if value and len(instance.peers) < 2:
+        raise ConfigError(
+            "join",
+            "a joining node needs the address of at least one current member besides its own in peers, to "
+            "hear from the leader; list the cluster's members and this node, e.g. "
+            "{1: '10.0.0.1:9001', 2: '10.0.0.2:9002', 3: '10.0.0.3:9003', 4: '10.0.0.4:9004'}",
         )
 
 
@@ -389,6 +264,10 @@ class RaftConfig:
         secret: shared HMAC-SHA256 key (a ``str`` is encoded as UTF-8), at least 16 bytes; ``None``
             disables message authentication.  Never shown by ``repr``.
         cluster: the cluster's name, 1 to 64 printable characters; messages of other clusters are dropped.
+        join: this node is a new member joining a running cluster (thesis §4.2.1): ``peers`` lists the
+            current members (to find the leader) and this node; it is a non-voting catch-up member, never
+            campaigning nor counting itself, until the leader adds it (``add_member``) and a configuration
+            that lists it arrives.  A configuration stored by an earlier run takes precedence.
 
     Raises:
         ConfigError: when any value breaks a rule; ``.field`` names the field and the message shows the
@@ -412,6 +291,7 @@ class RaftConfig:
     fast_failover: bool = attrs.field(default=True, validator=_check_bool)
     secret: Optional[bytes] = attrs.field(default=None, converter=_convert_secret, repr=_show_secret)
     cluster: str = attrs.field(default=DEFAULT_CLUSTER, validator=_check_cluster)
+    join: bool = attrs.field(default=False, validator=_check_join)
 
     @property
     def election_timeout_min(self) -> float:
@@ -487,7 +367,7 @@ def leader_value(value: Union[bytes, str, None], field: str = "value") -> bytes:
     elif isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
     else:
-        raise ConfigError(field, f"must be bytes or str (an address, an identifier), got {_type_name(value)}")
+        raise ConfigError(field, f"must be bytes or str (an address, an identifier), got {type_name(value)}")
     if len(data) > MAX_VALUE_SIZE:
         raise ConfigError(field, f"is {len(data)} bytes ({reprlib.repr(value)}); a leader's value "
                                  f"travels with every heartbeat, so it may be at most {MAX_VALUE_SIZE} "

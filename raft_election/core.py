@@ -25,6 +25,10 @@ Rules implemented (section numbers: Raft paper 2014 and Ongaro's thesis 2014):
   argument that at most one server holds a lease at any instant, gaps included, is in
   :mod:`raft_election.lease`.
 * Leadership transfer with TimeoutNow, giving up the lease first (thesis §3.10), and resignation.
+* Membership changes, one server at a time, with the configuration as a log of one entry (thesis ch. 4):
+  the rules and the lease argument across changes are in :mod:`raft_election.membership`; the core uses
+  its latest entry for every majority, carries the entry in heartbeats, and refuses votes to candidates
+  whose entry is older than its own.
 * Fast failover on death evidence, this library's extension, lives in
   :mod:`raft_election.fastfailover`; the core consults it (when ``fast_failover`` is on) at a few named
   hooks: whether a voter's evidence lifts its stickiness for a request, whether a request waits for
@@ -46,8 +50,17 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import attrs
+
 from raft_election.campaign import Campaign
-from raft_election.errors import IllegalTransitionError, NoTransferTargetError, RaftElectionError
+from raft_election.errors import (
+    ConfigError,
+    IllegalTransitionError,
+    MembershipChangeError,
+    NotLeaderError,
+    NoTransferTargetError,
+    RaftElectionError,
+)
 from raft_election.events import (
     BecameLeader,
     DeathEvidence,
@@ -57,6 +70,7 @@ from raft_election.events import (
     LeaseLost,
     LeaseRegained,
     LostLeadership,
+    MembershipChanged,
     RoleChanged,
     TermChanged,
     VoteGranted,
@@ -64,7 +78,9 @@ from raft_election.events import (
 from raft_election.fastfailover import FastFailover
 from raft_election.hardstate import HardState
 from raft_election.lease import Lease
+from raft_election.membership import Configuration, Membership, Version
 from raft_election.messages import (
+    MAX_MEMBERS,
     MAX_ROUND,
     Heartbeat,
     HeartbeatResponse,
@@ -110,13 +126,18 @@ class RaftCore:
             leader, so a restarted server does not hand out votes within ``election_timeout_min``.
         rng: the only source of randomness (election timeouts, round numbers); seed it to replay a run.
         value: the value this server publishes with its heartbeats while it leads (see :meth:`set_value`).
+        stamp_first: a new leader commits an entry of its own term before any membership change (thesis
+            §4.1 erratum).  Only the test that shows the bug this prevents turns it off.
     """
 
     def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random, *,
-                 value: bytes = b"") -> None:
+                 value: bytes = b"", stamp_first: bool = True) -> None:
         self._id = config.node_id
-        self._peers: tuple[int, ...] = tuple(config.peer_ids)
-        self._quorum = config.quorum
+        seed = Configuration(members={member: address for member, address in config.peers.items()
+                                      if not (config.join and member == self._id)})
+        self._seed = seed
+        self._membership = Membership(self._id, seed, hard_state.config)
+        self._stamp_first = stamp_first
         self._timeout_min = config.election_timeout_min
         self._timeout_max = config.election_timeout_max
         self._heartbeat_interval = config.heartbeat_interval
@@ -126,7 +147,7 @@ class RaftCore:
         self._rng = rng
         #: Decisions taken, by name (``votes_granted``, ``rejected_stale_term``, ...).
         self.counters: collections.Counter[str] = collections.Counter()
-        self._ff = FastFailover(node_id=self._id, members=config.members,
+        self._ff = FastFailover(node_id=self._id, members=self._membership.config.members,
                                 heartbeat_interval=self._heartbeat_interval,
                                 election_timeout_max=self._timeout_max,
                                 counters=self.counters) if config.fast_failover else None
@@ -134,6 +155,7 @@ class RaftCore:
         self._term = hard_state.term
         self._voted_for = hard_state.voted_for
         self._persisted = hard_state
+        self._addresses = self._membership.addresses()  # what the transport was last told
         self._role = Role.FOLLOWER
         self._leader_id: Optional[int] = None
         self._leader_term = self._term  # the term in which _leader_id was learned
@@ -212,13 +234,77 @@ class RaftCore:
 
     @property
     def candidate(self) -> bool:
-        """Whether this server stands for election."""
+        """Whether this server wants to stand for election (it does only while it is also a voter)."""
         return self._candidate
+
+    @property
+    def voter(self) -> bool:
+        """Whether this server is a member of the configuration it uses (else it never campaigns)."""
+        return self._membership.voter
+
+    @property
+    def configuration(self) -> Configuration:
+        """The latest configuration entry this server has: the one it uses, committed or not."""
+        return self._membership.config
+
+    @property
+    def configuration_committed(self) -> bool:
+        """Whether this server knows its latest configuration entry to be committed."""
+        return self._membership.is_committed
+
+    @property
+    def committed_configuration(self) -> Optional[Configuration]:
+        """The latest entry this server knows to be committed, if it has it (its latest or an earlier one).
+
+        A leader that removed itself hands over as its removal commits, and may adopt its successor's
+        newer, not yet committed entry at once: this still says what it committed.
+        """
+        return self._membership.committed_entry
+
+    def addresses(self) -> dict[int, str]:
+        """Every server this one may exchange messages with, and its address (what the transport needs)."""
+        return self._membership.addresses()
+
+    @property
+    def catching_up(self) -> Optional[int]:
+        """The member a leader is catching up before it adds it (see :meth:`add_member`), or None."""
+        learner = self._membership.learner
+        return learner[0] if learner is not None and self._role is Role.LEADER else None
+
+    @property
+    def membership_change(self) -> Optional[str]:
+        """What a leader is doing to its configuration, or None (not leading, or nothing).
+
+        ``"stamp"``: this leader's first entry of its term is not committed yet (a change waits for it,
+        thesis §4.1); ``"catch-up"``: waiting for a new member to answer; ``"pending"``: an entry of this
+        term that changes the members, not yet committed.
+        """
+        membership = self._membership
+        if self._role is not Role.LEADER:
+            return None
+        if membership.wanted is not None:
+            return "stamp"
+        if membership.learner is not None:
+            return "catch-up"
+        if membership.config.term == self._term and not membership.is_committed:
+            return "stamp" if membership.stamping else "pending"
+        return None
 
     @property
     def hard_state(self) -> HardState:
         """The state that must be durable before messages depending on it leave."""
-        return HardState(term=self._term, voted_for=self._voted_for)
+        return HardState(term=self._term, voted_for=self._voted_for, config=self._durable_config)
+
+    @property
+    def _durable_config(self) -> Optional[Configuration]:
+        """The entry to store: None while it is still the seed from ``RaftConfig.peers`` (nothing to keep)."""
+        config = self._membership.config
+        return None if config is self._seed else config
+
+    @property
+    def _stands(self) -> bool:
+        """Whether this server stands for election: it wants to, and it is a member (thesis §4.2.2)."""
+        return self._candidate and self._membership.voter
 
     @property
     def next_deadline(self) -> float:
@@ -282,12 +368,23 @@ class RaftCore:
     def receive(self, sender: int, message: Message, now: float) -> Output:
         """Handle one decoded message from ``sender``.
 
-        Network input is untrusted: a sender that is not a configured peer is counted and ignored, and no
-        message ever makes this method raise.
+        Network input is untrusted: a sender this server never knew as a member is counted and ignored
+        (unless it is a leader whose heartbeat carries a configuration listing it and either this server or,
+        while this server is no voter, not: that is how a member started from an old list, a joining member
+        being caught up, or a removed member being added back first hears of a leader it did not know), a
+        (pre-)vote request from a server outside the latest configuration is ignored (thesis §4.2.3), and
+        no message ever makes this method raise.
         """
         self._observe_lease(now)  # time has passed, whatever the message turns out to be
-        if sender not in self._peers:
+        introduced = False
+        if isinstance(message, Heartbeat) and message.members:
+            listed = dict(message.members).keys()
+            introduced = sender in listed and (self._id in listed or not self._membership.voter)
+        if sender == self._id or not (self._membership.known(sender) or introduced):
             self.counters["rejected_unknown_sender"] += 1
+            return self._flush()
+        if isinstance(message, VoteRequest) and sender not in self._membership.config:
+            self.counters["rejected_vote_from_non_member"] += 1
             return self._flush()
         self.counters["messages_received"] += 1
         if self._ff is not None:
@@ -304,7 +401,7 @@ class RaftCore:
         counted and ignored.
         """
         self._observe_lease(now)
-        if peer not in self._peers:
+        if peer == self._id or not self._membership.known(peer):
             self.counters["rejected_evidence_unknown_peer"] += 1
         elif self._ff is None:
             self.counters["evidence_ignored_disabled"] += 1
@@ -312,7 +409,7 @@ class RaftCore:
             replay = self._ff.evidence(peer, now)
             following = self._role is Role.FOLLOWER and self._leader_id == peer
             self._events.append(DeathEvidence(term=self._term, peer=peer, kind=kind, leader=following))
-            if following and self._candidate:
+            if following and self._stands:
                 self._election_deadline = self._ff.hasten(peer, kind, now, self._election_deadline)
             for sender, request in replay:
                 self._handle(sender, request, now)
@@ -327,12 +424,16 @@ class RaftCore:
         """
         self._observe_lease(now)
         if self._role is Role.LEADER:
-            term = self._term
-            self._become_follower(now, term, None, reason="step_down")
-            self._last_leader_contact = _NEVER
-            for peer in self._peers:
-                self._send(peer, Resign(term=term))
+            self._resign(now)
         return self._flush()
+
+    def _resign(self, now: float) -> None:
+        term = self._term
+        recipients = self._membership.recipients(now)
+        self._become_follower(now, term, None, reason="step_down")
+        self._last_leader_contact = _NEVER
+        for peer in recipients:
+            self._send(peer, Resign(term=term))
 
     def transfer_leadership(self, now: float, target: Optional[int] = None) -> tuple[int, Output]:
         """Hand leadership to ``target`` (or the best peer) with TimeoutNow (thesis §3.10).
@@ -355,18 +456,134 @@ class RaftCore:
             raise RaftElectionError(f"{self._id} cannot transfer leadership: it is {self._role}, not leader")
         if target is None:
             target = self._pick_transfer_target(now)
-        elif target not in self._peers:
+        elif target not in self._membership.voters():
             raise RaftElectionError(f"transfer target {target!r} is not a peer of {self._id}")
+        self._transfer(now, target)
+        return target, self._flush()
+
+    def _transfer(self, now: float, target: int) -> None:
         term = self._term
         logger.info("%d transfers leadership of term %d to %d", self._id, term, target)
         self.counters["transfers"] += 1
+        recipients = self._membership.recipients(now)
         self._become_follower(now, term, None, reason="transfer")
         self._last_leader_contact = _NEVER
         self._send(target, TimeoutNow(term=term))
-        for peer in self._peers:
+        for peer in recipients:
             if peer != target:
                 self._send(peer, Resign(term=term, successor=target))
-        return target, self._flush()
+
+    def add_member(self, node_id: int, address: str, now: float) -> Output:
+        """Begin adding ``node_id`` at ``address`` (thesis §4.1, §4.2.1); the leader only.
+
+        If this leader has not yet committed an entry of its own term, it first creates one (a stamp of its
+        configuration) and begins the change once that commits.  The new member then has to answer a
+        heartbeat round as a non-voting catch-up member; only then does the leader create the entry that
+        lists it, which commits once a majority of the new member set stored it (watch
+        :attr:`configuration`, :attr:`configuration_committed` and :attr:`membership_change`).  Asking
+        again for the same member and address while that is under way, or once it is done, changes
+        nothing.
+
+        Raises:
+            NotLeaderError: this server does not lead (``leader_id`` says who does, if known).
+            MembershipChangeError: another change is under way (one at a time), ``node_id`` is a member at
+                another address, or the configuration is full.
+            ConfigError: ``address`` is not a valid address or is another member's.
+        """
+        self._observe_lease(now)
+        self._check_change("add", node_id)
+        membership = self._membership
+        members = membership.config.members
+        if members.get(node_id) == address or ("add", node_id, address) in (membership.wanted,
+                                                                            membership.learner_change):
+            return self._flush()  # already there, or on its way
+        if node_id in members:
+            raise MembershipChangeError(
+                f"member {node_id} is already in the configuration, at {members[node_id]}; remove it first, "
+                "or add the new process under a new id")
+        if len(members) >= MAX_MEMBERS:
+            raise MembershipChangeError(f"the configuration already has {len(members)} members, the most "
+                                        f"one configuration can hold ({MAX_MEMBERS})")
+        self._check_not_busy()
+        Configuration(members={**members, node_id: address})  # raises ConfigError for a bad address
+        self._begin_change(("add", node_id, address), now)
+        return self._flush()
+
+    def remove_member(self, node_id: int, now: float) -> Output:
+        """Begin removing ``node_id`` (thesis §4.1); the leader only.
+
+        As for :meth:`add_member`, a leader without a committed entry of its own term first commits one.
+        The leader may remove itself (§4.2.2): it stops counting itself in majorities as soon as the entry
+        exists, and hands leadership to a member of the new set (or steps down) once it commits.  Asking to
+        remove a member that the latest entry no longer lists changes nothing.
+
+        Raises:
+            NotLeaderError: this server does not lead.
+            MembershipChangeError: another change is under way, or ``node_id`` is the last member.
+        """
+        self._observe_lease(now)
+        self._check_change("remove", node_id)
+        membership = self._membership
+        members = membership.config.members
+        if node_id not in members or membership.wanted == ("remove", node_id, ""):
+            return self._flush()
+        if len(members) == 1:
+            raise MembershipChangeError(f"{node_id} is the only member; a cluster needs at least one")
+        self._check_not_busy()
+        self._begin_change(("remove", node_id, ""), now)
+        return self._flush()
+
+    def abandon_change(self, node_id: int, now: float) -> Output:
+        """Give up a change about ``node_id`` that has not created its entry yet: nothing changes.
+
+        That is, a change still waiting for this leader's first entry of its term, or for the new member to
+        answer.  Entries themselves are never taken back.
+        """
+        self._observe_lease(now)
+        membership = self._membership
+        if membership.abandon(node_id):
+            logger.info("%d gives up the change of member %d before making it", self._id, node_id)
+            self.counters["membership_changes_abandoned"] += 1
+        return self._flush()
+
+    def _check_change(self, what: str, node_id: int) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeaderError(f"{self._id} cannot {what} member {node_id}: it is {self._role}, not leader"
+                                 + (f"; {self._leader_id} leads" if self._leader_id is not None else ""),
+                                 leader_id=self._leader_id)
+
+    def _check_not_busy(self) -> None:
+        """One change at a time (thesis §4.1)."""
+        membership = self._membership
+        busy = self.membership_change
+        if busy is None and (self._stamp_first or membership.is_committed):
+            return
+        if busy == "stamp" and membership.wanted is None:
+            return  # only this leader's first entry is pending: the change waits for it
+        change = membership.wanted or membership.learner_change
+        what = (f"{change[0]} member {change[1]}" if change is not None
+                else f"the change to {membership.config} (not committed yet)")
+        raise MembershipChangeError(f"another membership change is under way: {what}; one change at a time "
+                                    "(wait for it to finish or time out)")
+
+    def _begin_change(self, change: tuple[str, int, str], now: float) -> None:
+        """Make ``change``, or first commit an entry of this term if there is none (thesis §4.1 erratum)."""
+        membership = self._membership
+        if self._stamp_first and membership.committed[0] != self._term:
+            membership.wanted = change
+            if membership.config.term != self._term:
+                logger.info("%d commits an entry of term %d before changing the configuration", self._id,
+                            self._term)
+                self._create(dict(membership.config.members), now)
+            return
+        kind, node_id, address = change
+        if kind == "add":
+            membership.catch_up(node_id, address)
+            logger.info("%d catches up %d at %s before adding it", self._id, node_id, address)
+            self._broadcast_heartbeat(now)
+        else:
+            self._create({member: where for member, where in membership.config.members.items()
+                          if member != node_id}, now)
 
     def set_value(self, value: bytes, now: float) -> Output:
         """Publish ``value`` with this server's heartbeats from now on (followers learn it at the next)."""
@@ -393,7 +610,7 @@ class RaftCore:
         (see :meth:`_postpone_inside_window`), unless fast failover names a dead leader to replace.
         """
         self._observe_lease(now)
-        if self._role is Role.LEADER or not self._candidate:
+        if self._role is Role.LEADER or not self._stands:
             return self._flush()
         suspect = self._suspect(now)
         if not suspect and self._postpone_inside_window(now):
@@ -453,11 +670,12 @@ class RaftCore:
         if term < self._term:
             self.counters["rejected_stale_term"] += 1
             if isinstance(message, Heartbeat):
-                self._send(sender, HeartbeatResponse(term=self._term, round=message.round,
-                                                     candidate=self._candidate))
+                self._send(sender, self._heartbeat_response(message.round))
             elif isinstance(message, VoteRequest):
                 self._send(sender, VoteResponse(term=self._term, round=message.round, granted=False,
-                                                pre_vote=message.pre_vote, candidate=self._candidate))
+                                                pre_vote=message.pre_vote, candidate=self._stands,
+                                                config_term=self._membership.config.term,
+                                                config_index=self._membership.config.index))
             return False
         return True
 
@@ -504,14 +722,22 @@ class RaftCore:
     # ------------------------------------------------------------------ phase 2: vote requests
 
     def _handle_vote_request(self, sender: int, request: VoteRequest, now: float, lifted: bool) -> None:
-        """Grant or refuse a (pre-)vote: one vote per term, none while sticky (Raft §5.2, thesis §9.6)."""
+        """Grant or refuse a (pre-)vote (Raft §5.2, §5.4.1; thesis §4.1, §9.6).
+
+        One vote per term, none while sticky, none to a candidate whose configuration entry is older than
+        ours.
+        """
         sticky = self._sticky(sender, request, now, lifted)
+        current = self._membership.up_to_date((request.config_term, request.config_index))
+        if not current:
+            self.counters["votes_refused_older_configuration"] += 1
         if request.pre_vote:
             # Would we vote for it in the term it proposes?  We record nothing (thesis §9.6).
-            granted = request.term > self._term and not sticky
+            granted = request.term > self._term and not sticky and current
             self.counters["pre_votes_granted" if granted else "pre_votes_refused"] += 1
         else:
-            granted = not sticky and self._role is not Role.LEADER and self._voted_for in (None, sender)
+            granted = (not sticky and current and self._role is not Role.LEADER
+                       and self._voted_for in (None, sender))
             if granted:
                 self._vote(sender, now)
             self.counters["votes_granted" if granted else "votes_refused"] += 1
@@ -521,9 +747,12 @@ class RaftCore:
             if request.pre_vote:  # let this fast campaign run rather than start a rival one
                 self._reset_election_timer(now)
         backed = granted and self._ff is not None and self._ff.backs(request, now)
+        config = self._membership.config
         self._send(sender, VoteResponse(term=request.term if granted and request.pre_vote else self._term,
                                         round=request.round, granted=granted, pre_vote=request.pre_vote,
-                                        candidate=self._candidate, evidence=backed))
+                                        candidate=self._stands, evidence=backed, config_term=config.term,
+                                        config_index=config.index,
+                                        members=() if current else config.as_pairs()))
 
     def _vote(self, candidate: int, now: float) -> None:
         """Vote for ``candidate`` in the current term; the vote is persisted before the answer leaves."""
@@ -551,11 +780,69 @@ class RaftCore:
             self._ff.leader_heard(now)
         self._leader_value = message.value
         self._report_value()
-        self._send(sender, HeartbeatResponse(term=self._term, round=message.round, candidate=self._candidate))
+        self._replicate(message, now)
+        self._send(sender, self._heartbeat_response(message.round))
+
+    def _replicate(self, message: Heartbeat, now: float) -> None:
+        """Take the configuration entry the leader sent, and learn whether its entry is committed (§4.1)."""
+        membership = self._membership
+        if message.members:
+            try:
+                entry = Configuration(term=message.config_term, index=message.config_index,
+                                      members=dict(message.members))
+            except ConfigError as exc:  # two members with one address: a broken or hostile sender
+                self.counters["rejected_bad_configuration"] += 1
+                logger.warning("%d ignores a configuration from %d: %s", self._id, self._leader_id, exc)
+            else:
+                if membership.adopt(entry, self._term):
+                    self._configuration_changed(now, parent=None)
+        if message.committed and membership.learn_committed((message.config_term, message.config_index)):
+            self._report_configuration(now, parent=None)
+
+    def _heartbeat_response(self, round_: int) -> HeartbeatResponse:
+        config = self._membership.config
+        return HeartbeatResponse(term=self._term, round=round_, candidate=self._stands,
+                                 config_term=config.term, config_index=config.index)
+
+    def _learn_from_refusal(self, message: VoteResponse, now: float) -> bool:
+        """Take the newer configuration entry a voter refused us with; True if ours changed.
+
+        A candidate that missed a change can otherwise never win: every voter that stored the change
+        refuses it (Raft §5.4.1), and the leader that would have sent it the entry may be gone.  The entry
+        was created by a leader, and its version is greater than ours, so it descends from every entry
+        committed that we hold (leader completeness); holding it is as safe as having received it late
+        from its leader.
+        """
+        if not message.members:
+            return False
+        try:
+            entry = Configuration(term=message.config_term, index=message.config_index,
+                                  members=dict(message.members))
+        except ConfigError:
+            self.counters["rejected_bad_configuration"] += 1
+            return False
+        if entry.version <= self._membership.config.version:
+            return False
+        self._membership.take_newer(entry)
+        self.counters["configurations_learned_from_voters"] += 1
+        logger.info("%d learned configuration %s from a voter that refused it", self._id, entry)
+        self._configuration_changed(now, parent=None)
+        return True
 
     def _count_vote(self, sender: int, message: VoteResponse, now: float) -> None:
-        """A (pre-)candidate counts a grant of its current campaign; anything else is stale."""
+        """A (pre-)candidate counts a grant of its current campaign; anything else is stale.
+
+        A refusal that carries a newer configuration entry is learned from (see
+        :meth:`_learn_from_refusal`); a pre-candidate then asks again with it at once (pre-votes change
+        no term), and a server the entry leaves out stops campaigning.
+        """
         campaign = self._campaign
+        if self._learn_from_refusal(message, now):
+            if not self._stands:
+                self._become_follower(now, self._term, None, reason="not_a_member")
+            elif self._role is Role.PRE_CANDIDATE:
+                self._become_pre_candidate(now, campaign.request.suspect if campaign is not None else 0)
+            return
         if campaign is None or not campaign.answers(message, pre_vote=self._role is Role.PRE_CANDIDATE):
             self._stale_vote_response(sender, message, now)
         elif message.granted:
@@ -567,7 +854,7 @@ class RaftCore:
 
     def _campaign_on_timeout_now(self, sender: int, message: TimeoutNow, now: float) -> None:
         """Campaign at once, skipping pre-vote and stickiness: the leader gave up its lease (thesis §3.10)."""
-        if not self._candidate:
+        if not self._stands:
             self._refuse_timeout_now(sender, message, now)
             return
         logger.info("%d got TimeoutNow from %d in term %d", self._id, sender, self._term)
@@ -598,6 +885,8 @@ class RaftCore:
     def _stale_vote_response(self, sender: int, message: VoteResponse, now: float) -> None:
         if message.granted:
             self.counters["rejected_stale_response"] += 1
+        else:
+            self._learn_from_refusal(message, now)
 
     # ------------------------------------------------------------------ phase 3: the leader
 
@@ -606,7 +895,17 @@ class RaftCore:
         assert self._lease is not None
         if not self._lease.acknowledged(sender, message.round, message.candidate, now):
             self.counters["rejected_stale_response"] += 1
+            self._observe_lease(now)
+            return
         self._observe_lease(now)
+        membership = self._membership
+        if membership.acknowledged(sender, (message.config_term, message.config_index)):
+            self._entry_committed(now)
+        elif membership.learner is not None and membership.learner[0] == sender:
+            # The new member answered its catch-up round: create the entry that lists it (§4.2.1).
+            node_id, address = membership.learner
+            membership.forget_learner()
+            self._create({**membership.config.members, node_id: address}, now)
 
     def _second_leader(self, sender: int, message: Heartbeat, now: float) -> None:
         """A heartbeat of our own term from another: a misconfigured peer (two members with one id).
@@ -648,7 +947,7 @@ class RaftCore:
 
     def _election_timeout(self, now: float) -> None:
         suspect = self._suspect(now)
-        if not self._candidate:
+        if not self._stands:
             if self._leader_id is not None:
                 self._set_leader(None)
             self._reset_election_timer(now)
@@ -699,11 +998,13 @@ class RaftCore:
         """Start a campaign: ask every peer, and again every heartbeat interval those that did not grant."""
         round_ = self._next_round()
         self._reset_election_timer(now)
-        request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect)
+        config = self._membership.config
+        request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
+                              config_term=config.term, config_index=config.index)
         self._campaign = Campaign(self._id, request, now, self._heartbeat_interval)
         if self._ff is not None:
             self._ff.campaign_started(request)
-        for peer in self._peers:
+        for peer in sorted(self._membership.voters()):
             self._send(peer, request)
         self._maybe_win(now)
 
@@ -717,15 +1018,15 @@ class RaftCore:
         """
         campaign = self._campaign
         assert campaign is not None
-        for peer in campaign.repeat_to(self._peers, now):
+        for peer in campaign.repeat_to(sorted(self._membership.voters()), now):
             self._send(peer, campaign.request)
             self.counters["vote_requests_resent"] += 1
 
     def _maybe_win(self, now: float) -> None:
-        """Win with a strict majority of the grants that count (Raft §5.2)."""
+        """Win with a strict majority, in the latest configuration, of the grants that count (Raft §5.2)."""
         campaign = self._campaign
         assert campaign is not None
-        if len(campaign.counted) < self._quorum:
+        if len(campaign.counted & self._membership.config.members.keys()) < self._membership.quorum:
             return
         if self._role is Role.PRE_CANDIDATE:
             self._become_candidate(now, transfer=False, suspect=campaign.request.suspect)
@@ -746,7 +1047,9 @@ class RaftCore:
         self._transition(Role.LEADER)
         campaign = self._campaign
         assert campaign is not None
-        self._lease = Lease(quorum=self._quorum, duration=self._lease_duration, window=self._timeout_min,
+        membership = self._membership
+        self._lease = Lease(quorum=membership.quorum, members=membership.voters(), counts_self=True,
+                            duration=self._lease_duration, window=self._timeout_min,
                             quorum_window=self._quorum_window, won_round=campaign.request.round,
                             started=campaign.started, voters=campaign.voters(), now=now)
         self._fast_win = campaign.request.suspect != 0  # it replaced a dead leader (fast failover)
@@ -764,18 +1067,90 @@ class RaftCore:
                         self._lease_duration)
         self._observe_lease(now)
         self._set_leader(self._id)
-        self._broadcast_heartbeat(now)
+        membership.took_office(self._term)
+        if self._stamp_first and not membership.is_committed:
+            # The entry it inherited may never have committed (its creator died, or handed over as it
+            # committed): a leader commits an earlier term's entry only through one of its own (Raft
+            # §5.4.2), so it creates that entry now, the same members at the next index, like Raft's no-op
+            # at the start of a term (thesis §6.4).  A change asked for meanwhile waits for it.
+            self._create(dict(membership.config.members), now)
+        else:
+            self._broadcast_heartbeat(now)
+
+    # ------------------------------------------------------------------ membership: the leader
+
+    def _create(self, members: Mapping[int, str], now: float) -> None:
+        """Make the entry of this term that lists ``members`` the latest, and send it (thesis §4.1).
+
+        Its lease and majorities follow the new entry at once (each server uses its latest entry); the
+        members of the old and the new set all get it with the next heartbeat round, sent now.
+        """
+        membership = self._membership
+        parent = membership.config
+        entry = parent.child(self._term, members)
+        committed = membership.create(entry, now)
+        self.counters["configurations_created"] += 1
+        logger.info("%d created configuration %s", self._id, entry)
+        self._configuration_changed(now, parent=parent.version)
+        if committed:
+            self._entry_committed(now)
+        if self._role is Role.LEADER:
+            self._broadcast_heartbeat(now)
+
+    def _configuration_changed(self, now: float, parent: Optional[Version]) -> None:
+        """The latest entry changed (created with ``parent``, or taken from a leader): use it from now on."""
+        membership = self._membership
+        config = membership.config
+        if self._ff is not None:
+            self._ff.set_members(config.members)
+        if self._lease is not None:
+            self._lease.reconfigure(quorum=membership.quorum, members=membership.voters(),
+                                    counts_self=membership.voter)
+            self._observe_lease(now)
+        self._report_configuration(now, parent)
+
+    def _report_configuration(self, now: float, parent: Optional[Version]) -> None:
+        self._events.append(MembershipChanged(term=self._term, at=now, configuration=self._membership.config,
+                                              committed=self._membership.is_committed, parent=parent))
+
+    def _entry_committed(self, now: float) -> None:
+        """A majority of its members stored the latest entry: report it, and hand over if we left the set."""
+        membership = self._membership
+        membership.committed_at(now, linger=self._timeout_max)
+        logger.info("%d: configuration %s is committed", self._id, membership.config)
+        self._report_configuration(now, parent=None)
+        if self._role is not Role.LEADER:
+            return
+        if not membership.voter:
+            # Thesis §4.2.2: a leader that removed itself steps aside once the removal is committed.
+            target = self._lease.transfer_target(now) if self._lease is not None else None
+            if target is not None:
+                self._transfer(now, target)
+            else:
+                self._resign(now)
+        elif membership.wanted is not None:
+            # A change waited for this leader's first entry (its stamp); that entry is the one committed.
+            change, membership.wanted = membership.wanted, None
+            self._begin_change(change, now)
 
     def _broadcast_heartbeat(self, now: float) -> None:
         assert self._lease is not None
         round_ = self._next_round()
         self._lease.sent(round_, now)
         # Keep the cadence: a tick that came late (the timer thread's wake-up delay) must not push every
-        # later round back too; after a longer stall the rounds start afresh from now.
-        due = self._heartbeat_deadline + self._heartbeat_interval
-        self._heartbeat_deadline = due if now < due else now + self._heartbeat_interval
-        for peer in self._peers:
-            self._send(peer, Heartbeat(term=self._term, round=round_, value=self._value))
+        # later round back too; after a longer stall the rounds start afresh from now.  An extra round
+        # between two ticks (a membership change sends its entry at once) leaves the cadence alone: moving
+        # the deadline for it would delay the next regular round past the lease.
+        if now >= self._heartbeat_deadline:
+            due = self._heartbeat_deadline + self._heartbeat_interval
+            self._heartbeat_deadline = due if now < due else now + self._heartbeat_interval
+        membership = self._membership
+        config = membership.config
+        plain = Heartbeat(term=self._term, round=round_, value=self._value, config_term=config.term,
+                          config_index=config.index, committed=membership.is_committed)
+        full = attrs.evolve(plain, members=config.as_pairs())
+        for peer in membership.recipients(now):
+            self._send(peer, full if membership.needs_entry(peer) else plain)
         self._observe_lease(now)
 
     def _check_quorum(self, now: float) -> None:
@@ -792,9 +1167,9 @@ class RaftCore:
         """
         assert self._lease is not None
         heard = self._lease.heard(now)
-        if heard < self._quorum:
+        if heard < self._membership.quorum:
             logger.info("%d steps down in term %d: heard from %d of %d within %.3f s", self._id, self._term,
-                        heard, self._quorum, self._quorum_window)
+                        heard, self._membership.quorum, self._quorum_window)
             self._become_follower(now, self._term, None, reason="check_quorum")
 
     def _observe_lease(self, now: float) -> None:
@@ -860,6 +1235,7 @@ class RaftCore:
             self.counters[f"step_downs_{reason}"] += 1
             self._heartbeat_deadline = _NEVER
             self._lease = None
+            self._membership.left_office()
         if term > self._term:
             self._term = term
             self._voted_for = None
@@ -899,12 +1275,19 @@ class RaftCore:
 
     def _flush(self) -> Output:
         hard_state = None
-        if self._term != self._persisted.term or self._voted_for != self._persisted.voted_for:
-            hard_state = HardState(term=self._term, voted_for=self._voted_for)
+        config = self._durable_config
+        persisted = self._persisted
+        if (self._term != persisted.term or self._voted_for != persisted.voted_for
+                or config is not persisted.config):
+            hard_state = HardState(term=self._term, voted_for=self._voted_for, config=config)
             self._persisted = hard_state
+        addresses = self._membership.addresses()
+        peers = None
+        if addresses != self._addresses:
+            self._addresses = peers = addresses
         probes = self._ff.take_probes() if self._ff is not None else ()
         output = Output(hard_state=hard_state, messages=tuple(self._outbox), events=tuple(self._events),
-                        probes=probes)
+                        probes=probes, peers=peers)
         self._outbox.clear()
         self._events.clear()
         return output

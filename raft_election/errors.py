@@ -14,6 +14,8 @@ __all__ = [
     "IllegalTransitionError",
     "TransportError",
     "NoTransferTargetError",
+    "NotLeaderError",
+    "MembershipChangeError",
 ]
 
 
@@ -65,3 +67,23 @@ class TransportError(RaftElectionError):
 
 class NoTransferTargetError(RaftElectionError):
     """A leadership transfer found no peer that stands for election and answered recently."""
+
+
+class NotLeaderError(RaftElectionError):
+    """A request only the leader can carry out (a membership change) reached a member that does not lead.
+
+    ``leader_id`` is the leader this member knows of, to retry there, or None if it knows of none.
+    """
+
+    def __init__(self, message: str, leader_id: int | None = None) -> None:
+        super().__init__(message)
+        #: The leader to ask instead, if this member knows one.
+        self.leader_id = leader_id
+
+
+class MembershipChangeError(RaftElectionError):
+    """A membership change cannot be made now: another is pending, or the change itself is invalid.
+
+    The message says which (another change pending, the member already present or absent, the new
+    member not answering its catch-up round, the last member removed) and what to do.
+    """

@@ -18,10 +18,12 @@ from typing import Optional, Union
 
 import attrs
 
+from raft_election.membership import Configuration, Version
 from raft_election.roles import Role
 
 __all__ = ["BecameLeader", "DeathEvidence", "Event", "LeaderChanged", "LeaderValue", "LeaseLost",
-           "LeaseRegained", "LostLeadership", "RoleChanged", "TermChanged", "VoteGranted"]
+           "LeaseRegained", "LostLeadership", "MembershipChanged", "RoleChanged", "TermChanged",
+           "VoteGranted"]
 
 
 @attrs.frozen(kw_only=True)
@@ -142,5 +144,22 @@ class DeathEvidence:
     leader: bool
 
 
+@attrs.frozen(kw_only=True)
+class MembershipChanged:
+    """The configuration entry this server uses changed, or it learned that the entry is committed.
+
+    Reported, after the entry is durable, when this server creates an entry as leader (``parent`` is then
+    the version of the entry it replaced), takes one from its leader (``parent`` None), or learns that its
+    latest entry is ``committed`` (a majority of its members stored it, thesis §4.1).  ``term`` is this
+    server's current term, ``at`` its local time.
+    """
+
+    term: int
+    at: float
+    configuration: Configuration
+    committed: bool
+    parent: Optional[Version] = None
+
+
 Event = Union[BecameLeader, LeaseLost, LeaseRegained, LostLeadership, LeaderChanged, LeaderValue, TermChanged,
-              RoleChanged, VoteGranted, DeathEvidence]
+              RoleChanged, VoteGranted, DeathEvidence, MembershipChanged]

@@ -80,6 +80,10 @@ class FastFailover:
 
     # ------------------------------------------------------------------ evidence
 
+    def set_members(self, members: Iterable[int]) -> None:
+        """The configuration changed (thesis §4.1): stagger fast campaigns among its members from now on."""
+        self._members = tuple(sorted(members))
+
     def heard_from(self, peer: int, now: float) -> None:
         """A message from ``peer`` arrived: it was alive when it sent it, so earlier evidence is void."""
         self._heard_from[peer] = now

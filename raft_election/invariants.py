@@ -54,6 +54,21 @@ different candidate recorded before it in that term.
 **Terms never go back** (Raft Figure 2: ``currentTerm`` increases monotonically): a node's persisted term
 never decreases, across restarts.
 
+**Membership** (thesis ch. 4; the configuration is a log of one entry, versions ``(term, index)``): from
+the entries leaders created (each with its parent, the entry it replaced) and the ones reported
+committed:
+
+* every entry changes at most one member against its parent (single-server changes, §4.1);
+* an entry that changes the members is created only from a committed parent: at most one uncommitted
+  change at any time (§4.1);
+* committed entries are never rolled back (kind ``config_rollback``): the committed entries form one chain
+  (of any two, one descends from the other: a leader may learn late that an older entry committed, never
+  that a sibling did); every entry created with a greater version than an entry committed before
+  descends from it (a deposed leader that has not heard of it yet may still create an entry of its
+  older term, which can never commit: Raft §5.4.2 for a log of one entry); and the entry of every leader
+  when its lease begins, or begins again after a gap, descends from every entry committed before;
+* one version names one entry (``config_conflict``).
+
 **Fencing tokens increase** (SPEC §4; Kleppmann, "How to do distributed locking"): in order of acceptance,
 the fenced resource must not accept a write with a token lower than one it accepted before, nor the same
 token from two different nodes.  Refused writes, and repeats by the same node, are fine.
@@ -78,6 +93,8 @@ __all__ = ["Finding", "LeaseInterval", "SafetyChecker", "current_holder", "lease
 
 #: Formats a time for a message.
 TimeFormat = Callable[[float], str]
+#: A configuration entry's ``(term, index)``.
+Version = tuple[int, int]
 
 
 def _seconds(at: float) -> str:
@@ -168,6 +185,8 @@ class SafetyChecker:
         self._terms: dict[int, int] = {}
         self._highest: Optional[_Write] = None
         self._by_token: dict[int, _Write] = {}
+        self._entries: dict[Version, tuple[Optional[Version], frozenset[int]]] = {}  # parent, members
+        self._committed: dict[Version, float] = {}  # first time each entry was reported committed
 
     def _found(self, finding: Finding) -> list[Finding]:
         self.findings.append(finding)
@@ -292,6 +311,95 @@ class SafetyChecker:
         return self._found(Finding(kind="term_regression", at=at, nodes=(node,),
                                    message=f"term_regression: member {node}'s term went back from {last} "
                                            f"to {term}"))
+
+    # ------------------------------------------------------------------ membership
+
+    def configuration_created(self, node: int, version: Version, parent: Version, members: Iterable[int],
+                              at: float) -> list[Finding]:
+        """Leader ``node`` created the entry ``version`` listing ``members`` from the entry ``parent``."""
+        members = frozenset(members)
+        known = self._entries.get(version)
+        if known is not None:
+            if known == (parent, members):
+                return []
+            return self._found(Finding(
+                kind="config_conflict", at=at, nodes=(node,),
+                message=(f"config_conflict: member {node} created entry {version} with members "
+                         f"{sorted(members)} from {parent}, but {version} was already {sorted(known[1])} "
+                         f"from {known[0]}")))
+        self._entries[version] = (parent, members)
+        findings: list[Finding] = []
+        before = self._entries.get(parent)
+        if before is not None and members != before[1]:
+            if len(members ^ before[1]) > 1:
+                findings += self._found(Finding(
+                    kind="single_server", at=at, nodes=(node,),
+                    message=(f"single_server: member {node} created entry {version} ({sorted(members)}) from "
+                             f"{parent} ({sorted(before[1])}): more than one member changed")))
+            if parent not in self._committed:
+                findings += self._found(Finding(
+                    kind="uncommitted_change", at=at, nodes=(node,),
+                    message=(f"uncommitted_change: member {node} changed the members in entry {version} "
+                             f"while its parent {parent} was not committed")))
+        return findings + self._descends(node, version, at, "created", older_only=True)
+
+    def configuration_committed(self, node: int, version: Version, at: float) -> list[Finding]:
+        """``node`` reported the entry ``version`` committed (the first report counts as its commit).
+
+        It must lie on one chain with every entry committed before: descend from the older ones, and be an
+        ancestor of the newer ones (a leader that learns late, after a pause, that its entry committed).
+        """
+        if version in self._committed:
+            return []
+        findings: list[Finding] = []
+        for committed, when in self._committed.items():
+            older, newer = sorted((committed, version))
+            if self._ancestry(newer, older) is False:
+                findings += self._found(Finding(
+                    kind="config_rollback", at=at, nodes=(node,),
+                    message=(f"config_rollback: entry {version} committed at {self._format(at)} (member "
+                             f"{node}) and entry {committed}, committed at {self._format(when)}, are on "
+                             f"different branches: neither descends from the other")))
+        self._committed[version] = at
+        return findings
+
+    def leader_configuration(self, node: int, term: int, version: Version, at: float) -> list[Finding]:
+        """``node``'s lease of ``term`` began at ``at`` while it held the entry ``version``."""
+        return self._descends(node, version, at, f"held by the leader of term {term}")
+
+    def seed_configuration(self, members: Iterable[int]) -> None:
+        """Every member started from the same seed entry ``(0, 0)`` listing ``members`` (committed)."""
+        self._entries.setdefault((0, 0), (None, frozenset(members)))
+        self._committed.setdefault((0, 0), -math.inf)
+
+    def _descends(self, node: int, version: Version, at: float, what: str, *,
+                  older_only: bool = False) -> list[Finding]:
+        """Check that ``version`` descends from every entry committed before ``at``.
+
+        With ``older_only``, only from those with a smaller version (see the module docstring).
+        """
+        findings: list[Finding] = []
+        for committed, when in self._committed.items():
+            if older_only and committed >= version:
+                continue
+            if when < at and self._ancestry(version, committed) is False:
+                findings += self._found(Finding(
+                    kind="config_rollback", at=at, nodes=(node,),
+                    message=(f"config_rollback: entry {version} {what} at {self._format(at)} (member {node}) "
+                             f"does not descend from entry {committed}, committed at {self._format(when)}")))
+        return findings
+
+    def _ancestry(self, version: Version, ancestor: Version) -> Optional[bool]:
+        """Whether ``ancestor`` is ``version`` or one of its ancestors; None if the chain is not known."""
+        current: Optional[Version] = version
+        while current is not None and current >= ancestor:
+            if current == ancestor:
+                return True
+            entry = self._entries.get(current)
+            if entry is None:
+                return None
+            current = entry[0]
+        return False
 
     # ------------------------------------------------------------------ fencing
 

@@ -16,6 +16,11 @@ acknowledged, when it last answered, and whether it stands for election.  From t
 * the peer to hand leadership to (thesis §3.10): the candidate heard from most recently within
   ``election_timeout_min``.
 
+Majorities are counted in the configuration the leader uses now (thesis §4.1: its latest entry), which a
+membership change replaces (:meth:`Lease.reconfigure`): only its members' acknowledgements count, and the
+leader itself only while it is one (§4.2.2).  Why a lease stays exclusive across a change is in
+:mod:`raft_election.membership`.
+
 The winning vote round counts as the first round: it was "sent" when the campaign started, and every voter
 that granted it reset its stickiness no earlier than that.  If the votes took longer than a lease, the
 leader takes office without one and holds its first lease once a majority acknowledges a heartbeat round.
@@ -38,7 +43,7 @@ more.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Optional
 
 __all__ = ["Lease"]
@@ -52,7 +57,9 @@ class Lease:
     """One leadership's view of its followers (see the module docstring).
 
     Args:
-        quorum: the cluster's strict majority (this server included).
+        quorum: the strict majority of the configuration in use.
+        members: the other members of that configuration (whose acknowledgements count).
+        counts_self: whether this server is itself a member (it acknowledges its own rounds).
         duration: how long a lease lasts from its start, ``election_timeout_min * (1 - max_clock_drift)``.
         window: ``election_timeout_min``, the window within which an answer makes a peer a follower.
         quorum_window: the check-quorum window (``election_timeout_max``, see the core).
@@ -61,9 +68,12 @@ class Lease:
         now: when the election was won (the voters count as just heard from).
     """
 
-    def __init__(self, *, quorum: int, duration: float, window: float, quorum_window: float, won_round: int,
-                 started: float, voters: Mapping[int, bool], now: float) -> None:
+    def __init__(self, *, quorum: int, members: Iterable[int], counts_self: bool, duration: float,
+                 window: float, quorum_window: float, won_round: int, started: float,
+                 voters: Mapping[int, bool], now: float) -> None:
         self._quorum = quorum
+        self._members = frozenset(members)
+        self._counts_self = counts_self
         self._duration = duration
         self._window = window
         self._quorum_window = quorum_window
@@ -98,6 +108,17 @@ class Lease:
             self.unheld_since = self.expiry
         return valid
 
+    def reconfigure(self, *, quorum: int, members: Iterable[int], counts_self: bool) -> None:
+        """Count majorities in a new configuration from now on (the latest entry changed, thesis §4.1).
+
+        The lease already held stays: it rests on a majority of the old member set, which shares a member
+        with every majority of the new one (a single-server change).
+        """
+        self._quorum = quorum
+        self._members = frozenset(members)
+        self._counts_self = counts_self
+        self._extend()
+
     def sent(self, round_: int, now: float) -> None:
         """A heartbeat round numbered ``round_`` left at ``now`` (the leader acknowledges it itself)."""
         self._round_sent[round_] = now
@@ -118,22 +139,26 @@ class Lease:
         return True
 
     def heard(self, now: float) -> int:
-        """How many members, the leader included, answered within the check-quorum window before ``now``."""
-        return 1 + sum(1 for heard in self._last_heard.values() if now - heard < self._quorum_window)
+        """How many members, the leader included if it is one, answered within the check-quorum window."""
+        return int(self._counts_self) + sum(1 for peer, heard in self._last_heard.items()
+                                            if peer in self._members and now - heard < self._quorum_window)
 
     def followers(self, now: float) -> tuple[int, ...]:
-        """The peers that answered within ``election_timeout_min`` before ``now``, in id order."""
-        return tuple(sorted(peer for peer, heard in self._last_heard.items() if now - heard < self._window))
+        """The members that answered within ``election_timeout_min`` before ``now``, in id order."""
+        return tuple(sorted(peer for peer, heard in self._last_heard.items()
+                            if peer in self._members and now - heard < self._window))
 
     def transfer_target(self, now: float) -> Optional[int]:
-        """The peer that stands for election and answered most recently within the window, or None."""
-        eligible = [(heard, peer) for peer, heard in self._last_heard.items()
-                    if self._candidacy.get(peer, False) and now - heard < self._window]
+        """The member that stands for election and answered most recently within the window, or None."""
+        eligible = [(heard, peer) for peer, heard in self._last_heard.items() if peer in self._members
+                    and self._candidacy.get(peer, False) and now - heard < self._window]
         return max(eligible)[1] if eligible else None
 
     def _extend(self) -> None:
         """Move the lease start to the latest round a majority acknowledged (thesis §6.4.1)."""
-        own = max(self._round_sent.values(), default=self._start)
-        acked = sorted([own, *self._acked_at.values()], reverse=True)
+        acked = [sent for peer, sent in self._acked_at.items() if peer in self._members]
+        if self._counts_self:
+            acked.append(max(self._round_sent.values(), default=self._start))
+        acked.sort(reverse=True)
         if len(acked) >= self._quorum:
             self._start = max(self._start, acked[self._quorum - 1])

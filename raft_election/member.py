@@ -13,18 +13,29 @@ the file is bad, an ``error`` and the faults kept).
 Events are reported either as human-readable lines or, with ``json_lines``, as exactly one JSON object per
 line, flushed at once, with at least the keys ``event`` (``started``, ``became_leader``, ``lease_lost``,
 ``lease_regained``, ``lost_leadership``, ``leader_changed``, ``leader_value``, ``voted``, ``evidence``,
-``status``, ``faults``, ``stopped``), ``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``,
-comparable across processes on one machine) and ``wall`` (``time.time()``).  ``started`` carries the
-member's own ``value``.  ``became_leader`` carries the instant its first lease of the term began as
-``monotonic``, ``fast`` (won by fast failover) and ``late`` (the votes came too late for a lease: it took
-office earlier and holds one from ``monotonic``); ``lease_lost`` (a lease gap: the member keeps office)
-carries ``lease_end``, and ``lease_regained`` the instant the lease came back as ``monotonic``;
-``leader_value`` (the leader this member knows of and the value it publishes changed; ``leader`` None when
-no leader is known) carries ``value`` as text (UTF-8, undecodable bytes backslash-escaped); ``evidence``
-carries ``peer``, ``kind`` and ``about_leader`` (the transport found ``peer``'s process gone);
-``lost_leadership`` (the member left office) carries ``lease_end`` (when it stopped believing it leads),
-``reason`` and ``had_lease`` (False when a ``lease_lost`` came first); ``faults`` carries ``faults``
-(``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was bad, ``error``.
+``membership``, ``status``, ``faults``, ``stopped``), ``node``, ``term``, ``leader``, ``monotonic``
+(``time.monotonic()``, comparable across processes on one machine) and ``wall`` (``time.time()``).
+``started`` carries the member's own ``value``, ``members`` (the configuration it starts with, as
+``{"<id>": "<address>"}``: the one stored by an earlier run, else the cluster file's) and ``voter`` (False
+for a member started with ``join`` that no configuration lists yet).  ``became_leader`` carries the
+instant its first lease of the term began as ``monotonic``, ``fast`` (won by fast failover) and ``late``
+(the votes came too late for a lease: it took office earlier and holds one from ``monotonic``);
+``lease_lost`` (a lease gap: the member keeps office) carries ``lease_end``, and ``lease_regained`` the
+instant the lease came back as ``monotonic``; ``leader_value`` (the leader this member knows of and the
+value it publishes changed; ``leader`` None when no leader is known) carries ``value`` as text (UTF-8,
+undecodable bytes backslash-escaped); ``evidence`` carries ``peer``, ``kind`` and ``about_leader`` (the
+transport found ``peer``'s process gone); ``lost_leadership`` (the member left office) carries
+``lease_end`` (when it stopped believing it leads), ``reason`` and ``had_lease`` (False when a
+``lease_lost`` came first); ``membership`` (the configuration entry this member uses changed, or it
+learned that the entry is committed: thesis §4.1) carries ``members`` (``{"<id>": "<address>"}``),
+``index`` and ``configuration_term`` (the entry's), ``committed``, ``parent`` (``[term, index]`` of the
+entry it replaced when this member created it as leader, else null) and ``voter`` (whether this member is
+in it); ``faults`` carries ``faults`` (``drop_to``, ``loss``, ``delay``), ``path`` and, when the file was
+bad, ``error``.
+
+With ``join`` (``run --join``) the member is a new one joining a running cluster (thesis §4.2.1): its
+cluster file lists the current members and itself; it stands for nothing until the leader adds it
+(``raft-election members add``) and a configuration listing it arrives.
 
 Like the command line, this module is an application of the library: it picks a transport by name.
 """
@@ -40,7 +51,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from raft_election.admin import parse_address
+from raft_election.admin import members_json, parse_address
 from raft_election.clusterfile import ClusterFile
 from raft_election.config import leader_value, value_text
 from raft_election.errors import ConfigError
@@ -53,6 +64,7 @@ from raft_election.events import (
     LeaseLost,
     LeaseRegained,
     LostLeadership,
+    MembershipChanged,
     VoteGranted,
 )
 from raft_election.node import RaftNode
@@ -63,7 +75,7 @@ if TYPE_CHECKING:
     from raft_election.metrics import MetricsServer
     from raft_election.nemesis.faults import FaultyTransport, LinkFaults
 
-__all__ = ["EventReporter", "default_data_dir", "make_transport", "run_member"]
+__all__ = ["EventReporter", "default_data_dir", "make_transport", "report_status", "run_member"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +147,10 @@ class EventReporter:
             "leader_changed": (f"member {node} follows {leader} in term {term}" if leader is not None
                                else f"member {node} knows no leader in term {term}"),
             "stopped": f"member {node} stopped at term {term}",
+            "membership": (f"member {node} uses configuration {record.get('index')} "
+                           f"({'committed' if record.get('committed') else 'not committed yet'}): members "
+                           f"{', '.join(record.get('members') or ())}"
+                           + ("" if record.get("voter", True) else f" ({node} is not one of them)")),
         }.get(event)
         if text is None:
             details = {k: v for k, v in record.items() if k not in ("event", "node", "monotonic", "wall")}
@@ -164,6 +180,13 @@ class EventReporter:
         elif isinstance(event, DeathEvidence):
             self.report("evidence", term=event.term, leader=None, peer=event.peer, kind=event.kind,
                         about_leader=event.leader)
+        elif isinstance(event, MembershipChanged):
+            configuration = event.configuration
+            self.report("membership", term=event.term, leader=None, monotonic=event.at,
+                        members=members_json(configuration.members), index=configuration.index,
+                        configuration_term=configuration.term, committed=event.committed,
+                        parent=None if event.parent is None else list(event.parent),
+                        voter=self._node_id in configuration.members)
 
 
 #: Signals a member handles: SIGTERM and SIGINT stop it gracefully, SIGUSR1 reports its status.
@@ -175,7 +198,7 @@ _FAULT_SIGNAL = signal.SIGUSR2
 def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = None, *,
                json_lines: bool = False, stream: TextIO = sys.stdout, candidate: bool = True,
                faults_dir: Optional[str] = None, value: Optional[str] = None, admin: Optional[str] = None,
-               admin_allow_remote: bool = False, metrics: Optional[str] = None) -> int:
+               admin_allow_remote: bool = False, metrics: Optional[str] = None, join: bool = False) -> int:
     """Run member ``node_id`` of ``cluster`` until SIGTERM or SIGINT; return the exit status (0).
 
     Must be called from the main thread before any other thread starts: the signals are blocked in every
@@ -186,8 +209,10 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
     :class:`~raft_election.nemesis.faults.FaultyTransport` (seeded with ``node_id``) whose faults are read
     from ``faults_dir/<id>.json`` now and again on each SIGUSR2; each reload is reported as a ``faults``
     event.  A bad file at a reload is logged and reported (``error``) and the previous faults are kept.
-    With ``admin`` (``host:port``) the member answers admin requests there (``raft-election status``);
-    with ``metrics`` (``host:port``) it serves Prometheus metrics at ``http://host:port/metrics``.
+    With ``admin`` (``host:port``) the member answers admin requests there (``raft-election status``,
+    ``raft-election members``); with ``metrics`` (``host:port``) it serves Prometheus metrics at
+    ``http://host:port/metrics``.  With ``join`` it is a new member joining the running cluster
+    (``RaftConfig.join``): the cluster file lists the current members and ``node_id``.
 
     Raises:
         ConfigError: ``node_id`` is not a member, the transport cannot run as a process, the faults
@@ -195,7 +220,7 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
         StorageError: the data directory's state cannot be read (the member does not start).
         TransportError: the member's address cannot be bound.
     """
-    config = cluster.config_for(node_id, candidate=candidate)
+    config = cluster.config_for(node_id, candidate=candidate, join=join)
     published = leader_value(value)  # a bad value stops the member before anything starts
     metrics_at = parse_address(metrics, "metrics") if metrics is not None else None
     reporter = EventReporter(node_id, stream, json_lines=json_lines)
@@ -237,14 +262,16 @@ def run_member(cluster: ClusterFile, node_id: int, data_dir: Optional[str] = Non
     extra: dict[str, Any] = {} if faulty is None else {"faults": faulty.faults.to_json()}
     if server is not None:
         extra["metrics_port"] = server.port
-    reporter.report("started", term=node.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
-                    transport=cluster.transport, voted_for=node.status().voted_for,
-                    value=value_text(published), admin=node.admin_address, **extra)
+    status = node.status()
+    reporter.report("started", term=status.term, leader=None, pid=os.getpid(), address=config.peers[node_id],
+                    transport=cluster.transport, voted_for=status.voted_for, value=value_text(published),
+                    admin=node.admin_address, members=members_json(status.members), voter=status.voter,
+                    join=join, **extra)
     try:
         while True:
             signum = signal.sigwait(signals)
             if signum == signal.SIGUSR1:
-                _report_status(reporter, node)
+                report_status(reporter, node)
             elif signum == _FAULT_SIGNAL and faulty is not None and faults_file is not None:
                 _reload_faults(reporter, node, faulty, faults_file)
             else:
@@ -280,10 +307,15 @@ def _reload_faults(reporter: EventReporter, node: RaftNode, faulty: FaultyTransp
     reporter.report("faults", term=node.term, leader=node.leader_id, **extra)
 
 
-def _report_status(reporter: EventReporter, node: RaftNode) -> None:
+def report_status(reporter: EventReporter, node: RaftNode) -> None:
+    """A ``status`` event: role, term, lease, members, configuration and every counter (SIGUSR1)."""
     status = node.status()
     reporter.report("status", term=status.term, leader=status.leader_id, role=str(status.role),
                     is_leader=status.is_leader, voted_for=status.voted_for,
                     lease_remaining=status.lease_remaining, followers=list(status.followers),
                     candidate=status.candidate, round_trip=status.round_trip,
-                    lease_gap_seconds=status.lease_gap_seconds, counters=dict(status.counters))
+                    lease_gap_seconds=status.lease_gap_seconds, members=members_json(status.members),
+                    configuration={"index": status.configuration_index, "term": status.configuration_term,
+                                   "committed": status.configuration_committed},
+                    voter=status.voter, membership_change=status.membership_change,
+                    counters=dict(status.counters))

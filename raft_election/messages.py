@@ -18,6 +18,9 @@ from typing import Union
 import attrs
 
 __all__ = [
+    "MAX_ADDRESS_SIZE",
+    "MAX_INDEX",
+    "MAX_MEMBERS",
     "MAX_NODE_ID",
     "MAX_ROUND",
     "MAX_TERM",
@@ -30,6 +33,8 @@ __all__ = [
     "TimeoutNow",
     "VoteRequest",
     "VoteResponse",
+    "check_index",
+    "check_members",
     "check_term",
     "check_value",
 ]
@@ -43,12 +48,51 @@ MAX_ROUND = 2**32 - 1
 #: The largest leader's value a heartbeat carries, in bytes: room for an address or a short identifier (etcd's
 #: ``Campaign(value)``, kazoo's ``Election(identifier)``), not for data.
 MAX_VALUE_SIZE = 256
+#: Configuration indexes are unsigned 63-bit, like terms.
+MAX_INDEX = 2**63 - 1
+#: The most members a configuration may have: every one travels, with its address, in one message.
+MAX_MEMBERS = 16
+#: The longest member address, in UTF-8 bytes (``host:port``, a host name included).
+MAX_ADDRESS_SIZE = 200
 
 
 def check_term(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     """Validate a term (an attrs validator): an int, not a bool, in ``[0, MAX_TERM]``, else ValueError."""
     if type(value) is not int or not 0 <= value <= MAX_TERM:
         raise ValueError(f"{attribute.name} must be an int in [0, 2**63 - 1], got {value!r}")
+
+
+def check_index(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """Validate a configuration index (an attrs validator): an int, not a bool, in ``[0, MAX_INDEX]``."""
+    if type(value) is not int or not 0 <= value <= MAX_INDEX:
+        raise ValueError(f"{attribute.name} must be an int in [0, 2**63 - 1], got {value!r}")
+
+
+def check_members(instance: object, attribute: attrs.Attribute[tuple[tuple[int, str], ...]],
+                  value: tuple[tuple[int, str], ...]) -> None:
+    """Validate a member list as messages carry it: ``(id, address)`` pairs in increasing id order.
+
+    At most :data:`MAX_MEMBERS` pairs; ids in ``[1, MAX_NODE_ID]``; addresses non-empty ``str`` of at
+    most :data:`MAX_ADDRESS_SIZE` UTF-8 bytes.  Empty means "not included".  Else ValueError.
+    """
+    if type(value) is not tuple or len(value) > MAX_MEMBERS:
+        raise ValueError(f"{attribute.name} must be a tuple of at most {MAX_MEMBERS} (id, address) pairs")
+    previous = 0
+    for pair in value:
+        if type(pair) is not tuple or len(pair) != 2:
+            raise ValueError(f"{attribute.name} must hold (id, address) pairs, got {pair!r:.80}")
+        node_id, address = pair
+        if type(node_id) is not int or not previous < node_id <= MAX_NODE_ID:
+            raise ValueError(f"{attribute.name}: ids must be increasing ints in [1, 2**32 - 1], "
+                             f"got {node_id!r} after {previous}")
+        try:
+            size = len(address.encode("utf-8")) if type(address) is str else 0
+        except UnicodeEncodeError:
+            size = 0
+        if not 0 < size <= MAX_ADDRESS_SIZE:
+            raise ValueError(f"{attribute.name}: the address of {node_id} must be a non-empty str of at "
+                             f"most {MAX_ADDRESS_SIZE} bytes, got {address!r:.80}")
+        previous = node_id
 
 
 def _check_round(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -83,11 +127,20 @@ class Heartbeat:
     round, which is what its lease is measured from (thesis §6.4.1).  ``value`` is the leader's value (its
     application's address, say; empty when it has none): followers learn where the leader's application is
     from the same messages that tell them who leads.
+
+    ``config_term`` and ``config_index`` name the leader's latest configuration entry (thesis §4.1: the
+    configuration is a log of one entry here), ``committed`` says whether a majority of its members stored
+    it, and ``members`` carries the entry itself, ``(id, address)`` pairs, to followers that have not
+    reported storing it yet (empty otherwise: most heartbeats stay small).
     """
 
     term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
     value: bytes = attrs.field(default=b"", validator=check_value)
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
+    committed: bool = attrs.field(default=False, validator=_bool)
+    members: tuple[tuple[int, str], ...] = attrs.field(default=(), validator=check_members)
 
 
 @attrs.frozen(kw_only=True)
@@ -95,12 +148,16 @@ class HeartbeatResponse:
     """Follower → leader: acknowledges heartbeat ``round`` (or, with a higher term, deposes a stale leader).
 
     ``candidate`` tells the leader whether this server stands for election, so a leadership transfer
-    picks a target that will actually campaign.
+    picks a target that will actually campaign.  ``config_term`` and ``config_index`` name the
+    configuration entry this server has stored (persisted before this answer left): the leader counts it
+    toward committing that entry, and sends the entry to a follower that reports another one.
     """
 
     term: int = attrs.field(validator=check_term)
     round: int = attrs.field(validator=_check_round)
     candidate: bool = attrs.field(validator=_bool)
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +170,8 @@ class VoteRequest:
     ``suspect`` (0: none) marks a fast-failover campaign: the sender holds evidence that the leader
     ``suspect`` is dead.  A voter that follows ``suspect`` grants it inside its stickiness window only with
     death evidence of its own (it probes the suspect when asked), and says so in its answer.
+    ``config_term`` and ``config_index`` name the candidate's configuration entry: a voter whose own entry
+    is newer refuses (the log up-to-date rule of Raft §5.4.1 for a log of one entry, thesis §4.1).
     """
 
     term: int = attrs.field(validator=check_term)
@@ -120,6 +179,8 @@ class VoteRequest:
     pre_vote: bool = attrs.field(default=False, validator=_bool)
     transfer: bool = attrs.field(default=False, validator=_bool)
     suspect: int = attrs.field(default=0, validator=_check_optional_node_id)
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,7 +191,11 @@ class VoteResponse:
     ``candidate`` tells the candidate whether this voter stands for election itself, so a new leader can
     hand over (a leadership transfer) before its first heartbeat round has been answered.
     ``evidence`` says that the voter holds death evidence of its own about the request's ``suspect``; a
-    fast-failover campaign wins only with a majority of such grants.
+    fast-failover campaign wins only with a majority of such grants.  ``config_term`` and ``config_index``
+    name the voter's configuration entry; a voter that refuses because its entry is newer than the
+    candidate's sends the entry itself in ``members``, so a candidate that missed a change learns it and
+    can win at its next try (a candidate holds entries only a leader created, so taking the newer one is
+    as safe as having received it from that leader).
     """
 
     term: int = attrs.field(validator=check_term)
@@ -139,6 +204,9 @@ class VoteResponse:
     pre_vote: bool = attrs.field(default=False, validator=_bool)
     candidate: bool = attrs.field(default=False, validator=_bool)
     evidence: bool = attrs.field(default=False, validator=_bool)
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
+    members: tuple[tuple[int, str], ...] = attrs.field(default=(), validator=check_members)
 
 
 @attrs.frozen(kw_only=True)

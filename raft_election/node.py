@@ -38,14 +38,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 import attrs
 
 from raft_election.codec import Codec
 from raft_election.config import RaftConfig, leader_value
 from raft_election.core import RaftCore
-from raft_election.errors import DecodeError, NoTransferTargetError, RaftElectionError
+from raft_election.errors import (
+    DecodeError,
+    MembershipChangeError,
+    NotLeaderError,
+    NoTransferTargetError,
+    RaftElectionError,
+    TransportError,
+)
 from raft_election.events import (
     BecameLeader,
     Event,
@@ -54,8 +61,10 @@ from raft_election.events import (
     LeaseLost,
     LeaseRegained,
     LostLeadership,
+    MembershipChanged,
 )
 from raft_election.leadership import Leadership
+from raft_election.membership import Configuration
 from raft_election.messages import Envelope
 from raft_election.output import Output
 from raft_election.ratelimit import RateLimitedLog
@@ -114,6 +123,17 @@ class NodeStatus:
     lease_gap_seconds: float = 0.0
     #: Seconds since a valid message from each peer last reached this member (None: none yet).
     last_contact: Mapping[int, Optional[float]] = attrs.field(factory=dict)
+    #: The members of the configuration this member uses now, ``{id: address}`` (thesis §4.1).
+    members: Mapping[int, str] = attrs.field(factory=dict)
+    #: That configuration entry's index and term (0 and 0: the seed from the cluster file or peers).
+    configuration_index: int = 0
+    configuration_term: int = 0
+    #: Whether this member knows that entry to be committed (stored by a majority of its members).
+    configuration_committed: bool = False
+    #: Whether this member is in that configuration (a joining or removed member is not: it never stands).
+    voter: bool = True
+    #: On a leader, a membership change under way: ``"stamp"``, ``"catch-up"``, ``"pending"`` or None.
+    membership_change: Optional[str] = None
 
     def rejected(self) -> int:
         """Total messages rejected for any reason."""
@@ -140,6 +160,10 @@ class RaftNode:
         value: this member's value (bytes, or str as UTF-8; at most 256 bytes), published with its heartbeats
             while it leads: its application's address, say, so that followers know where to reach the
             leader's application (:attr:`leader_value`).  Change it with :meth:`set_value`.
+        on_membership_change: called with ``(members, index)`` whenever the member set of the configuration
+            this member uses changes (an entry created or received that lists other members than the one
+            before, committed or not: thesis §4.1, each server uses its latest entry); ``members`` is a
+            ``{id: address}`` mapping and ``index`` the entry's index.
         on_leader_value: called with ``(leader_id, term, value)`` when the leader this member knows of and
             its value change: when a leader's value is first heard or changes, and ``(None, term, None)``
             once no leader is known.  A new leader is reported here only once its value is heard (from its
@@ -164,6 +188,7 @@ class RaftNode:
         on_leader_change: Optional[Callable[[Optional[int], int], object]] = None,
         value: Union[bytes, str, None] = None,
         on_leader_value: Optional[Callable[[Optional[int], int, Optional[bytes]], object]] = None,
+        on_membership_change: Optional[Callable[[Mapping[int, str], int], object]] = None,
         admin: Optional[str] = None,
         admin_allow_remote: bool = False,
         observer: Optional[Callable[[Event], object]] = None,
@@ -178,6 +203,8 @@ class RaftNode:
         self._on_leader_change = on_leader_change
         self._value = leader_value(value)
         self._on_leader_value = on_leader_value
+        self._on_membership_change = on_membership_change
+        self._reported_members: Optional[Mapping[int, str]] = None  # the member set last told to the callback
         self._admin: Optional[AdminServer] = None
         if admin is not None:
             from raft_election.admin import AdminServer  # noqa: PLC0415 (only members that answer need it)
@@ -233,13 +260,15 @@ class RaftNode:
             config = self.config if self._candidate == self.config.candidate else self.config.evolve(
                 candidate=self._candidate)
             self._core = RaftCore(config, hard_state, self._clock(), self._rng, value=self._value)
+            self._reported_members = self._core.configuration.members
+            peers = self._transport_peers(self._core.addresses())
             self._started = True
         name = f"raft-{self.node_id}"
         self._callback_thread = threading.Thread(target=self._run_callbacks, name=f"{name}-callbacks",
                                                  daemon=True)
         self._callback_thread.start()
         try:
-            self._transport.start(self.node_id, self.config.peers, self._on_datagram)
+            self._transport.start(self.node_id, peers, self._on_datagram)
         except BaseException:
             with self._lock:
                 self._stopping = True
@@ -256,7 +285,7 @@ class RaftNode:
                 raise
         self._timer_thread = threading.Thread(target=self._run_timer, name=f"{name}-timer", daemon=True)
         self._timer_thread.start()
-        logger.info("%d started at term %d (%d members)", self.node_id, self.term, len(self.config.peers))
+        logger.info("%d started at term %d, configuration %s", self.node_id, self.term, self.configuration)
         return self
 
     def stop(self) -> None:
@@ -367,6 +396,140 @@ class RaftNode:
         self._command(lambda core, now: core.set_value(data, now))
 
     @property
+    def members(self) -> Mapping[int, str]:
+        """The members of the configuration this member uses now, ``{id: address}`` (thesis §4.1).
+
+        The latest configuration entry it has, committed or not; before :meth:`start`, the seed from
+        ``config.peers`` (without this member when it joins).
+        """
+        with self._lock:
+            if self._core is not None:
+                return self._core.configuration.members
+        return self._seed_members()
+
+    def _seed_members(self) -> Mapping[int, str]:
+        return MappingProxyType({member: address for member, address in self.config.peers.items()
+                                 if not (self.config.join and member == self.node_id)})
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration entry this member uses now: ``members``, ``index`` and ``term``."""
+        with self._lock:
+            if self._core is not None:
+                return self._core.configuration
+        return Configuration(members=self._seed_members())
+
+    def add_member(self, node_id: int, address: str, timeout: Optional[float] = 10.0) -> int:
+        """Add ``node_id`` at ``address`` to the cluster; on the leader only.  Blocks until committed.
+
+        The new member must be running (started with ``RaftConfig(join=True)`` and the current members in
+        its peers): the leader first has it answer a heartbeat round as a non-voting catch-up member, then
+        creates the configuration entry that lists it, which commits once a majority of the new member set
+        stored it (thesis §4.1, §4.2.1).  Adding a member that is already there at that address returns at
+        once, so a retry after a lost answer is harmless.
+
+        Args:
+            node_id: the new member's id (a fresh one: an id is never reused for another process).
+            address: its transport address.
+            timeout: seconds to wait for the commit (None: forever).
+
+        Returns:
+            The index of the committed configuration entry that lists the new member.
+
+        Raises:
+            NotLeaderError: this member does not lead; ``leader_id`` names the leader if known.  Also when
+                it lost leadership before the entry committed: the new leader may still commit it.
+            MembershipChangeError: another change is under way, ``node_id`` is a member at another address,
+                the configuration is full, or the new member never answered (nothing was changed).
+            ConfigError: ``address`` is malformed or another member's.
+            TimeoutError: not committed within ``timeout``.  If the new member never answered nothing was
+                changed; otherwise the entry stays pending until a majority stores it.
+            RaftElectionError: the node is not running.
+        """
+        def done(entry: Configuration) -> bool:
+            return entry.members.get(node_id) == address
+
+        return self._change_membership(
+            f"add member {node_id} at {address}", node_id, timeout, done,
+            lambda core, now: core.add_member(node_id, address, now))
+
+    def remove_member(self, node_id: int, timeout: Optional[float] = 10.0) -> int:
+        """Remove ``node_id`` from the cluster; on the leader only.  Blocks until committed.
+
+        The leader may remove itself: it stops counting itself at once, and once the removal is committed
+        it hands leadership to a member of the new set (or steps down), so a new leader follows about one
+        round trip later (thesis §4.2.2).  Removing a member that is not there returns at once.  The
+        removed member's process is not stopped: stop it once this returns.
+
+        Returns:
+            The index of the committed configuration entry without ``node_id``.
+
+        Raises:
+            NotLeaderError: this member does not lead (or lost leadership before the entry committed).
+            MembershipChangeError: another change is under way, or ``node_id`` is the only member.
+            TimeoutError: not committed within ``timeout`` (the entry stays pending until it is).
+            RaftElectionError: the node is not running.
+        """
+        return self._change_membership(
+            f"remove member {node_id}", node_id, timeout, lambda entry: node_id not in entry,
+            lambda core, now: core.remove_member(node_id, now))
+
+    def _change_membership(self, what: str, node_id: int, timeout: Optional[float],
+                           done: Callable[[Configuration], bool],
+                           propose: Callable[[RaftCore, float], Output]) -> int:
+        """Propose a change on the leader's core and wait until it is committed (see add_member)."""
+        deadline = None if timeout is None else self._clock() + timeout
+
+        def remaining() -> Optional[float]:
+            return None if deadline is None else deadline - self._clock()
+
+        with self._lock:
+            self._check_running_locked()
+            core = self._core
+            assert core is not None
+            now = self._clock()
+            term = core.term
+            ticket = self._push(propose(core, now), now)
+            self._changed.notify_all()
+        self._carry_out(ticket)
+        with self._lock:
+            while True:
+                self._check_running_locked()
+                committed = core.committed_configuration
+                if committed is not None and done(committed) and (
+                        committed.term >= term or committed is core.configuration):
+                    # Committed by this leader (it may have handed over since, having removed itself),
+                    # or there already before the request.
+                    logger.info("%d: %s: committed as configuration %s", self.node_id, what, committed)
+                    return committed.index
+                if core.role is not Role.LEADER or core.term != term:
+                    raise NotLeaderError(
+                        f"{what}: {self.node_id} lost leadership before the change was committed; it may "
+                        "still be committed by the next leader: check the members, then retry on the leader",
+                        leader_id=core.leader_id)
+                stage = core.membership_change
+                if stage is None and not done(core.configuration):
+                    raise MembershipChangeError(f"{what}: the change was given up before it was made")
+                left = remaining()
+                if left is not None and left <= 0:
+                    if stage in ("stamp", "catch-up"):
+                        now = self._clock()
+                        ticket = self._push(core.abandon_change(node_id, now), now)
+                        self._lock.release()
+                        try:
+                            self._carry_out(ticket)
+                        finally:
+                            self._lock.acquire()
+                        why = (f"member {node_id} did not answer (is it running, started with --join, and "
+                               "reachable from the leader?)" if stage == "catch-up" else
+                               f"the leader's first configuration entry of term {term} did not commit")
+                        raise TimeoutError(f"{what}: {why} within {timeout} s; nothing was changed")
+                    raise TimeoutError(
+                        f"{what}: not committed within {timeout} s; configuration {core.configuration} stays "
+                        "pending until a majority of its members stores it")
+                self._changed.wait(left)
+
+    @property
     def is_leader(self) -> bool:
         """True only while this member leads with a valid lease, computed against the clock right now."""
         with self._lock:
@@ -405,8 +568,23 @@ class RaftNode:
                 lease_gap_seconds=core.unleased_seconds(now) if core is not None else 0.0,
                 last_contact=MappingProxyType({
                     peer: (now - self._stats.last_heard[peer]) if peer in self._stats.last_heard else None
-                    for peer in self.config.peer_ids}),
+                    for peer in self._peer_ids_locked()}),
+                **self._membership_status_locked(),
             )
+
+    def _peer_ids_locked(self) -> list[int]:
+        core = self._core
+        members = core.configuration.members if core is not None else self.config.peers
+        return [member for member in members if member != self.node_id]
+
+    def _membership_status_locked(self) -> dict[str, Any]:
+        core = self._core
+        if core is None:
+            return {"members": self._seed_members(), "voter": not self.config.join}
+        config = core.configuration
+        return {"members": config.members, "configuration_index": config.index,
+                "configuration_term": config.term, "configuration_committed": core.configuration_committed,
+                "voter": core.voter, "membership_change": core.membership_change}
 
     def wait_for_leader(self, timeout: Optional[float] = None) -> int:
         """Block until a leader is known (this member itself only with a valid lease); return its id.
@@ -651,7 +829,7 @@ class RaftNode:
             self._reject("decode_failure", "dropped a message: %r", exc)
             return
         def receive(core: RaftCore, now: float) -> Output:
-            if envelope.sender in self.config.peers:  # the core counts and drops the others
+            if envelope.sender in core.configuration:  # the core counts and drops the others
                 self._stats.received(envelope.sender, envelope.message, now)
             return core.receive(envelope.sender, envelope.message, now)
 
@@ -746,6 +924,8 @@ class RaftNode:
             except Exception as exc:
                 self._halt(exc)
                 return
+        if output.peers is not None:
+            self._set_transport_peers(output.peers)
         for outgoing in output.messages:
             data = self._codec.encode(Envelope(sender=self.node_id, recipient=outgoing.to,
                                                message=outgoing.message))
@@ -763,6 +943,23 @@ class RaftNode:
                     logger.exception("%d: transport failed to probe %d", self.node_id, peer)
         for event in output.events:
             self._dispatch(event)
+
+    def _transport_peers(self, addresses: Mapping[int, str]) -> dict[int, str]:
+        """The transport's peer map: every member the core may talk to, and this member at its own address."""
+        return {**addresses, self.node_id: self.config.peers[self.node_id]}
+
+    def _set_transport_peers(self, addresses: Mapping[int, str]) -> None:
+        """Tell the transport the members it may now reach (a membership change); never raises."""
+        try:
+            self._transport.set_peers(self._transport_peers(addresses))
+        except (NotImplementedError, TransportError) as exc:
+            logger.error("%d: the transport cannot follow the membership change: %s", self.node_id, exc)
+            with self._lock:
+                self._counters["set_peers_errors"] += 1
+        except Exception:
+            logger.exception("%d: the transport failed to take the new members", self.node_id)
+            with self._lock:
+                self._counters["set_peers_errors"] += 1
 
     def _halt(self, exc: BaseException) -> None:
         """Storage failed: send nothing more (the state it should have made durable is not)."""
@@ -807,6 +1004,13 @@ class RaftNode:
         elif isinstance(event, LeaderValue) and self._on_leader_value is not None:
             told = self._on_leader_value
             self._callbacks.put(lambda: told(event.leader_id, event.term, event.value))
+        elif isinstance(event, MembershipChanged) and event.configuration.members != self._reported_members:
+            # Only one thread carries out outputs at a time, so this is never raced.
+            self._reported_members = members = event.configuration.members
+            if self._on_membership_change is not None:
+                changed = self._on_membership_change
+                index = event.configuration.index
+                self._callbacks.put(lambda: changed(members, index))
 
     def _run_callbacks(self) -> None:
         while True:

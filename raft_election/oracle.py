@@ -10,7 +10,10 @@ an application's own tests too.  It checks, across crashes and restarts, the rul
   :meth:`~ElectionOracle.check_intervals`), and leases never go back to a lower term (so a leader whose
   lease comes back after a gap had no other lease holder in between);
 * **one vote per term**: no server persists two different votes in one term, even across restarts;
-* **monotonic terms**: no server's persisted term ever decreases.
+* **monotonic terms**: no server's persisted term ever decreases;
+* **membership** (thesis ch. 4): single-server changes, one uncommitted change at a time, and committed
+  configuration entries never rolled back (a leader's entry, when its lease begins, descends from every
+  entry committed before).
 
 The oracle keeps every leadership it saw, so a failure report can show the whole history.
 """
@@ -20,9 +23,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from raft_election.events import BecameLeader, Event, LeaseLost, LeaseRegained, LostLeadership
+from raft_election.events import (
+    BecameLeader,
+    Event,
+    LeaseLost,
+    LeaseRegained,
+    LostLeadership,
+    MembershipChanged,
+)
 from raft_election.hardstate import HardState
-from raft_election.invariants import Finding, LeaseInterval, SafetyChecker, lease_order
+from raft_election.invariants import Finding, LeaseInterval, SafetyChecker, Version, lease_order
 
 __all__ = ["ElectionOracle", "SafetyViolation"]
 
@@ -45,6 +55,7 @@ class ElectionOracle:
         self._lock = threading.Lock()
         self._raise = raise_on_violation
         self._safety = SafetyChecker()
+        self._stored: dict[int, Version] = {}  # each server's latest durable configuration entry
         self.violations: list[str] = []
 
     def _report(self, findings: Iterable[Finding]) -> None:
@@ -72,12 +83,35 @@ class ElectionOracle:
         """
         if isinstance(event, BecameLeader):
             self.became_leader(node, event.term, clock(event.at))
+            with self._lock:
+                stored = self._stored.get(node, (0, 0))
+                self._report(self._safety.leader_configuration(node, event.term, stored, clock(event.at)))
+        elif isinstance(event, MembershipChanged):
+            self.membership_changed(node, event, clock(event.at))
         elif isinstance(event, LeaseRegained):
             self.lease_regained(node, event.term, clock(event.at))
+            with self._lock:
+                stored = self._stored.get(node, (0, 0))
+                self._report(self._safety.leader_configuration(node, event.term, stored, clock(event.at)))
         elif isinstance(event, LeaseLost):
             self.lease_lost(node, event.term, clock(event.lease_end))
         elif isinstance(event, LostLeadership):
             self.lost_leadership(node, event.term, clock(event.lease_end))
+
+    def seed(self, members: Iterable[int]) -> None:
+        """Every server started from the seed configuration listing ``members``."""
+        with self._lock:
+            self._safety.seed_configuration(members)
+
+    def membership_changed(self, node: int, event: MembershipChanged, at: float) -> None:
+        """Record an entry ``node`` created (``event.parent`` set) or learned is committed, at ``at``."""
+        config = event.configuration
+        with self._lock:
+            if event.parent is not None:
+                self._report(self._safety.configuration_created(node, config.version, event.parent,
+                                                                config.members, at))
+            if event.committed:
+                self._report(self._safety.configuration_committed(node, config.version, at))
 
     def became_leader(self, node: int, term: int, at: float) -> None:
         """``node`` won ``term`` and believes it leads from ``at``."""
@@ -117,6 +151,7 @@ class ElectionOracle:
     def persisted(self, node: int, state: HardState) -> None:
         """``node`` made ``state`` durable: check one vote per term and monotonic terms."""
         with self._lock:
+            self._stored[node] = state.config.version if state.config is not None else (0, 0)
             self._report(self._safety.persisted_term(node, state.term))
             if state.voted_for is not None:
                 self._report(self._safety.voted(node, state.term, state.voted_for, source="persisted"))

@@ -5,13 +5,24 @@ JSON event lines on a thread per process, and lets the caller kill (SIGKILL), pa
 (SIGCONT), stop (SIGTERM) and restart members, ask for status snapshots (SIGUSR1) and wait for events.
 It only ever signals processes it started, by PID, and :meth:`MemberProcesses.close` ends all of them.
 
+Membership changes (thesis ch. 4): :class:`ClusterLayout` hands out addresses and admin addresses for
+members that join later and writes the cluster files of a cluster whose members change: the operator's
+file (the seed list ``raft-election members`` finds the leader through) and each joining member's own file
+(the current members and itself, started with ``--join``); :meth:`MemberProcesses.start` takes a member's
+own file and ``join``.  Running this module (``python -m raft_election.processes run ...``) runs a *lock
+worker*: a member like ``raft-election run --json`` that also holds the cluster's
+:class:`~raft_election.lock.DistributedLock` whenever it can and, while it holds it, keeps writing its
+fencing token to a fenced file (:func:`fenced_write`), reporting ``acquired`` and ``write`` events.
+
 Times in events are ``time.monotonic()`` of the member processes, which on one machine is one clock
 (CLOCK_MONOTONIC), so they compare with each other and with the caller's ``time.monotonic()``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -20,12 +31,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, Optional
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 import attrs
 
-__all__ = ["EventLog", "MemberEvent", "MemberProcesses", "free_ports", "member_event", "write_cluster_file"]
+if TYPE_CHECKING:
+    from raft_election.lock import DistributedLock
+    from raft_election.member import EventReporter
+    from raft_election.node import RaftNode
+
+__all__ = ["LOCK_WORKER", "ClusterLayout", "EventLog", "FencedWrite", "MemberEvent", "MemberProcesses",
+           "fenced_write", "fenced_writes", "free_ports", "member_configuration", "member_event",
+           "run_lock_worker", "write_cluster_file"]
+
+#: The module to run members with (``MemberProcesses(module=...)``) to make them lock workers.
+LOCK_WORKER = "raft_election.processes"
 
 
 def free_ports(count: int, *, kind: str = "udp", host: str = "127.0.0.1") -> list[int]:
@@ -45,15 +66,98 @@ def free_ports(count: int, *, kind: str = "udp", host: str = "127.0.0.1") -> lis
 
 
 def write_cluster_file(path: str, members: Mapping[int, str], *, transport: str = "udp",
-                       **settings: Any) -> str:
-    """Write a JSON cluster file for ``members`` (id -> address) and return its path."""
+                       admin: Optional[Mapping[int, str]] = None, **settings: Any) -> str:
+    """Write a JSON cluster file for ``members`` (id -> address) and return its path.
+
+    ``admin`` (id -> ``host:port``) becomes the file's ``[admin]`` table: where each member answers admin
+    requests (``raft-election status``, ``raft-election members``); ``settings`` are more top-level keys.
+    """
     document: dict[str, Any] = {"transport": transport, "members": {str(k): v for k, v in members.items()}}
+    if admin:
+        document["admin"] = {str(k): v for k, v in admin.items()}
     for key, value in settings.items():
         document[key] = list(value) if isinstance(value, tuple) else value
     with open(path, "w", encoding="utf-8") as file:
         json.dump(document, file, indent=2)
         file.write("\n")
     return path
+
+
+class ClusterLayout:
+    """Addresses and cluster files of a cluster on one host whose members change (thesis ch. 4).
+
+    Each member id gets a transport address and an admin address on first use (:meth:`add`) and keeps
+    them for good: a replacement for a dead member is a new id on a new port, never an old id again (a
+    fresh process under an old id lacks the ``votedFor`` that id persisted and could vote twice in a term,
+    Raft §5.2, Figure 2).  The files are JSON cluster files (:func:`write_cluster_file`) with the
+    shared ``settings`` and an ``[admin]`` table for the members they list:
+
+    * the operator's file (:attr:`path`, :meth:`write`): the seed list, as an operator keeps it up to date
+      after each change; ``raft-election members --cluster`` finds the leader through its admin addresses;
+    * a joining member's own file (:meth:`joiner_file`): the current members and itself, for
+      ``raft-election run --join`` (``RaftConfig.join``).
+
+    Args:
+        directory: where the files are written.
+        transport: the cluster's transport, ``udp`` or ``zmq`` (it decides the kind of port to find).
+        host: the address every member and admin channel binds to.
+        settings: more cluster-file keys for every file (``election_timeout``, ``cluster``, ``secret``...).
+    """
+
+    def __init__(self, directory: str, transport: str = "udp", *, host: str = "127.0.0.1",
+                 **settings: Any) -> None:
+        self.directory = directory
+        self.transport = transport
+        self.host = host
+        self.settings = dict(settings)
+        #: Every member id given out so far and its transport address.
+        self.addresses: dict[int, str] = {}
+        #: Every member id given out so far and its admin address.
+        self.admin: dict[int, str] = {}
+        self._taken: set[int] = set()
+
+    @property
+    def path(self) -> str:
+        """The operator's cluster file."""
+        return os.path.join(self.directory, "cluster.json")
+
+    def add(self, *node_ids: int) -> None:
+        """Give each new id of ``node_ids`` a transport and an admin address (known ids keep theirs)."""
+        for node_id in node_ids:
+            if node_id not in self.addresses:
+                kind = "udp" if self.transport == "udp" else "tcp"
+                self.addresses[node_id] = self._address(self._port(kind))
+                self.admin[node_id] = self._address(self._port("tcp"))
+
+    def _address(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{port}"
+
+    def _port(self, kind: str) -> int:
+        """A port free a moment ago that this layout did not give out yet (the kernel may offer one twice)."""
+        for _ in range(100):
+            port = free_ports(1, kind=kind, host=self.host)[0]
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise RuntimeError(f"no fresh {kind} port on {self.host} after 100 tries")
+
+    def members(self, node_ids: Iterable[int]) -> dict[int, str]:
+        """``{id: address}`` for ``node_ids`` (given addresses first if they have none)."""
+        ids = sorted(set(node_ids))
+        self.add(*ids)
+        return {node_id: self.addresses[node_id] for node_id in ids}
+
+    def write(self, node_ids: Iterable[int], path: Optional[str] = None) -> str:
+        """Write the operator's file (or ``path``) listing ``node_ids`` with their admin addresses."""
+        members = self.members(node_ids)
+        return write_cluster_file(self.path if path is None else path, members, transport=self.transport,
+                                  admin={node_id: self.admin[node_id] for node_id in members},
+                                  **self.settings)
+
+    def joiner_file(self, node_id: int, current: Iterable[int]) -> str:
+        """Write member ``node_id``'s own file for ``run --join``: the ``current`` members and itself."""
+        return self.write({*current, node_id}, os.path.join(self.directory, f"cluster-{node_id}.json"))
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +182,25 @@ def member_event(node_id: int, event: str) -> Callable[[MemberEvent], bool]:
 def member_follows(node_id: int, leader: int) -> Callable[[MemberEvent], bool]:
     """A predicate for :meth:`EventLog.wait_for`: member ``node_id`` reported that it follows ``leader``."""
     return lambda record: (record.node, record.event, record.leader) == (node_id, "leader_changed", leader)
+
+
+def member_configuration(node_id: Optional[int], members: Iterable[int], *,
+                         committed: Optional[bool] = None) -> Callable[[MemberEvent], bool]:
+    """A predicate for :meth:`EventLog.wait_for`: a ``membership`` event listing exactly ``members``.
+
+    From member ``node_id`` (any member if None), and, if ``committed`` is given, reporting the entry as
+    committed (or not) in its ``committed`` field.
+    """
+    wanted = frozenset(members)
+
+    def matches(record: MemberEvent) -> bool:
+        if record.event != "membership" or (node_id is not None and record.node != node_id):
+            return False
+        if committed is not None and bool(record.record.get("committed")) != committed:
+            return False
+        return frozenset(int(member) for member in record.record.get("members", {})) == wanted
+
+    return matches
 
 
 class EventLog:
@@ -147,8 +270,12 @@ class _Member:
 class MemberProcesses:
     """Start, signal and watch member processes of one cluster file.
 
+    A member may be started with a cluster file of its own and ``join`` (:meth:`start`): a member that
+    joins a running cluster, added by the leader afterwards (thesis §4.2.1).  Both stick to the member id
+    for its restarts.
+
     Args:
-        cluster_file: the cluster file every member reads.
+        cluster_file: the cluster file every member reads unless started with its own.
         workdir: where each member gets its data directory (``data-<id>``) and log (``member-<id>.log``).
         members: the member ids (as in the cluster file).
         python: the interpreter to run members with.
@@ -160,6 +287,9 @@ class MemberProcesses:
             PID signalled is the member's own).
         command: per-member command that replaces ``python -m raft_election run ...`` altogether: another
             program that prints the same JSON event lines (the benchmarks run PySyncObj members this way).
+        module: the module run with ``python -m`` and the arguments of ``run``: ``raft_election`` (the
+            command line), or :data:`LOCK_WORKER` for lock workers (give them ``--fenced FILE`` in
+            ``run_args``).
     """
 
     def __init__(self, cluster_file: str, workdir: str, members: Iterable[int], *,
@@ -168,7 +298,8 @@ class MemberProcesses:
                  command_prefix: Optional[Callable[[int], list[str]]] = None,
                  run_args: Iterable[str] = (),
                  member_args: Optional[Callable[[int], list[str]]] = None,
-                 command: Optional[Callable[[int], list[str]]] = None) -> None:
+                 command: Optional[Callable[[int], list[str]]] = None,
+                 module: str = "raft_election") -> None:
         self.cluster_file = cluster_file
         self.workdir = workdir
         self.member_ids = sorted(members)
@@ -179,6 +310,9 @@ class MemberProcesses:
         self._run_args = list(run_args)
         self._member_args = member_args
         self._command = command
+        self._module = module
+        self._files: dict[int, str] = {}
+        self._joining: set[int] = set()
         self._members: dict[int, _Member] = {}
         self._log = EventLog()
         self.garbage: list[tuple[int, str]] = []
@@ -190,19 +324,38 @@ class MemberProcesses:
         """The data directory member ``node_id`` keeps its term and vote in."""
         return os.path.join(self.workdir, f"data-{node_id}")
 
-    def start(self, node_id: int) -> int:
-        """Start member ``node_id`` (again); return its PID."""
+    def cluster_file_of(self, node_id: int) -> str:
+        """The cluster file member ``node_id`` is started with."""
+        return self._files.get(node_id, self.cluster_file)
+
+    def start(self, node_id: int, *, cluster_file: Optional[str] = None, join: Optional[bool] = None) -> int:
+        """Start member ``node_id`` (again); return its PID.
+
+        Args:
+            node_id: the member; a new id is added to :attr:`member_ids`.
+            cluster_file: a cluster file of this member's own (kept for its restarts); default: the one it
+                was started with before, else the shared one.
+            join: start it with ``--join``, as a new member of a running cluster (kept for its restarts;
+                harmless once it stored a configuration, which takes precedence).  Default: as before.
+        """
         old = self._members.get(node_id)
         if old is not None and old.process.poll() is None:
             raise RuntimeError(f"member {node_id} is still running (pid {old.process.pid})")
+        if cluster_file is not None:
+            self._files[node_id] = cluster_file
+        if join is not None:
+            (self._joining.add if join else self._joining.discard)(node_id)
+        if node_id not in self.member_ids:
+            self.member_ids = sorted([*self.member_ids, node_id])
         log = open(os.path.join(self.workdir, f"member-{node_id}.log"), "a", encoding="utf-8")  # noqa: SIM115
         if self._command is not None:
             command = self._command(node_id)
         else:
-            command = [self._python, "-m", "raft_election", *self._extra, "run", "--cluster",
-                       self.cluster_file, "--id", str(node_id), "--data-dir", self.data_dir(node_id),
-                       "--json", *self._run_args,
-                       *(self._member_args(node_id) if self._member_args is not None else ())]
+            command = [self._python, "-m", self._module, *self._extra, "run", "--cluster",
+                       self.cluster_file_of(node_id), "--id", str(node_id), "--data-dir",
+                       self.data_dir(node_id), "--json", *self._run_args,
+                       *(self._member_args(node_id) if self._member_args is not None else ()),
+                       *(["--join"] if node_id in self._joining else [])]
         if self._prefix is not None:
             command = [*self._prefix(node_id), *command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
@@ -338,3 +491,147 @@ class MemberProcesses:
         self.signal(node_id, signal.SIGUSR1)
         event = self.wait_for(lambda e: e.node == node_id and e.event == "status", timeout, since)
         return event.record
+
+
+# ---------------------------------------------------------------------------- the fenced resource
+
+
+@attrs.frozen(kw_only=True)
+class FencedWrite:
+    """One write the fenced resource accepted: the fencing token, the writer, its ``time.monotonic()``."""
+
+    token: int
+    node: int
+    at: float
+
+
+def fenced_write(path: str, token: int, node_id: int) -> bool:
+    """The resource a lock protects: append ``token`` unless a higher token was accepted before.
+
+    The check and the append happen under an exclusive ``flock`` of the file, so writers in different
+    processes take turns (Kleppmann, "How to do distributed locking": the resource, not the lock holder,
+    refuses a stale token).  The file holds only accepted writes, one ``token node monotonic`` line each,
+    so its tokens never decrease and the last line holds the highest.
+
+    Returns:
+        Whether the write was accepted.
+    """
+    with open(path, "a+b") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - 256))
+        lines = file.read().splitlines()
+        if lines and token < int(lines[-1].split()[0]):
+            return False
+        file.write(f"{token} {node_id} {time.monotonic()}\n".encode("ascii"))
+        return True
+
+
+def fenced_writes(path: str) -> list[FencedWrite]:
+    """Every write the fenced resource at ``path`` accepted, in the order it accepted them."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="ascii") as file:
+        fcntl.flock(file, fcntl.LOCK_SH)
+        rows = [line.split() for line in file if line.strip()]
+    return [FencedWrite(token=int(token), node=int(node), at=float(at)) for token, node, at in rows]
+
+
+# ---------------------------------------------------------------------------- the lock worker
+
+
+#: Signals a lock worker takes synchronously, like ``raft-election run``: SIGTERM and SIGINT stop it
+#: (a leader hands over first), SIGUSR1 reports a status snapshot.
+_WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
+
+
+def _worker_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {LOCK_WORKER}",
+        description="Run one member like 'raft-election run --json' that also holds the cluster's lock "
+                    "whenever it can and, while it holds it, writes its fencing token to FENCED every "
+                    "INTERVAL seconds.")
+    parser.add_argument("command", choices=("run",))
+    parser.add_argument("--cluster", required=True, metavar="FILE", help="cluster file (TOML or JSON)")
+    parser.add_argument("--id", required=True, type=int, metavar="N", help="this member's id in the file")
+    parser.add_argument("--data-dir", required=True, metavar="DIR", help="where the term and vote are kept")
+    parser.add_argument("--json", action="store_true", help="accepted for MemberProcesses; always JSON")
+    parser.add_argument("--join", action="store_true", help="a new member joining a running cluster")
+    parser.add_argument("--admin", metavar="ADDR", help="admin address (default: the file's [admin] entry)")
+    parser.add_argument("--fenced", required=True, metavar="FILE", help="the fenced resource's file")
+    parser.add_argument("--interval", type=float, default=0.02, metavar="S",
+                        help="seconds between two writes while holding the lock (default 0.02)")
+    return parser
+
+
+def run_lock_worker(argv: Optional[Sequence[str]] = None, stream: TextIO = sys.stdout) -> int:
+    """Run a lock worker until SIGTERM or SIGINT (see the module docstring); return the exit status.
+
+    Its events are those of ``raft-election run --json`` (the same reporter), plus ``acquired`` (the
+    lock, ``token``), ``write`` (``token``, ``accepted``) and ``lock_lapsed`` (``token``, ``lost``: the
+    office ended, else a lease gap), with ``term`` the token.  Like ``run``, it takes its signals with
+    ``sigwait`` on the main thread and works on another.
+    """
+    from raft_election.admin import members_json  # noqa: PLC0415 (members only)
+    from raft_election.clusterfile import load_cluster_file  # noqa: PLC0415
+    from raft_election.lock import DistributedLock  # noqa: PLC0415
+    from raft_election.member import EventReporter, make_transport, report_status  # noqa: PLC0415
+    from raft_election.node import RaftNode  # noqa: PLC0415
+    from raft_election.storage import FileStorage  # noqa: PLC0415
+
+    args = _worker_parser().parse_args(argv)
+    cluster = load_cluster_file(args.cluster)
+    config = cluster.config_for(args.id, join=args.join)
+    reporter = EventReporter(args.id, stream, json_lines=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)  # for every thread started from here on
+    node = RaftNode(config, make_transport(cluster.transport), FileStorage(args.data_dir),
+                    observer=reporter.core_event, admin=args.admin or cluster.admin.get(args.id))
+    lock = DistributedLock(node)
+    node.start()
+    status = node.status()
+    reporter.report("started", term=status.term, leader=None, pid=os.getpid(), address=config.peers[args.id],
+                    transport=cluster.transport, voted_for=status.voted_for, admin=node.admin_address,
+                    members=members_json(status.members), voter=status.voter, join=args.join)
+    worker = threading.Thread(target=_hold_and_write, args=(node, lock, reporter, args.fenced, args.interval),
+                              name=f"lock-worker-{args.id}", daemon=True)
+    worker.start()
+    try:
+        while signal.sigwait(_WORKER_SIGNALS) == signal.SIGUSR1:
+            report_status(reporter, node)
+        return 0
+    finally:
+        node.stop()  # wakes the worker out of acquire() with RaftElectionError
+        worker.join(10)
+        status = node.status()
+        reporter.report("stopped", term=status.term, leader=None, counters=dict(status.counters))
+
+
+def _hold_and_write(node: RaftNode, lock: DistributedLock, reporter: EventReporter, fenced: str,
+                    interval: float) -> None:
+    """Acquire the lock, write the token to ``fenced`` while the lease holds, again after each lapse."""
+    from raft_election.errors import RaftElectionError  # noqa: PLC0415
+    from raft_election.lock import LockError  # noqa: PLC0415
+
+    while True:
+        if lock.token is None:
+            try:
+                token = lock.acquire()
+            except LockError:
+                continue  # a lease gap ended between the check and acquire(): held again
+            except RaftElectionError:
+                return  # the node stopped
+            reporter.report("acquired", term=token, leader=node.node_id, token=token)
+        leadership = lock.leadership()
+        if leadership is None:
+            continue
+        token = leadership.term
+        # The pattern of raft_election.leadership: check the lease, then act with the token.
+        while leadership.valid():
+            accepted = fenced_write(fenced, token, node.node_id)
+            reporter.report("write", term=token, leader=node.node_id, token=token, accepted=accepted)
+            leadership.lost.wait(interval)
+        reporter.report("lock_lapsed", term=token, leader=None, token=token, lost=lock.lost.is_set())
+
+
+if __name__ == "__main__":
+    sys.exit(run_lock_worker())

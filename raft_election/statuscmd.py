@@ -4,12 +4,19 @@ Every member listed in the cluster file's ``[admin]`` table is asked for its sta
 :mod:`raft_election.admin`; authenticated with the cluster's secret when it has one).  The answers make one
 row per member: id, address, whether it answered, role, term, the leader it follows, the lease it has left
 (leaders only), how long ago it last heard from each peer, how many messages it rejected and why, and its
-version.  A ``!`` marks a member that names a different leader than the others do; an unanswered member is
-shown as unreachable.
+version, and the configuration entry it uses (its index; ``pending`` while it does not know it committed).
+A ``!`` marks a member that names a different leader than the others do, or uses another configuration
+than the leader; an unanswered member is shown as unreachable.
 
-The cluster is **healthy** when one member leads with a lease and a majority of the configured members
-(itself included) name it as their leader; the command then exits 0, and 1 otherwise, so it serves as a
-health check.  ``--json`` prints the rows and the verdict as one JSON document, ``--watch SECONDS``
+The members are those of the **current configuration** (thesis §4.1), as the leader reports it (or, without
+a leader, the newest entry any member reports), not only the cluster file's: after ``raft-election members
+add|remove`` the file is just the seed list.  A member of the configuration that the file lacks gets a row
+(unreachable: the file has no admin address for it), and file members outside the configuration (removed,
+or joining) are named.
+
+The cluster is **healthy** when one member leads with a lease and a majority of the configuration's
+members (itself included) name it as their leader; the command then exits 0, and 1 otherwise, so it serves
+as a health check.  ``--json`` prints the rows and the verdict as one JSON document, ``--watch SECONDS``
 redraws the table in place every so many seconds until interrupted.
 """
 
@@ -72,18 +79,33 @@ class ClusterHealth:
     healthy: bool
     #: Members naming another leader than the most named one.
     disagreeing: tuple[int, ...]
+    #: The configuration judged by: ``{"members": {"<id>": address}, "index", "term", "committed",
+    #: "source": <the member that reported it>}``; None when no member reported one (older versions).
+    configuration: Optional[Mapping[str, Any]] = None
+    #: Members of the configuration that the cluster file does not list.
+    not_in_file: tuple[int, ...] = ()
+    #: Members of the cluster file outside the configuration (removed, or joining).
+    not_members: tuple[int, ...] = ()
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The members the verdict counts: the configuration's, or every row's without one."""
+        if self.configuration is None:
+            return tuple(row.node for row in self.rows)
+        return tuple(sorted(int(member) for member in self.configuration["members"]))
 
     def verdict(self) -> str:
         unreachable = [row.node for row in self.rows if not row.reachable]
+        count = len(self.members)
         if self.healthy:
             text = (f"healthy: member {self.leader} leads term {self.term} with a lease, followed by "
-                    f"{self.supporters} of {len(self.rows)} members")
+                    f"{self.supporters} of {count} members")
         elif self.leader is not None and not self.lease_held:
             text = (f"UNHEALTHY: member {self.leader} is named leader by {self.supporters} of "
-                    f"{len(self.rows)} members but does not say it holds a lease")
+                    f"{count} members but does not say it holds a lease")
         elif self.leader is not None:
             text = (f"UNHEALTHY: member {self.leader} leads with a lease, but only {self.supporters} of "
-                    f"{len(self.rows)} members follow it; a majority is {self.quorum}")
+                    f"{count} members follow it; a majority is {self.quorum}")
         else:
             text = "UNHEALTHY: no member knows a leader"
         if unreachable:
@@ -114,18 +136,49 @@ def check_cluster(cluster: ClusterFile, *, timeout: float = 2.0) -> ClusterHealt
             return MemberRow(node=node, address=address, admin=admin, error=str(exc))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(cluster.members)) as pool:
-        rows = tuple(pool.map(ask, sorted(cluster.members)))
-    named = collections.Counter(row.leader for row in rows if row.leader is not None)
+        asked = list(pool.map(ask, sorted(cluster.members)))
+    named = collections.Counter(row.leader for row in asked if row.leader is not None)
     leader = named.most_common(1)[0][0] if named else None
-    quorum = len(cluster.members) // 2 + 1
-    by_node = {row.node: row for row in rows}
+    by_node = {row.node: row for row in asked}
     holder = by_node.get(leader) if leader is not None else None
+    configuration = _configuration(asked, holder)
+    members = (tuple(sorted(int(member) for member in configuration["members"])) if configuration is not None
+               else tuple(sorted(cluster.members)))
+    not_in_file = tuple(member for member in members if member not in cluster.members)
+    unlisted = [MemberRow(node=member, address=str(configuration["members"][str(member)]), admin="-",
+                          error=f"not in {cluster.path}: no admin address to ask")
+                for member in not_in_file if configuration is not None]
+    rows = tuple(sorted([*asked, *unlisted], key=lambda row: row.node))
+    named = collections.Counter(row.leader for row in rows if row.leader is not None and row.node in members)
+    quorum = len(members) // 2 + 1
     leads = holder is not None and holder.status is not None and bool(holder.status.get("is_leader"))
     term = holder.status.get("term") if holder is not None and holder.status is not None else None
     supporters = named.get(leader, 0) if leader is not None else 0
     disagreeing = tuple(row.node for row in rows if row.leader is not None and row.leader != leader)
     return ClusterHealth(rows=rows, leader=leader, term=term, lease_held=leads, supporters=supporters,
-                         quorum=quorum, healthy=leads and supporters >= quorum, disagreeing=disagreeing)
+                         quorum=quorum, healthy=leads and supporters >= quorum, disagreeing=disagreeing,
+                         configuration=configuration, not_in_file=not_in_file,
+                         not_members=tuple(member for member in sorted(cluster.members)
+                                           if member not in members))
+
+
+def _configuration(rows: list[MemberRow], holder: Optional[MemberRow]) -> Optional[dict[str, Any]]:
+    """The configuration to judge by: the leader's, else the newest ``(term, index)`` any member reported."""
+    reported = []
+    for row in rows:
+        status = row.status
+        if status is None or not isinstance(status.get("configuration"), Mapping) \
+                or not isinstance(status.get("members"), Mapping):
+            continue
+        entry = status["configuration"]
+        reported.append(((entry.get("term", 0), entry.get("index", 0)), row is holder, row.node, status))
+    if not reported:
+        return None
+    chosen = next((item for item in reported if item[1]), None) or max(reported, key=lambda item: item[0])
+    status = chosen[3]
+    return {"members": dict(status["members"]), "index": status["configuration"].get("index"),
+            "term": status["configuration"].get("term"),
+            "committed": bool(status["configuration"].get("committed")), "source": chosen[2]}
 
 
 def _seconds(value: Optional[float]) -> str:
@@ -134,22 +187,24 @@ def _seconds(value: Optional[float]) -> str:
 
 def render(health: ClusterHealth) -> str:
     """The table and the verdict, as ``raft-election status`` prints them."""
-    header = ("id", "address", "reachable", "role", "term", "leader", "lease left", "last contact (s ago)",
-              "rejected", "version")
+    header = ("id", "address", "reachable", "role", "term", "leader", "config", "lease left",
+              "last contact (s ago)", "rejected", "version")
     lines = []
     for row in health.rows:
         status = row.status
         if status is None:
-            lines.append((str(row.node), row.address, "NO", "-", "-", "-", "-", "-", "-", "-"))
+            lines.append((str(row.node), row.address, "NO", "-", "-", "-", "-", "-", "-", "-", "-"))
             continue
         leader = "-" if row.leader is None else str(row.leader)
         if row.node in health.disagreeing:
             leader += " !"
+        role = str(status.get("role")) + (" (not a member)" if status.get("voter") is False else "")
         contact = " ".join(f"{peer}:{_seconds(seconds)}" for peer, seconds in
                            sorted(status.get("last_contact", {}).items(), key=lambda item: int(item[0])))
         rejected = ", ".join(f"{reason} {count}" for reason, count in row.rejected().items()) or "0"
-        lines.append((str(row.node), row.address, "yes", str(status.get("role")), str(status.get("term")),
-                      leader, _seconds(status.get("lease_remaining")) if status.get("is_leader") else "-",
+        lines.append((str(row.node), row.address, "yes", role, str(status.get("term")), leader,
+                      _config_cell(status, health.configuration),
+                      _seconds(status.get("lease_remaining")) if status.get("is_leader") else "-",
                       contact or "-", rejected, str(status.get("version"))))
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
     text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
@@ -157,8 +212,32 @@ def render(health: ClusterHealth) -> str:
     for row in health.rows:
         if row.error is not None:
             text.append(f"member {row.node}: {row.error}")
+    configuration = health.configuration
+    if configuration is not None:
+        state = "committed" if configuration["committed"] else "not committed yet"
+        source = (f"leader {configuration['source']}" if configuration["source"] == health.leader
+                  else f"member {configuration['source']}")
+        text.append(f"configuration {configuration['index']} (term {configuration['term']}, {state}, as "
+                    f"{source} knows it): members {', '.join(str(member) for member in health.members)}")
+    if health.not_members:
+        text.append(f"in the cluster file but not members: {', '.join(map(str, health.not_members))} "
+                    "(removed, or joining)")
     text.append(health.verdict())
     return "\n".join(text)
+
+
+def _config_cell(status: Mapping[str, Any], configuration: Optional[Mapping[str, Any]]) -> str:
+    """A row's configuration entry: its index; ``pending`` unless committed, ``!`` unless the verdict's."""
+    entry = status.get("configuration")
+    if not isinstance(entry, Mapping):
+        return "-"
+    cell = str(entry.get("index"))
+    if not entry.get("committed"):
+        cell += " pending"
+    if configuration is not None and (entry.get("term"), entry.get("index")) != (
+            configuration["term"], configuration["index"]):
+        cell += " !"
+    return cell
 
 
 def to_json(health: ClusterHealth) -> dict[str, Any]:
@@ -166,6 +245,8 @@ def to_json(health: ClusterHealth) -> dict[str, Any]:
     return {"healthy": health.healthy, "leader": health.leader, "term": health.term,
             "lease_held": health.lease_held, "supporters": health.supporters, "quorum": health.quorum,
             "disagreeing": list(health.disagreeing),
+            "configuration": None if health.configuration is None else dict(health.configuration),
+            "not_in_file": list(health.not_in_file), "not_members": list(health.not_members),
             "verdict": health.verdict(),
             "members": [{"node": row.node, "address": row.address, "admin": row.admin,
                          "reachable": row.reachable, "error": row.error, "status": row.status}

@@ -1,4 +1,6 @@
-"""Durable storage of a server's election state: ``(current_term, voted_for)`` (Raft §5.2, Figure 2).
+"""Durable storage of a server's election state: its term, vote and configuration entry.
+
+``(current_term, voted_for)`` as in Raft §5.2 (Figure 2), and the configuration entry (thesis §4.1).
 
 Raft's safety rests on a server never voting twice in one term, across crashes and restarts.  So the term
 and the vote must be on stable storage *before* any message that depends on them is sent, and a server
@@ -14,15 +16,19 @@ Two implementations:
 File format (``<data dir>/state.json``), a small UTF-8 JSON document ending in a newline::
 
     {
-      "version": 1,
+      "version": 2,
       "term": 7,
       "voted_for": 3,
+      "config": {"term": 6, "index": 4, "members": {"1": "10.0.0.1:9001", "2": "10.0.0.2:9002"}},
       "sha256": "<64 lowercase hex digits>"
     }
 
-``voted_for`` is ``null`` when the server has not voted in ``term``.  ``sha256`` is the SHA-256 of the
-canonical encoding of the other three fields: ``json.dumps({"version": ..., "term": ..., "voted_for": ...},
-sort_keys=True, separators=(",", ":"))`` encoded as UTF-8.  Together with the final newline it makes any
+``voted_for`` is ``null`` when the server has not voted in ``term``; ``config`` is ``null`` while the
+server has no configuration entry but the seed from its ``RaftConfig.peers``.  ``sha256`` is the SHA-256 of
+the canonical encoding of the other fields: ``json.dumps({"version": ..., "term": ..., "voted_for": ...,
+"config": ...}, sort_keys=True, separators=(",", ":"))`` encoded as UTF-8.  Version 1 files (written
+before membership changes, without ``config`` and without it in the checksum) are read as having no
+entry; the next save writes version 2.  Together with the final newline it makes any
 truncation or corruption detectable; the file is still easy for an operator to read.  The directory also
 holds ``lock`` (the exclusive-use lock, containing the holder's pid) and, only while a save is in progress
 or after one was interrupted, temporary files ``state.json.*.tmp``.
@@ -45,21 +51,26 @@ from typing import Any, BinaryIO, Optional, TypeVar, Union
 
 from raft_election.errors import StorageError
 from raft_election.hardstate import HardState
+from raft_election.membership import Configuration
 
 __all__ = ["FORMAT_VERSION", "FileStorage", "HardState", "MemoryStorage", "Storage"]
 
 logger = logging.getLogger(__name__)
 
-#: Version of the state file layout written by :class:`FileStorage`.  Other versions are refused on load.
-FORMAT_VERSION = 1
+#: Version of the state file layout written by :class:`FileStorage`.  It also reads version 1; other
+#: versions are refused on load.
+FORMAT_VERSION = 2
+_READABLE = {1: frozenset({"version", "term", "voted_for", "sha256"}),
+             2: frozenset({"version", "term", "voted_for", "config", "sha256"})}
 
 _STATE_NAME = "state.json"
 _LOCK_NAME = "lock"
 _TMP_PREFIX = _STATE_NAME + "."
 _TMP_SUFFIX = ".tmp"
-_FIELDS = frozenset({"version", "term", "voted_for", "sha256"})
-#: A valid state file is under 200 bytes; anything much larger is not one (and is not read whole).
-_MAX_STATE_BYTES = 4096
+#: A valid state file is under 11 KiB (16 members whose 200-byte addresses are all escaped characters:
+#: addresses are printable, so at most 12 JSON bytes per 4 UTF-8 bytes); anything larger is not one (and
+#: is not read whole).
+_MAX_STATE_BYTES = 16384
 
 _CORRUPT_ADVICE = (
     "Restore the file from a backup of this member. Delete the data directory {dir} only if the cluster "
@@ -172,20 +183,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _checksum(version: Any, term: Any, voted_for: Any) -> str:
-    canonical = json.dumps(
-        {"version": version, "term": term, "voted_for": voted_for}, sort_keys=True, separators=(",", ":")
-    )
+def _checksum(doc: dict[str, Any]) -> str:
+    """The SHA-256 of the canonical JSON of every field but ``sha256`` itself."""
+    fields = {name: value for name, value in doc.items() if name != "sha256"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _config_doc(config: Optional[Configuration]) -> Optional[dict[str, Any]]:
+    if config is None:
+        return None
+    return {"term": config.term, "index": config.index,
+            "members": {str(node_id): address for node_id, address in config.members.items()}}
+
+
+def _config_from(doc: object) -> Optional[Configuration]:
+    """The entry a ``config`` field holds; ValueError (or ConfigError, a ValueError) when it is malformed."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or set(doc) != {"term", "index", "members"}:
+        raise ValueError("config must be null or an object with term, index and members")
+    members = doc["members"]
+    if not isinstance(members, dict) or not all(
+            isinstance(key, str) and key.isascii() and key.isdigit() and key == str(int(key))
+            for key in members):
+        raise ValueError("config.members must map decimal member ids to addresses")
+    return Configuration(term=doc["term"], index=doc["index"],
+                         members={int(key): address for key, address in members.items()})
+
+
 def _encode(state: HardState) -> bytes:
-    doc = {
+    doc: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "term": state.term,
         "voted_for": state.voted_for,
-        "sha256": _checksum(FORMAT_VERSION, state.term, state.voted_for),
+        "config": _config_doc(state.config),
     }
+    doc["sha256"] = _checksum(doc)
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
@@ -321,7 +355,8 @@ class FileStorage(Storage):
                     "regular file again (do not delete it), or restore it from a backup of this member."
                 ) from exc
             state = self._decode(data)
-            logger.info("loaded %s: term %d, voted for %s", self._state_path, state.term, state.voted_for)
+            logger.info("loaded %s: term %d, voted for %s, configuration %s", self._state_path, state.term,
+                        state.voted_for, "from RaftConfig.peers" if state.config is None else state.config)
             return state
 
     def _corrupt(self, what: str) -> StorageError:
@@ -346,17 +381,19 @@ class FileStorage(Storage):
         if "version" not in doc:
             raise self._corrupt("it has no 'version' field")
         version = doc["version"]
-        if type(version) is not int or version != FORMAT_VERSION:
+        if type(version) is not int or version not in _READABLE:
             raise StorageError(
                 f"Raft state file {self._state_path} has format version {version!r}, but this library reads "
-                f"version {FORMAT_VERSION}. " + _VERSION_ADVICE
+                f"versions {', '.join(map(str, sorted(_READABLE)))}. " + _VERSION_ADVICE
             )
-        if set(doc) != _FIELDS:
-            raise self._corrupt(f"expected fields {sorted(_FIELDS)}, found {sorted(doc)}")
-        if doc["sha256"] != _checksum(version, doc["term"], doc["voted_for"]):
+        fields = _READABLE[version]
+        if set(doc) != fields:
+            raise self._corrupt(f"expected fields {sorted(fields)}, found {sorted(doc)}")
+        if doc["sha256"] != _checksum(doc):
             raise self._corrupt("the sha256 checksum does not match the contents")
         try:
-            return HardState(term=doc["term"], voted_for=doc["voted_for"])
+            return HardState(term=doc["term"], voted_for=doc["voted_for"],
+                             config=_config_from(doc.get("config")))
         except ValueError as exc:
             raise self._corrupt(f"invalid value: {exc}") from None
 

@@ -66,6 +66,25 @@ class Transport(abc.ABC):
         conditions; the caller must not rely on delivery, order or uniqueness.
         """
 
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Replace the ``{node id: address}`` map given to :meth:`start` (a membership change, thesis ch. 4).
+
+        Called by the node, from whichever thread carries out its outputs, whenever the configuration it
+        uses changes: new ids become reachable, ids no longer listed stop being sent to, and a changed
+        address is used from now on.  This node's own id keeps the address it was started with (a
+        running node never rebinds).  Never blocks for long (no name resolution on the caller's thread)
+        and never raises for network conditions; calls before :meth:`start` or after :meth:`close` are
+        ignored.
+
+        The default raises ``NotImplementedError``: a transport written before membership changes existed
+        keeps working for a fixed member set, and the node reports clearly why it cannot change it.
+
+        Raises:
+            TransportError: an address is malformed (the message names the member and the address).
+            NotImplementedError: this transport cannot change its peers while running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot change its peers while running")
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop delivering, release resources and join the transport's threads.  Idempotent."""

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from raft_election.config import RaftConfig
 from raft_election.core import Outgoing, Output, RaftCore
 from raft_election.errors import RaftElectionError
-from raft_election.events import Event, LeaderValue, RoleChanged, VoteGranted
+from raft_election.events import Event, LeaderValue, MembershipChanged, RoleChanged, VoteGranted
 from raft_election.messages import (
     Heartbeat,
     HeartbeatResponse,
@@ -144,9 +144,10 @@ def events(output: Union[Output, Iterable[Output]], kind: Optional[type[Any]] = 
 
 
 def leader_events(output: Union[Output, Iterable[Output]]) -> list[Event]:
-    """The leadership events, in order: everything but RoleChanged, the VoteGranted audit events and the
-    LeaderValue reports (tested on their own in test_rule_leader_value.py)."""
-    skipped = (RoleChanged, VoteGranted, LeaderValue)
+    """The leadership events, in order: everything but RoleChanged, the VoteGranted audit events, the
+    LeaderValue reports (tested on their own in test_rule_leader_value.py) and the MembershipChanged
+    reports (in test_rule_membership.py)."""
+    skipped = (RoleChanged, VoteGranted, LeaderValue, MembershipChanged)
     return [event for event in events(output) if not isinstance(event, skipped)]
 
 

@@ -20,6 +20,9 @@ import raft_election.codec as codec_module
 from raft_election.codec import HEADER_SIZE, MAC_SIZE, MAX_MESSAGE_SIZE, WIRE_VERSION, Codec, cluster_id
 from raft_election.errors import DecodeError
 from raft_election.messages import (
+    MAX_ADDRESS_SIZE,
+    MAX_INDEX,
+    MAX_MEMBERS,
     MAX_NODE_ID,
     MAX_ROUND,
     MAX_TERM,
@@ -36,6 +39,10 @@ from raft_election.messages import (
 )
 
 SECRET = b"correct horse battery staple"
+#: A heartbeat's fixed body: round 7, configuration (0, 0), no flags.
+HB_FIXED = b"\0\0\0\7" + bytes(16) + b"\0"
+#: Configuration term and index 0 and 0, in hex.
+NO_CONFIG = "00" * 16
 PLAIN = Codec("test")
 SIGNED = Codec("test", SECRET)
 
@@ -56,13 +63,13 @@ REASONS = {
 }
 
 #: Wire type codes and body sizes, written out independently of the codec's own table (a heartbeat's is
-#: without its value, which adds its own length).
+#: without its value and members, which add their own lengths).
 TYPE_CODES = {Heartbeat: 1, HeartbeatResponse: 2, VoteRequest: 3, VoteResponse: 4, TimeoutNow: 5, Resign: 6}
 ENCODED_SIZES = {
-    Heartbeat: 35,
-    HeartbeatResponse: 34,
-    VoteRequest: 38,
-    VoteResponse: 34,
+    Heartbeat: 53,
+    HeartbeatResponse: 50,
+    VoteRequest: 54,
+    VoteResponse: 51,
     TimeoutNow: 29,
     Resign: 33,
 }
@@ -72,17 +79,32 @@ ENCODED_SIZES = {
 terms = st.integers(0, MAX_TERM)
 rounds = st.integers(0, MAX_ROUND)
 node_ids = st.integers(1, MAX_NODE_ID)
+indexes = st.integers(0, MAX_INDEX)
+addresses = st.text(min_size=1, max_size=60).filter(lambda text: text.isprintable()) | st.just(
+    "h" * (MAX_ADDRESS_SIZE - 2) + "\u00e9")
+member_lists = st.dictionaries(node_ids, addresses, max_size=MAX_MEMBERS).map(
+    lambda members: tuple(sorted(members.items())))
+
+
+def members_size(members: tuple[tuple[int, str], ...]) -> int:
+    """What a member list adds to a heartbeat beyond its count byte: id, length and address each."""
+    return sum(5 + len(address.encode("utf-8")) for _, address in members)
+
 
 MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
-    Heartbeat: st.builds(Heartbeat, term=terms, round=rounds, value=st.binary(max_size=MAX_VALUE_SIZE)),
-    HeartbeatResponse: st.builds(HeartbeatResponse, term=terms, round=rounds, candidate=st.booleans()),
+    Heartbeat: st.builds(Heartbeat, term=terms, round=rounds, value=st.binary(max_size=MAX_VALUE_SIZE),
+                         config_term=terms, config_index=indexes, committed=st.booleans(),
+                         members=member_lists),
+    HeartbeatResponse: st.builds(HeartbeatResponse, term=terms, round=rounds, candidate=st.booleans(),
+                                 config_term=terms, config_index=indexes),
     VoteRequest: st.builds(
         VoteRequest, term=terms, round=rounds, pre_vote=st.booleans(), transfer=st.booleans(),
-        suspect=st.integers(0, MAX_NODE_ID)
+        suspect=st.integers(0, MAX_NODE_ID), config_term=terms, config_index=indexes,
     ),
     VoteResponse: st.builds(
         VoteResponse, term=terms, round=rounds, granted=st.booleans(), pre_vote=st.booleans(),
-        candidate=st.booleans(), evidence=st.booleans(),
+        candidate=st.booleans(), evidence=st.booleans(), config_term=terms, config_index=indexes,
+        members=member_lists,
     ),
     TimeoutNow: st.builds(TimeoutNow, term=terms),
     Resign: st.builds(Resign, term=terms, successor=st.integers(0, MAX_NODE_ID)),
@@ -107,11 +129,12 @@ def frame(
     sender: int = 1,
     recipient: int = 2,
     term: int = 5,
-    body: bytes = b"\x00\x00\x00\x07\x00\x00",
+    body: bytes = b"\x00\x00\x00\x07" + bytes(16) + b"\x00" + b"\x00\x00" + b"\x00",
     trailing: bytes = b"",
     secret: Optional[bytes] = None,
 ) -> bytes:
-    """Build a message by hand from the documented layout (by default a Heartbeat, round 7, no value).
+    """Build a message by hand from the documented layout (by default a Heartbeat, round 7, no value,
+    configuration (0, 0), no members).
 
     With ``secret`` the MAC covers everything before it, trailing bytes included.
     """
@@ -163,8 +186,10 @@ def test_round_trip_every_message_type(cls, codec, data):
     envelope = data.draw(envelopes_of(MESSAGE_STRATEGIES[cls]))
     encoded = codec.encode(envelope)
     assert type(encoded) is bytes
-    value = len(envelope.message.value) if cls is Heartbeat else 0
-    assert len(encoded) == ENCODED_SIZES[cls] + value + (MAC_SIZE if codec.authenticated else 0)
+    message = envelope.message
+    variable = len(message.value) if cls is Heartbeat else 0
+    variable += members_size(message.members) if cls in (Heartbeat, VoteResponse) else 0
+    assert len(encoded) == ENCODED_SIZES[cls] + variable + (MAC_SIZE if codec.authenticated else 0)
     assert codec.decode(encoded) == envelope
     assert codec.decode(bytearray(encoded)) == envelope
     assert codec.decode(memoryview(encoded)) == envelope
@@ -187,6 +212,10 @@ def test_round_trip_field_extremes():
     for message in (
         Heartbeat(term=MAX_TERM, round=MAX_ROUND),
         Heartbeat(term=MAX_TERM, round=MAX_ROUND, value=bytes(range(256))[:MAX_VALUE_SIZE]),
+        Heartbeat(term=1, round=1, config_term=MAX_TERM, config_index=MAX_INDEX, committed=True,
+                  members=tuple((MAX_NODE_ID - n, "a" * MAX_ADDRESS_SIZE)
+                                for n in range(MAX_MEMBERS, 0, -1))),
+        VoteRequest(term=1, round=1, config_term=MAX_TERM, config_index=MAX_INDEX),
         VoteRequest(term=0, round=0, pre_vote=True, transfer=True),
         VoteResponse(term=MAX_TERM, round=MAX_ROUND, granted=True, pre_vote=True),
         HeartbeatResponse(term=0, round=MAX_ROUND, candidate=True),
@@ -210,21 +239,33 @@ def test_sizes_are_compact():
 @pytest.mark.parametrize(
     ("message", "body_hex"),
     [
-        (Heartbeat(term=5, round=7), "000000070000"),
-        (Heartbeat(term=5, round=7, value=b"http://a:1"), "00000007000a" + b"http://a:1".hex()),
-        (HeartbeatResponse(term=5, round=7, candidate=False), "0000000700"),
-        (HeartbeatResponse(term=5, round=7, candidate=True), "0000000701"),
-        (VoteRequest(term=5, round=7), "000000070000000000"),
-        (VoteRequest(term=5, round=7, pre_vote=True), "000000070000000001"),
-        (VoteRequest(term=5, round=7, transfer=True), "000000070000000002"),
-        (VoteRequest(term=5, round=7, pre_vote=True, transfer=True), "000000070000000003"),
-        (VoteRequest(term=5, round=7, pre_vote=True, suspect=3), "000000070000000301"),
-        (VoteResponse(term=5, round=7, granted=False), "0000000700"),
-        (VoteResponse(term=5, round=7, granted=True), "0000000701"),
-        (VoteResponse(term=5, round=7, granted=False, pre_vote=True), "0000000702"),
-        (VoteResponse(term=5, round=7, granted=True, pre_vote=True), "0000000703"),
-        (VoteResponse(term=5, round=7, granted=True, candidate=True), "0000000705"),
-        (VoteResponse(term=5, round=7, granted=True, evidence=True), "0000000709"),
+        (Heartbeat(term=5, round=7), "00000007" + NO_CONFIG + "00" + "0000" + "00"),
+        (Heartbeat(term=5, round=7, value=b"http://a:1"),
+         "00000007" + NO_CONFIG + "00" + "000a" + b"http://a:1".hex() + "00"),
+        (Heartbeat(term=5, round=7, config_term=4, config_index=9, committed=True,
+                   members=((1, "a:1"), (300, "b:22"))),
+         "00000007" + "0000000000000004" + "0000000000000009" + "01" + "0000" + "02"
+         + "00000001" + "03" + b"a:1".hex() + "0000012c" + "04" + b"b:22".hex()),
+        (HeartbeatResponse(term=5, round=7, candidate=False), "00000007" + NO_CONFIG + "00"),
+        (HeartbeatResponse(term=5, round=7, candidate=True), "00000007" + NO_CONFIG + "01"),
+        (HeartbeatResponse(term=5, round=7, candidate=True, config_term=2, config_index=3),
+         "00000007" + "0000000000000002" + "0000000000000003" + "01"),
+        (VoteRequest(term=5, round=7), "0000000700000000" + NO_CONFIG + "00"),
+        (VoteRequest(term=5, round=7, pre_vote=True), "0000000700000000" + NO_CONFIG + "01"),
+        (VoteRequest(term=5, round=7, transfer=True), "0000000700000000" + NO_CONFIG + "02"),
+        (VoteRequest(term=5, round=7, pre_vote=True, transfer=True), "0000000700000000" + NO_CONFIG + "03"),
+        (VoteRequest(term=5, round=7, pre_vote=True, suspect=3), "0000000700000003" + NO_CONFIG + "01"),
+        (VoteRequest(term=5, round=7, config_term=1, config_index=2),
+         "0000000700000000" + "0000000000000001" + "0000000000000002" + "00"),
+        (VoteResponse(term=5, round=7, granted=False), "00000007" + NO_CONFIG + "00" + "00"),
+        (VoteResponse(term=5, round=7, granted=True), "00000007" + NO_CONFIG + "01" + "00"),
+        (VoteResponse(term=5, round=7, granted=False, pre_vote=True), "00000007" + NO_CONFIG + "02" + "00"),
+        (VoteResponse(term=5, round=7, granted=True, pre_vote=True), "00000007" + NO_CONFIG + "03" + "00"),
+        (VoteResponse(term=5, round=7, granted=True, candidate=True), "00000007" + NO_CONFIG + "05" + "00"),
+        (VoteResponse(term=5, round=7, granted=True, evidence=True), "00000007" + NO_CONFIG + "09" + "00"),
+        (VoteResponse(term=5, round=7, granted=False, config_term=3, config_index=1, members=((2, "b:1"),)),
+         "00000007" + "0000000000000003" + "0000000000000001" + "00" + "01" + "00000002" + "03"
+         + b"b:1".hex()),
         (TimeoutNow(term=5), ""),
         (Resign(term=5), "00000000"),
         (Resign(term=5, successor=3), "00000003"),
@@ -234,7 +275,7 @@ def test_sizes_are_compact():
 def test_golden_encoding(message, body_hex):
     envelope = Envelope(sender=1, recipient=2, message=message)
     code = TYPE_CODES[type(message)]
-    header = "5245" + "03" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
+    header = "5245" + "04" + f"{code:02x}" + "{flags}" + cluster_id("test").hex() + "00000001" + "00000002"
     header += "0000000000000005"
     plain = bytes.fromhex(header.format(flags="00") + body_hex)
     assert PLAIN.encode(envelope) == plain
@@ -255,11 +296,12 @@ def test_cluster_id_is_blake2b_64_of_the_utf8_name():
 
 
 def test_every_message_fits_the_maximum_size():
-    largest = ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE + MAC_SIZE
-    assert largest == 323 and all(size < ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE
-                                  for size in ENCODED_SIZES.values())
+    largest = ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE + MAX_MEMBERS * (5 + MAX_ADDRESS_SIZE) + MAC_SIZE
+    assert largest == 3621 and all(size < ENCODED_SIZES[Heartbeat] + MAX_VALUE_SIZE
+                                   for size in ENCODED_SIZES.values())
     assert largest <= MAX_MESSAGE_SIZE
-    biggest = Heartbeat(term=MAX_TERM, round=MAX_ROUND, value=b"x" * MAX_VALUE_SIZE)
+    members = tuple((node_id, "x" * MAX_ADDRESS_SIZE) for node_id in range(1, MAX_MEMBERS + 1))
+    biggest = Heartbeat(term=MAX_TERM, round=MAX_ROUND, value=b"x" * MAX_VALUE_SIZE, members=members)
     assert len(SIGNED.encode(Envelope(sender=1, recipient=2, message=biggest))) == largest
 
 
@@ -285,10 +327,16 @@ REASON_CASES = [
     ("header-minus-one", PLAIN, frame()[: HEADER_SIZE - 1], "truncated"),
     ("short-garbage", PLAIN, b"XX", "truncated"),
     ("heartbeat-body-short", PLAIN, frame()[:-1], "truncated"),
-    ("heartbeat-value-short", PLAIN, frame(body=b"\0\0\0\7\0\5abcd"), "truncated"),
-    ("signed-heartbeat-value-short", SIGNED, frame(body=b"\0\0\0\7\0\5abcd", secret=SECRET), "truncated"),
+    ("heartbeat-value-short", PLAIN, frame(body=HB_FIXED + b"\0\5abcd"), "truncated"),
+    ("signed-heartbeat-value-short", SIGNED, frame(body=HB_FIXED + b"\0\5abcd", secret=SECRET), "truncated"),
+    ("heartbeat-no-member-count", PLAIN, frame(body=HB_FIXED + b"\0\2ab"), "truncated"),
+    ("heartbeat-member-cut", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\1"), "truncated"),
+    ("heartbeat-address-short", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\1\5a:1"), "truncated"),
+    ("heartbeat-second-member-missing", PLAIN, frame(body=HB_FIXED + b"\0\0\2\0\0\0\1\3a:1"),
+     "truncated"),
     ("header-only-heartbeat", PLAIN, frame(body=b""), "truncated"),
-    ("vote-request-no-flags", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0"), "truncated"),
+    ("vote-request-no-flags", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0" + bytes(16)), "truncated"),
+    ("vote-request-no-config", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0\0"), "truncated"),
     ("signed-missing-last-byte", SIGNED, frame(secret=SECRET)[:-1], "truncated"),
     ("signed-mac-cut-off", SIGNED, frame(secret=SECRET)[:-MAC_SIZE], "truncated"),
     ("bad-magic", PLAIN, frame(magic=b"XX"), "bad_magic"),
@@ -296,7 +344,8 @@ REASON_CASES = [
     ("version-0", PLAIN, frame(version=0), "bad_version"),
     ("version-1", PLAIN, frame(version=1), "bad_version"),
     ("version-2", PLAIN, frame(version=2), "bad_version"),
-    ("version-4", PLAIN, frame(version=4), "bad_version"),
+    ("version-3", PLAIN, frame(version=3), "bad_version"),
+    ("version-5", PLAIN, frame(version=5), "bad_version"),
     ("version-255", SIGNED, frame(version=255, secret=SECRET), "bad_version"),
     ("type-0", PLAIN, frame(type_code=0), "unknown_type"),
     ("type-7", PLAIN, frame(type_code=7), "unknown_type"),
@@ -317,13 +366,29 @@ REASON_CASES = [
     ("recipient-0", PLAIN, frame(recipient=0), "bad_field"),
     ("header-flag-bit1", PLAIN, frame(flags=0x02), "bad_field"),
     ("header-flag-bit7-signed", SIGNED, frame(flags=0x81, trailing=b"", secret=SECRET), "bad_field"),
-    ("heartbeat-response-flag", PLAIN, frame(type_code=2, body=b"\0\0\0\1\x02"), "bad_field"),
-    ("vote-request-flag", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0\x04"), "bad_field"),
-    ("vote-response-flag", PLAIN, frame(type_code=4, body=b"\0\0\0\1\x10"), "bad_field"),
+    ("heartbeat-response-flag", PLAIN, frame(type_code=2, body=b"\0\0\0\1" + bytes(16) + b"\x02"),
+     "bad_field"),
+    ("heartbeat-flag", PLAIN, frame(body=b"\0\0\0\7" + bytes(16) + b"\x02\0\0\0"), "bad_field"),
+    ("vote-request-flag", PLAIN, frame(type_code=3, body=b"\0\0\0\1\0\0\0\0" + bytes(16) + b"\x04"),
+     "bad_field"),
+    ("config-index-above-max", PLAIN, frame(type_code=2, body=b"\0\0\0\1" + bytes(8) + b"\xff" * 8 + b"\0"),
+     "bad_field"),
+    ("too-many-members", PLAIN, frame(body=HB_FIXED + b"\0\0" + bytes([MAX_MEMBERS + 1])
+                                       + b"\0\0\0\1\1a" * (MAX_MEMBERS + 1)), "bad_field"),
+    ("address-too-long", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\1" + bytes([MAX_ADDRESS_SIZE + 1])
+                                       + b"a" * (MAX_ADDRESS_SIZE + 1)), "bad_field"),
+    ("address-not-utf8", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\1\2\xc3("), "bad_field"),
+    ("address-empty", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\1\0"), "bad_field"),
+    ("member-id-0", PLAIN, frame(body=HB_FIXED + b"\0\0\1\0\0\0\0\3a:1"), "bad_field"),
+    ("member-ids-not-increasing", PLAIN, frame(body=HB_FIXED + b"\0\0\2\0\0\0\2\3a:1\0\0\0\1\3b:1"),
+     "bad_field"),
+    ("vote-response-flag", PLAIN, frame(type_code=4, body=b"\0\0\0\1" + bytes(16) + b"\x10\0"), "bad_field"),
+    ("vote-response-no-member-count", PLAIN, frame(type_code=4, body=b"\0\0\0\1" + bytes(16) + b"\0"),
+     "truncated"),
     ("signed-bad-field", SIGNED, frame(sender=0, secret=SECRET), "bad_field"),
-    ("value-too-long", PLAIN, frame(body=b"\0\0\0\7" + struct.pack(">H", MAX_VALUE_SIZE + 1)
-                                     + bytes(MAX_VALUE_SIZE + 1)), "bad_field"),
-    ("signed-value-length-absurd", SIGNED, frame(body=b"\0\0\0\7\xff\xff", secret=SECRET), "bad_field"),
+    ("value-too-long", PLAIN, frame(body=HB_FIXED + struct.pack(">H", MAX_VALUE_SIZE + 1)
+                                     + bytes(MAX_VALUE_SIZE + 1) + b"\0"), "bad_field"),
+    ("signed-value-length-absurd", SIGNED, frame(body=HB_FIXED + b"\xff\xff\0", secret=SECRET), "bad_field"),
 ]
 
 
@@ -342,7 +407,8 @@ def test_hand_built_frames_are_valid_when_unspoilt():
     # The reason cases above each spoil one thing; without it the same frames decode.
     assert PLAIN.decode(frame()) == Envelope(sender=1, recipient=2, message=Heartbeat(term=5, round=7))
     assert SIGNED.decode(frame(secret=SECRET)) == PLAIN.decode(frame())
-    assert PLAIN.decode(frame(type_code=2, body=b"\0\0\0\1\x01")).message == HeartbeatResponse(
+    response = frame(type_code=2, body=b"\0\0\0\1" + bytes(16) + b"\x01")
+    assert PLAIN.decode(response).message == HeartbeatResponse(
         term=5, round=1, candidate=True
     )
     assert PLAIN.decode(frame(term=MAX_TERM)).message.term == MAX_TERM
@@ -365,9 +431,13 @@ ORDER_CASES = [
     ("bad-mac-before-bad-field", SIGNED, frame(term=2**64 - 1, secret=b"wrong"), "bad_mac"),
     ("bad-mac-before-bad-header-flags", SIGNED, frame(flags=0x03, secret=b"wrong"), "bad_mac"),
     ("bad-length-before-bad-field", PLAIN, frame(sender=0, trailing=b"\0"), "bad_length"),
-    ("bad-mac-before-value-length", SIGNED, frame(body=b"\0\0\0\7\xff\xff", secret=b"wrong"), "bad_mac"),
-    ("value-length-before-bad-length", PLAIN, frame(body=b"\0\0\0\7\xff\xff", trailing=b"\0"), "bad_field"),
-    ("short-value-before-bad-field", PLAIN, frame(sender=0, body=b"\0\0\0\7\0\3ab"), "truncated"),
+    ("bad-mac-before-value-length", SIGNED, frame(body=HB_FIXED + b"\xff\xff\0", secret=b"wrong"), "bad_mac"),
+    ("value-length-before-bad-length", PLAIN, frame(body=HB_FIXED + b"\xff\xff\0", trailing=b"\0"),
+     "bad_field"),
+    ("short-value-before-bad-field", PLAIN, frame(sender=0, body=HB_FIXED + b"\0\3ab"), "truncated"),
+    ("member-count-before-bad-length", PLAIN, frame(body=HB_FIXED + b"\0\0\xff", trailing=b"\0"),
+     "bad_field"),
+    ("short-member-before-bad-field", PLAIN, frame(sender=0, body=HB_FIXED + b"\0\0\1\0\0"), "truncated"),
 ]
 
 

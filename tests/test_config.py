@@ -366,7 +366,7 @@ def test_peer_map_compares_like_a_mapping():
 
 # --- property -----------------------------------------------------------------------------------------
 
-addresses = st.text(min_size=1, max_size=30).filter(lambda text: text.strip() == text)
+addresses = st.text(min_size=1, max_size=30).filter(lambda text: text.strip() == text and text.isprintable())
 printable_names = st.text(
     alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), min_size=1, max_size=64
 ).filter(str.isprintable)

@@ -239,6 +239,20 @@ def test_no_faults_passes_everything_at_once_and_delegates(wrapped):
         faulty.send(2, "text")  # type: ignore[arg-type]
 
 
+def test_set_peers_passes_a_membership_change_to_the_inner_transport_and_faults_apply_to_new_peers(wrapped):
+    faulty, inner = wrapped
+    with pytest.raises(NotImplementedError, match="RecordingTransport"):
+        faulty.set_peers({1: "a", 2: "b", 4: "d"})  # an inner transport that cannot change its peers
+    changes: list[Mapping[int, str]] = []
+    inner.set_peers = changes.append  # type: ignore[method-assign]
+    faulty.set_peers({1: "a", 2: "b", 4: "d"})
+    assert changes == [{1: "a", 2: "b", 4: "d"}]
+    faulty.set_faults(LinkFaults(drop_to={4}))
+    faulty.send(4, b"to the new member")
+    faulty.send(2, b"to an old one")
+    assert [(p, d) for _, p, d in inner.sent] == [(2, b"to an old one")]
+
+
 def test_drop_to_drops_only_those_peers(wrapped):
     faulty, inner = wrapped
     faulty.set_faults(LinkFaults(drop_to={2}))

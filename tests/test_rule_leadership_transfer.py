@@ -219,7 +219,10 @@ def test_the_old_leader_votes_at_once_if_the_transfer_fails():
     core.receive(3, grant(request), START + STEP)
     assert core.is_leader(START + STEP)
     core.transfer_leadership(START + 2 * STEP, target=3)
-    out = core.receive(1, VoteRequest(term=core.term + 1, round=9, pre_vote=True), START + 3 * STEP)
+    # 1 stored the configuration entry 2 created on taking office (thesis §4.1), so it is as up to date.
+    config = core.configuration
+    out = core.receive(1, VoteRequest(term=core.term + 1, round=9, pre_vote=True, config_term=config.term,
+                                      config_index=config.index), START + 3 * STEP)
     assert only(messages(out, VoteResponse, to=1)).granted
 
 

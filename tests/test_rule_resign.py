@@ -162,7 +162,10 @@ def test_a_leader_that_steps_down_votes_at_once(pre_vote):
     core.receive(3, grant(request), START + STEP)
     assert core.is_leader(START + STEP)
     core.step_down(START + 2 * STEP)
-    out = core.receive(3, VoteRequest(term=TERM + 2, round=9, pre_vote=pre_vote), START + 3 * STEP)
+    # 3 stored the configuration entry 2 created on taking office (thesis §4.1), so it is as up to date.
+    config = core.configuration
+    out = core.receive(3, VoteRequest(term=TERM + 2, round=9, pre_vote=pre_vote, config_term=config.term,
+                                      config_index=config.index), START + 3 * STEP)
     assert only(messages(out, VoteResponse, to=3)).granted
 
 

@@ -73,3 +73,44 @@ def test_a_cluster_file_without_admin_addresses_is_a_config_error():
         ClusterFile(path="x.toml", members=members, admin={4: "127.0.0.1:9104"})
     with pytest.raises(ConfigError, match="member 1: 'nowhere' is not an address"):
         ClusterFile(path="x.toml", members=members, admin={1: "nowhere"})
+
+
+def test_the_verdict_counts_the_current_configuration_not_the_files_member_list(cluster):
+    """After a change the file is only the seed list: a member it lacks gets a row and counts toward the
+    majority; a file member outside the configuration is named (thesis §4.1: the latest entry is used)."""
+    from raft_election import RaftNode  # noqa: PLC0415
+    from raft_election.config import RaftConfig  # noqa: PLC0415
+
+    leader = cluster.wait_for_stable_leader()
+    joiner = RaftNode(RaftConfig(node_id=4, peers={**cluster.peers, 4: "memory:4"}, join=True),
+                      cluster.network.transport(4), admin="127.0.0.1:0")
+    cluster.nodes[4] = joiner.start()  # the cluster's close() stops it
+    health = check_cluster(file_of(cluster))
+    assert health.not_members == () and health.configuration is not None
+    admin = {node: cluster.nodes[node].admin_address or "" for node in (*cluster.peers, 4)}
+    joining = ClusterFile(path="status-test.toml", members={**cluster.peers, 4: "memory:4"}, admin=admin)
+    health = check_cluster(joining)
+    assert health.healthy and health.not_members == (4,) and health.members == (1, 2, 3)
+    assert "in the cluster file but not members: 4 (removed, or joining)" in render(health)
+    assert "follower (not a member)" in render(health)
+
+    index = cluster.nodes[leader].add_member(4, "memory:4", timeout=10)
+    cluster.wait_for(lambda: joiner.status().voter, what="member 4 to learn it is one")
+    health = check_cluster(file_of(cluster))  # the old file: members 1-3, admin addresses 1-3
+    assert health.members == (1, 2, 3, 4) and health.not_in_file == (4,) and health.quorum == 3
+    assert health.configuration is not None and health.configuration["index"] == index
+    assert health.configuration["source"] == leader and health.configuration["committed"]
+    rows = {row.node: row for row in health.rows}
+    assert not rows[4].reachable and "not in status-test.toml" in (rows[4].error or "")
+    assert health.healthy and health.supporters == 3
+    text = render(health)
+    assert f"configuration {index} (term " in text and "members 1, 2, 3, 4" in text
+    assert text.splitlines()[-1].startswith(f"healthy: member {leader} leads") and "3 of 4 members" in text
+    document = json.loads(_json_of(file_of(cluster)))
+    assert document["not_in_file"] == [4] and document["configuration"]["members"]["4"] == "memory:4"
+
+
+def _json_of(cluster_file: ClusterFile) -> str:
+    out = io.StringIO()
+    run_status(cluster_file, json_output=True, stream=out)
+    return out.getvalue()

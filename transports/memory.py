@@ -21,6 +21,10 @@ Delivery model:
   closed (a crashed node) is answered with evidence of kind ``"closed"`` after two one-way delays, if the
   path is open both ways and the probe is not lost (``drop_rate``); a live node, or one cut off by a
   partition, yields nothing, as on a real network.
+* Membership: any id can join at any time (:meth:`InMemoryNetwork.transport` makes its endpoint while
+  messages flow).  An endpoint sends to every id on the network until :meth:`MemoryTransport.set_peers`
+  gives it a member set; from then on it sends to (and probes) those members only, as the socket
+  transports do.
 
 The network moves opaque bytes and knows nothing about Raft.
 """
@@ -36,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Dict, List, NamedTuple, Optional, Tuple, Type, Union
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Type, Union
 
 import attrs
 
@@ -84,8 +88,9 @@ class NetworkStats:
     dropped_random: int = 0
     #: Extra copies created by ``duplicate_rate``.
     duplicated: int = 0
-    #: Copies dropped because the sender or receiver was closed, unknown or not started, or the network
-    #: was closed (including the messages still in flight when it closed).
+    #: Copies dropped because the sender or receiver was closed, unknown or not started, the receiver is
+    #: not one of the sender's members (see :meth:`MemoryTransport.set_peers`), or the network was closed
+    #: (including the messages still in flight when it closed).
     dropped_closed: int = 0
     #: ``deliver`` calls that raised (logged with their traceback; delivery goes on).
     deliver_errors: int = 0
@@ -161,10 +166,11 @@ class InMemoryNetwork(FaultControls):
     # ---------------------------------------------------------------- endpoints and lifecycle
 
     def transport(self, node_id: int) -> MemoryTransport:
-        """Create the endpoint for ``node_id``.
+        """Create the endpoint for ``node_id``, any id, at any time (also while messages are in flight).
 
-        A node that restarts gets a new endpoint once the old one is closed; messages still in flight to
-        the id are then delivered to the new one, as a real network would.
+        A node that joins the cluster later (a membership change) gets its endpoint then.  A node that
+        restarts gets a new endpoint once the old one is closed; messages still in flight to the id are
+        then delivered to the new one, as a real network would.
 
         Raises:
             TypeError: ``node_id`` is not an int.
@@ -297,7 +303,7 @@ class InMemoryNetwork(FaultControls):
         """Apply the send-time checks and the random faults, then schedule the copies."""
         with self._cond:
             self._sent += 1
-            if self._closed or src._closed or not self._accepting(dst):
+            if self._closed or src._closed or not src._is_peer(dst) or not self._accepting(dst):
                 self._dropped_closed += 1
                 return
             if not self._faults.can_reach(src.node_id, dst):
@@ -317,7 +323,8 @@ class InMemoryNetwork(FaultControls):
         with self._cond:
             self._probes += 1
             faults = self._faults
-            if (self._closed or src._closed or self._accepting(dst) or not faults.can_reach(src.node_id, dst)
+            if (self._closed or src._closed or not src._is_peer(dst) or self._accepting(dst)
+                    or not faults.can_reach(src.node_id, dst)
                     or not faults.can_reach(dst, src.node_id) or self._random.random() < faults.drop_rate):
                 return
             low, high = faults.delay
@@ -395,17 +402,20 @@ class InMemoryNetwork(FaultControls):
 class MemoryTransport(Transport, DeathProbe):
     """One node's endpoint on an :class:`InMemoryNetwork`; create it with :meth:`InMemoryNetwork.transport`.
 
-    Addresses are node ids, so the ``peers`` given to :meth:`start` are ignored.  ``deliver`` (and the
+    Addresses are node ids, so the ``peers`` given to :meth:`start` are ignored: the endpoint sends to
+    every id on the network, until :meth:`set_peers` gives it a member set.  ``deliver`` (and the
     ``report`` of :meth:`watch`) is called on the network's delivery thread, one call at a time.
     """
 
     def __init__(self, network: InMemoryNetwork, node_id: int) -> None:
         self._network = network
         self.node_id = node_id
-        # Both fields are guarded by the network's lock.
+        # The fields below are guarded by the network's lock.
         self._deliver: Optional[DeliverFn] = None
         self._report: Optional[EvidenceFn] = None
         self._closed = False
+        #: The ids this endpoint sends to and probes; ``None``: every id (until :meth:`set_peers`).
+        self._peers: Optional[FrozenSet[int]] = None
 
     def start(self, node_id: int, peers: Mapping[int, str], deliver: DeliverFn) -> None:
         """Start receiving: from now on messages for this node are passed to ``deliver``.
@@ -429,12 +439,34 @@ class MemoryTransport(Transport, DeathProbe):
         """Hand ``data`` to the network for ``peer_id``; never blocks and never raises for network faults.
 
         A copy is taken of a ``bytearray`` or ``memoryview``.  Messages to an unknown, unstarted or closed
-        peer, and every message after :meth:`close`, are dropped and counted.
+        peer, to an id that is not a member (once :meth:`set_peers` was called), and every message after
+        :meth:`close`, are dropped and counted (``dropped_closed``).
 
         Raises:
             TypeError: ``data`` is not bytes-like (a programming error, not a network condition).
         """
         self._network._send(self, peer_id, as_bytes(data))
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """From now on send to (and probe) only the ids of ``peers`` (a membership change, thesis ch. 4).
+
+        Addresses are node ids here, so the addresses themselves are not looked at (none is malformed, and
+        this node's own never changes).  A message to an id that is no longer a member is dropped and
+        counted as ``dropped_closed`` (copies already in flight are still delivered, as on a real
+        network); a probe of one is ignored.  An added id is reached as soon as its endpoint is started
+        (see :meth:`InMemoryNetwork.transport`).  Calls before :meth:`start` or after :meth:`close` are
+        ignored.  Thread-safe; never blocks for long.
+        """
+        members = frozenset(peers) | {self.node_id}
+        with self._network._cond:
+            if self._closed or self._deliver is None:
+                return
+            self._peers = members
+        logger.debug("node %d: peers on %s are now %s", self.node_id, self._network.name, sorted(members))
+
+    def _is_peer(self, peer_id: int) -> bool:
+        """Whether this endpoint sends to ``peer_id`` (called with the network's lock held)."""
+        return self._peers is None or peer_id in self._peers
 
     def watch(self, report: EvidenceFn) -> None:
         """Report death evidence (answers to :meth:`probe`) to ``report(peer_id, "closed")``."""
@@ -442,7 +474,10 @@ class MemoryTransport(Transport, DeathProbe):
             self._report = report
 
     def probe(self, peer_id: int) -> None:
-        """Ask whether ``peer_id``'s transport is closed; the answer comes on the delivery thread, if any."""
+        """Ask whether ``peer_id``'s transport is closed; the answer comes on the delivery thread, if any.
+
+        Probes of ids that are not members (once :meth:`set_peers` was called) are ignored.
+        """
         self._network._probe(self, peer_id)
 
     def close(self) -> None:

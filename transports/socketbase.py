@@ -6,8 +6,10 @@ socket pair, hands each acceptable message to ``deliver``, sends death probes an
 lock and the stop flag, the counters, the deliver guard (a ``deliver`` call that raises is counted and
 logged, and receiving goes on), the report of death evidence to the :meth:`SocketTransport.watch`
 callback, the queue of probe requests, the error guard of the receive loop and what the loop does when it
-ends (:attr:`SocketTransport.failed`).  What differs (sockets, addresses, how a probe is made and answered,
-who closes what) stays in each transport.
+ends (:attr:`SocketTransport.failed`), and the bookkeeping of a membership change
+(:meth:`SocketTransport.set_peers`: checking the new map, keeping this node's own address, working out who
+was added, removed or moved, and saying so in the log).  What differs (sockets, addresses, how a probe is
+made and answered, who closes what, how a change of peers reaches the sockets) stays in each transport.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import logging
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, Dict, List, Optional
+from typing import ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
+from raft_election.errors import TransportError
 from raft_election.ratelimit import RateLimitedLog
 from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport
 
-__all__ = ["CLOSED", "CREATED", "Counters", "SocketTransport", "WakeUp"]
+__all__ = ["CLOSED", "CREATED", "Counters", "PeerChanges", "SocketTransport", "WakeUp"]
 
 #: The state of a transport before :meth:`~raft_election.transport.Transport.start`.
 CREATED = "created"
@@ -102,6 +105,47 @@ class Counters:
             return dict(self._counts)
 
 
+class PeerChanges(NamedTuple):
+    """What a new ``{node id: address}`` map changes for this node, addresses in the transport's own form.
+
+    This node's own id is never in it: a running node keeps the address it is bound to.
+    """
+
+    #: Peers that were not members, with their addresses.
+    added: Dict[int, str]
+    #: Peers that are no longer members, with the addresses they had.
+    removed: Dict[int, str]
+    #: Peers whose address changed, with ``(old, new)``.
+    moved: Dict[int, Tuple[str, str]]
+
+    @classmethod
+    def between(cls, node_id: int, old: Mapping[int, str], new: Mapping[int, str]) -> PeerChanges:
+        """The changes from the map ``old`` to the map ``new``, leaving ``node_id`` out."""
+        return cls(
+            added={peer: address for peer, address in new.items() if peer not in old and peer != node_id},
+            removed={peer: address for peer, address in old.items() if peer not in new and peer != node_id},
+            moved={peer: (old[peer], address) for peer, address in new.items()
+                   if peer in old and old[peer] != address and peer != node_id},
+        )
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing changes."""
+        return not (self.added or self.removed or self.moved)
+
+    @property
+    def targets(self) -> Dict[int, str]:
+        """The peers that get a new address: the added ones and the moved ones, with their new address."""
+        return {**self.added, **{peer: new for peer, (_, new) in self.moved.items()}}
+
+    def describe(self) -> str:
+        """The changes in words, for the log: ``"added node 4 (h:1); removed node 3 (h:2); ..."``."""
+        parts = [f"added node {peer} ({address})" for peer, address in sorted(self.added.items())]
+        parts += [f"removed node {peer} ({address})" for peer, address in sorted(self.removed.items())]
+        parts += [f"node {peer} moved from {old} to {new}" for peer, (old, new) in sorted(self.moved.items())]
+        return "; ".join(parts) or "no change"
+
+
 class SocketTransport(Transport, DeathProbe):
     """The state, counters and receive-thread guards shared by the UDP and ZeroMQ transports.
 
@@ -116,7 +160,9 @@ class SocketTransport(Transport, DeathProbe):
     knows, the counter of messages handed to ``deliver``); it implements :meth:`_label` and
     :meth:`_can_probe`; it sets ``_state`` (under ``_lock``), ``_node_id``, ``_deliver``, ``_wakeup`` and
     ``_thread`` as it starts; its receive loop calls :meth:`_receive_ended` as it ends, and its
-    :meth:`close` calls :meth:`_stop_receiving`.
+    :meth:`close` calls :meth:`_stop_receiving`.  To support :meth:`set_peers` it also implements
+    :meth:`_canonical_address` and :meth:`_change_peers` (and :meth:`_check_members` if it has more to
+    check), and sets ``_addresses`` (from :meth:`_checked_addresses`) as it starts.
     """
 
     #: The name of the state in which the transport is started and not closed.
@@ -152,6 +198,11 @@ class SocketTransport(Transport, DeathProbe):
         #: order (a dict used as an ordered set: repeated requests before the receive thread gets to them
         #: are one probe).
         self._probe_requests: Dict[int, None] = {}
+        #: Every member's address in the transport's own form (see :meth:`_canonical_address`), this node's
+        #: included; set by start, replaced by :meth:`set_peers`.
+        self._addresses: Dict[int, str] = {}
+        #: Serialises :meth:`set_peers` calls (taken before any other lock, never by the receive thread).
+        self._membership = threading.Lock()
 
     # ---------------------------------------------------------------- for the subclass
 
@@ -162,6 +213,110 @@ class SocketTransport(Transport, DeathProbe):
     @abc.abstractmethod
     def _can_probe(self, peer_id: int) -> bool:
         """Whether ``peer_id`` is a peer this transport can probe (called with ``_lock`` held)."""
+
+    def _canonical_address(self, address: str) -> str:
+        """``address`` in the one form this transport compares and stores (parsed; never resolved).
+
+        Raises:
+            TransportError: ``address`` is malformed; the message quotes it and says what is wrong.
+            NotImplementedError: the transport cannot change its peers while running (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot change its peers while running")
+
+    def _check_members(self, node_id: int, members: Mapping[int, str]) -> None:
+        """Refuse a member set this transport cannot serve (called by :meth:`set_peers` before any change).
+
+        ``members`` is the new map, checked and in canonical form.  The default accepts every set.
+
+        Raises:
+            TransportError: the message names the member and what it lacks.
+        """
+
+    def _change_peers(self, node_id: int, members: Mapping[int, str], changes: PeerChanges) -> bool:
+        """Make the sockets follow ``changes`` (``members`` is the whole new map, own address included).
+
+        Called by :meth:`set_peers` on the caller's thread, with no lock held and only while no other
+        :meth:`set_peers` runs; it must not block for long (no name resolution).  Returns False if the
+        transport was closed meanwhile (then nothing was changed).  Must not raise for network conditions.
+
+        Raises:
+            TransportError: an address that passed :meth:`_canonical_address` was still refused (the
+                message names the member and the address); nothing was changed.
+            NotImplementedError: the transport cannot change its peers while running (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot change its peers while running")
+
+    # ---------------------------------------------------------------- membership
+
+    def _checked_addresses(self, peers: Mapping[int, str]) -> Dict[int, str]:
+        """Every address of ``peers`` in canonical form (see :meth:`_canonical_address`).
+
+        Raises:
+            TransportError: an address is malformed; the message names the member and quotes the address.
+        """
+        checked: Dict[int, str] = {}
+        for peer_id, address in peers.items():
+            try:
+                checked[peer_id] = self._canonical_address(address)
+            except TransportError as exc:
+                raise TransportError(f"address of node {peer_id}: {exc}") from None
+        return checked
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Replace the ``{node id: address}`` map given to :meth:`start` (a membership change, thesis ch. 4).
+
+        New ids are reachable as soon as this returns (a host name: once resolved in the background), ids
+        no longer listed are no longer sent to (sends to them are dropped and counted as for any unknown
+        peer), a changed address is used from now on, and probes (:meth:`probe`) follow: an added peer can
+        be probed, a removed one cannot, and an answer from a peer's old address is never evidence.  This
+        node's own id keeps the address it is bound to: a different one in ``peers`` is ignored with a
+        warning (a running node never rebinds; restart it to move it), and ``peers`` need not list it.
+
+        Every address is checked before anything changes, so a malformed one leaves the transport as it
+        was.  Never blocks for long (no name resolution on the caller's thread) and never raises for
+        network conditions.  Calls before :meth:`start` or after :meth:`close` are ignored.  Safe to call
+        from any thread, concurrently with :meth:`send`, :meth:`probe` and the receive thread; concurrent
+        calls take effect one after the other.  The change is logged (at INFO), naming each peer added,
+        removed or moved.
+
+        Raises:
+            TransportError: an address is malformed (the message names the member and the address), or
+                the transport refuses a member (ZeroMQ with CURVE: a member without a public key).
+        """
+        with self._membership:
+            with self._lock:
+                running = self._state == self._running
+                node_id = self._node_id
+                current = dict(self._addresses)
+            if not running or node_id is None:
+                self._logger.debug("%s: set_peers ignored: the transport is not running", self._label())
+                return
+            wanted = self._checked_addresses(peers)
+            self._check_members(node_id, wanted)
+            own = current[node_id]
+            given = wanted.pop(node_id, own)
+            if given != own:
+                self._logger.warning("%s: set_peers gives this node the address %s, but it is bound to %s "
+                                     "and a running node never rebinds; the new address is ignored (restart "
+                                     "the node to move it)", self._label(), given, own)
+            members = {**wanted, node_id: own}
+            changes = PeerChanges.between(node_id, current, members)
+            if changes.empty:
+                self._logger.debug("%s: set_peers: the peers are unchanged", self._label())
+                return
+            if not self._change_peers(node_id, members, changes):
+                return
+            with self._lock:
+                if self._state != self._running:
+                    return
+                self._addresses = members
+        self._logger.info("%s: peers changed: %s", self._label(), changes.describe())
+
+    @property
+    def peers(self) -> Dict[int, str]:
+        """Every member's address (this node's included) as the transport uses it; empty before start."""
+        with self._lock:
+            return dict(self._addresses)
 
     # ---------------------------------------------------------------- observation
 

@@ -15,6 +15,11 @@ interval is reconstructed from the events and kills, what counts as an overlap),
   accepted the same token from two different members;
 * ``double_vote``: a member voted for two different candidates in one term (``voted`` events, and the vote
   a restarted member reported as stored for its term in ``started``);
+* with membership changes (:mod:`raft_election.nemesis.configcheck`): ``single_server``,
+  ``uncommitted_change``, ``config_conflict``, ``config_rollback`` (the configuration entries members
+  reported break a rule of thesis ch. 4) and ``non_member_leader`` (a member led while outside its own
+  configuration).  Members come and go, but every rule above covers every member that ever ran: a removed
+  member's leaderships, votes and entries count like anyone's;
 
 and one of its own, about recovering from the faults:
 
@@ -39,7 +44,8 @@ import attrs
 
 from raft_election.bench.report import Summary, summarize
 from raft_election.invariants import Finding, LeaseInterval, SafetyChecker, replay_member_events
-from raft_election.nemesis.history import FAULT_KINDS, FaultRecord, History, LockRecord
+from raft_election.nemesis.configcheck import ChangeStats, change_stats, check_configurations
+from raft_election.nemesis.history import ALL_KINDS, FAULT_KINDS, FaultRecord, History, LockRecord
 from raft_election.processes import MemberEvent
 
 __all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "VIOLATION_KINDS", "check",
@@ -49,7 +55,9 @@ __all__ = ["CheckResult", "FaultStats", "Finding", "Gap", "VIOLATION_KINDS", "ch
 logger = logging.getLogger(__name__)
 
 #: Violation kinds, in the order :func:`check` reports them.
-VIOLATION_KINDS = ("election_safety", "lease_overlap", "lease_order", "fencing", "double_vote", "liveness")
+VIOLATION_KINDS = ("election_safety", "lease_overlap", "lease_order", "fencing", "double_vote",
+                   "term_regression", "single_server", "uncommitted_change", "config_conflict",
+                   "config_rollback", "non_member_leader", "liveness")
 
 #: Unavailability of the gap before the first leadership of the run (the initial election).
 STARTUP = "startup"
@@ -120,7 +128,10 @@ class CheckResult:
     * ``first_leader``: seconds from the start of the run to the first lease (None: no leader at all);
     * ``spurious``: the leaderships that started during the run, other than its first and other than leases
       regained after a gap, with no fault touching ``[start - W, start]``: "a leader change with no fault in
-      the preceding window of 2 × election_timeout_max".
+      the preceding window of 2 × election_timeout_max";
+    * ``changes``: per operation (``add``, ``remove``), the membership changes made: committed, failed (and
+      why), the seconds from request to committed answer (:class:`~raft_election.nemesis.configcheck.
+      ChangeStats`).
     """
 
     findings: tuple[Finding, ...]
@@ -137,6 +148,7 @@ class CheckResult:
     first_leader: Optional[float]
     spurious: tuple[LeaseInterval, ...]
     fast_elections: int = 0
+    changes: Mapping[str, ChangeStats] = attrs.field(factory=dict)
 
     @property
     def violations(self) -> tuple[str, ...]:
@@ -171,6 +183,7 @@ class CheckResult:
             "failover": attrs.asdict(self.failover) if self.failover is not None else None,
             "first_leader": self.first_leader,
             "spurious_elections": self.spurious_elections,
+            "changes": {op: stats.to_json() for op, stats in self.changes.items()},
         }
 
 
@@ -185,7 +198,9 @@ def check(history: History) -> CheckResult:
     for write in sorted(history.locks, key=lambda lock: lock.at):
         safety.wrote(write.node, write.token, write.at, accepted=write.accepted)
     found = [*safety.findings, *safety.check_intervals(end_of_run=history.ended)]
-    findings = sorted(found, key=lambda finding: VIOLATION_KINDS.index(finding.kind))  # stable: in order
+    found += check_configurations(history.events, SafetyChecker(time_format=lambda at: _t(history, at)),
+                                  range(1, history.nodes + 1), lambda at: _t(history, at))
+    findings = sorted(found, key=_violation_order)  # stable: in order within a kind
     findings += _liveness(history, held)
     gaps = _gaps(history, held, window)
     unavailable_by_kind: dict[str, float] = {}
@@ -218,11 +233,18 @@ def check(history: History) -> CheckResult:
         fast_elections=sum(1 for event in history.events
                            if event.event == "became_leader" and event.record.get("fast")
                            and history.started <= event.monotonic <= history.ended),
+        changes=change_stats(history.faults),
     )
     logger.info("nemesis check: %d leaderships, %d violations", len(held), len(findings))
     for finding in result.findings:
         logger.debug("nemesis violation: %s", finding.message)
     return result
+
+
+def _violation_order(finding: Finding) -> int:
+    """Sort key: the order of ``VIOLATION_KINDS`` (an unknown kind last)."""
+    kind = finding.kind
+    return VIOLATION_KINDS.index(kind) if kind in VIOLATION_KINDS else len(VIOLATION_KINDS)
 
 
 def leaderships(history: History) -> tuple[LeaseInterval, ...]:
@@ -258,14 +280,14 @@ def _liveness(history: History, held: Sequence[LeaseInterval]) -> list[Finding]:
 
 
 def _touching(faults: Sequence[FaultRecord], at: float, window: float) -> tuple[str, ...]:
-    """The kinds (in ``FAULT_KINDS`` order) of the faults active at some moment of ``[at - window, at]``."""
+    """The kinds (in ``ALL_KINDS`` order) of the faults active at some moment of ``[at - window, at]``."""
     kinds = {fault.kind for fault in faults if fault.start <= at and fault.end >= at - window}
     return tuple(sorted(kinds, key=_kind_order))
 
 
 def _kind_order(kind: str) -> tuple[int, str]:
-    """Sort key: the order of ``FAULT_KINDS``, then unknown kinds alphabetically."""
-    return (FAULT_KINDS.index(kind) if kind in FAULT_KINDS else len(FAULT_KINDS), kind)
+    """Sort key: the order of ``ALL_KINDS``, then unknown kinds alphabetically."""
+    return (ALL_KINDS.index(kind) if kind in ALL_KINDS else len(ALL_KINDS), kind)
 
 
 def _gaps(history: History, held: Sequence[LeaseInterval], window: float) -> tuple[Gap, ...]:
@@ -295,7 +317,7 @@ def _gaps(history: History, held: Sequence[LeaseInterval], window: float) -> tup
 
 
 def _fault_stats(faults: Sequence[FaultRecord], unavailable: Mapping[str, float]) -> dict[str, FaultStats]:
-    """Count, total seconds and blamed unavailability per fault kind applied (``FAULT_KINDS`` order)."""
+    """Count, total seconds and blamed unavailability per fault kind applied (``ALL_KINDS`` order)."""
     kinds = sorted({fault.kind for fault in faults}, key=_kind_order)
     return {kind: FaultStats(kind=kind, count=sum(1 for f in faults if f.kind == kind),
                              seconds=sum(f.end - f.start for f in faults if f.kind == kind),
@@ -312,8 +334,11 @@ def _ms(value: Optional[float]) -> str:
 
 def replay_command(history: History) -> str:
     """The command line that replays the run's fault schedule."""
+    kinds = ""
+    if history.kinds and history.kinds != FAULT_KINDS:
+        kinds = f" --faults {','.join(history.kinds)}"
     return (f"raft-election nemesis --seed {history.seed} --nodes {history.nodes} "
-            f"--transport {history.transport}")
+            f"--transport {history.transport}{kinds}")
 
 
 def format_report(history: History, result: CheckResult) -> str:
@@ -353,8 +378,20 @@ def format_report(history: History, result: CheckResult) -> str:
         f"- spurious elections (no fault within 2 × {high * 1000:g} ms before): {result.spurious_elections}"
         + "".join(f"; member {lead.node} term {lead.term} at {_t(history, lead.start)}"
                   for lead in result.spurious[:10]),
-        "",
     ]
+    for change in result.changes.values():
+        took = change.seconds
+        errors = ", ".join(f"{error} {count}" for error, count in sorted(change.errors.items()))
+        lines.append(
+            f"- membership {change.op}: {change.committed} committed, {change.failed} failed"
+            + (f" ({errors})" if errors else "")
+            + ("" if took is None else
+               f"; ms from request to committed answer: median {_ms(took.median)}, p99 {_ms(took.p99)}, "
+               f"max {_ms(took.max)}"))
+    members = [fault.detail["members"] for fault in history.faults if "members" in fault.detail]
+    if members:
+        lines.append(f"- members at the end: {', '.join(str(member) for member in members[-1])}")
+    lines.append("")
     if result.ok:
         lines.append("no violations")
     else:
@@ -406,6 +443,7 @@ def history_to_json(history: History) -> dict[str, Any]:
         "started": history.started,
         "ended": history.ended,
         "healed": history.healed,
+        "kinds": list(history.kinds),
         "events": [{"node": e.node, "event": e.event, "term": e.term, "leader": e.leader,
                     "monotonic": e.monotonic, "received": e.received, "record": dict(e.record)}
                    for e in history.events],
@@ -438,6 +476,7 @@ def history_from_json(document: Mapping[str, Any]) -> History:
             started=float(document["started"]),
             ended=float(document["ended"]),
             healed=None if healed is None else float(healed),
+            kinds=tuple(str(kind) for kind in document.get("kinds", ())),
             events=tuple(
                 MemberEvent(node=int(e["node"]), event=str(e["event"]), term=int(e["term"]),
                             leader=None if e["leader"] is None else int(e["leader"]),

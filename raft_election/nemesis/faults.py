@@ -271,6 +271,15 @@ class FaultyTransport(Transport, DeathProbe):
             self._node_id = node_id
         self._inner.start(node_id, peers, deliver)
 
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Pass a membership change's new peers on to ``inner`` (thesis ch. 4); faults apply to new peers too.
+
+        Raises:
+            NotImplementedError: ``inner`` cannot change its peers while running.
+            TransportError: ``inner`` refused an address.
+        """
+        self._inner.set_peers(peers)
+
     def send(self, peer_id: int, data: bytes) -> None:
         """Apply the current faults to ``data`` for ``peer_id``: drop it, queue it, or send it now.
 

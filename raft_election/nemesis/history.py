@@ -13,11 +13,16 @@ import attrs
 
 from raft_election.processes import MemberEvent
 
-__all__ = ["FAULT_KINDS", "FaultRecord", "History", "LockRecord"]
+__all__ = ["ALL_KINDS", "FAULT_KINDS", "MEMBERSHIP_KINDS", "FaultRecord", "History", "LockRecord"]
 
-#: Fault kinds, as they appear in reports.
+#: Fault kinds, as they appear in reports: the default schedule draws from these.
 FAULT_KINDS = ("kill", "storm", "pause", "partition", "one_way", "partial", "loss", "delay", "flood",
                "starve")
+#: Membership changes made through the leader's admin channel while the faults go on (thesis ch. 4): add a
+#: fresh member, remove one, replace one.  Chosen with ``--faults all`` (or by name, or ``membership``).
+MEMBERSHIP_KINDS = ("add_member", "remove_member", "replace_member")
+#: Every kind the schedule knows, in report order.
+ALL_KINDS = FAULT_KINDS + MEMBERSHIP_KINDS
 
 
 @attrs.frozen(kw_only=True)
@@ -61,3 +66,5 @@ class History:
     locks: tuple[LockRecord, ...] = ()
     #: When the last fault was healed (None: no fault was applied).
     healed: Optional[float] = None
+    #: The kinds the schedule drew from (empty: not recorded, the default kinds).
+    kinds: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from raft_election.nemesis.checker import CheckResult
-from raft_election.nemesis.history import FAULT_KINDS, History
+from raft_election.nemesis.history import ALL_KINDS, History
 from raft_election.plotting import pyplot
 
 __all__ = ["plot_timeline"]
@@ -44,10 +44,12 @@ def plot_timeline(history: History, result: CheckResult, path: str) -> None:
     figure, axis = plt.subplots(figsize=(width, 1.2 + 0.55 * len(members)))
 
     kind_colors: dict[str, Any] = {}
-    palette = plt.get_cmap("tab10")
-    for index, kind in enumerate(sorted({fault.kind for fault in history.faults},
-                                        key=lambda k: (FAULT_KINDS.index(k) if k in FAULT_KINDS else 99, k))):
-        kind_colors[kind] = palette(index % 10)
+    applied = sorted({fault.kind for fault in history.faults},
+                     key=lambda k: (ALL_KINDS.index(k) if k in ALL_KINDS else 99, k))
+    colors = 10 if len(applied) <= 10 else 20  # membership changes too: more colours than tab10 has
+    palette = plt.get_cmap(f"tab{colors}")
+    for index, kind in enumerate(applied):
+        kind_colors[kind] = palette(index % colors)
     for fault in history.faults:
         targets = [member for member in fault.targets if member in row] or members
         for member in targets:

@@ -13,6 +13,10 @@ Time model: one global virtual time (``cluster.now``); each server's clock runs 
 (``local = rate * global + offset``, rates within ``clock_drift`` of each other), which is what the lease's
 ``max_clock_drift`` allowance has to absorb.
 
+Membership changes (thesis ch. 4): :meth:`SimulatedCluster.add_server` starts a new server that joins
+(``RaftConfig(join=True)``), and :meth:`SimulatedCluster.add_member` / :meth:`SimulatedCluster.remove_member`
+ask a leader's core to change the configuration, exactly as ``RaftNode.add_member`` does.
+
 A **slow** server (:meth:`SimulatedCluster.slow`) models a loaded host: it handles each of its inputs
 (messages, timer ticks, evidence) late, by a random lag, in the order they came, so its heartbeats, answers
 and votes leave late and its clock has moved on when it handles them.  A pause is the extreme case.
@@ -34,6 +38,7 @@ from raft_election.hardstate import HardState
 from raft_election.messages import Envelope
 from raft_election.netfaults import FaultControls, NetworkFaults
 from raft_election.oracle import ElectionOracle
+from raft_election.roles import Role
 
 __all__ = ["SimNode", "SimulatedCluster"]
 
@@ -42,6 +47,11 @@ _DELIVER = 1
 _EVIDENCE = 2
 #: An input of a slow server, due now after its lag: payload ``(kind, payload, incarnation)``.
 _LAGGED = 3
+
+
+def address(node_id: int) -> str:
+    """A simulated server's address (the simulation routes by id; the address only has to be unique)."""
+    return f"sim:{node_id}"
 
 
 class SimNode:
@@ -108,6 +118,8 @@ class SimulatedCluster(FaultControls):
         death_evidence: whether probes are answered (a transport with the DeathProbe capability).
         evidence_on_crash: whether a crash also hands evidence to every server it could reach.
         oracle: the oracle to report to (a fresh raising one by default).
+        stamp_first: a new leader commits an entry of its own term before a membership change (thesis
+            §4.1 erratum); False only to show the bug it prevents.
         config: extra :class:`RaftConfig` settings for every server (``election_timeout`` etc.).
     """
 
@@ -125,11 +137,15 @@ class SimulatedCluster(FaultControls):
         death_evidence: bool = True,
         evidence_on_crash: bool = False,
         oracle: Optional[ElectionOracle] = None,
+        stamp_first: bool = True,
         **config: Any,
     ) -> None:
         ids = list(range(1, members + 1)) if isinstance(members, int) else sorted(members)
         self._rng = random.Random(seed)
-        peers = {node_id: f"sim:{node_id}" for node_id in ids}
+        self._settings = config
+        self._stamp_first = stamp_first
+        self._clock_drift = clock_drift
+        peers = {node_id: address(node_id) for node_id in ids}
         self.configs: dict[int, RaftConfig] = {
             node_id: RaftConfig(node_id=node_id, peers=peers, **config) for node_id in ids}
         first = self.configs[ids[0]]
@@ -143,6 +159,7 @@ class SimulatedCluster(FaultControls):
         #: Evidence handed to servers: ``(global time, to, about, kind)``.
         self.evidence_log: list[tuple[float, int, int, str]] = []
         self.oracle = oracle if oracle is not None else ElectionOracle()
+        self.oracle.seed(ids)
         self.nodes: dict[int, SimNode] = {}
         for node_id in ids:
             rate = 1.0 - self._rng.uniform(0.0, clock_drift)
@@ -163,7 +180,8 @@ class SimulatedCluster(FaultControls):
         if node.alive:
             raise ValueError(f"node {node_id} is already running")
         rng = random.Random(self._rng.getrandbits(64))
-        node.core = RaftCore(node.config, node.stored, node.local(self.now), rng)
+        node.core = RaftCore(node.config, node.stored, node.local(self.now), rng,
+                             stamp_first=self._stamp_first)
         node.incarnation += 1
         node.paused = False
         node.pending.clear()
@@ -172,8 +190,15 @@ class SimulatedCluster(FaultControls):
     def crash(self, node_id: int) -> None:
         """Kill a server: it forgets everything but its durable state (nothing, with ``persist=False``)."""
         node = self.nodes[node_id]
-        if not node.alive:
+        core = node.core
+        if core is None:
             return
+        if core.role is Role.LEADER:
+            # What the process believed ends with it, or earlier if its lease had run out meanwhile (a
+            # paused or slow leader had not noticed yet): tell the oracle, whose lease intervals would
+            # otherwise last until the kill.
+            believed_until = min(core.lease_expiry, node.local(self.now))
+            self.oracle.lost_leadership(node_id, core.term, node.to_global(believed_until))
         node.core = None
         node.paused = False
         node.pending.clear()
@@ -261,6 +286,45 @@ class SimulatedCluster(FaultControls):
         node = self.nodes[node_id]
         self._apply(node, self._core(node_id).campaign(node.local(self.now)))
 
+    def add_server(self, node_id: int, knows: Optional[Iterable[int]] = None) -> None:
+        """Start a brand-new server ``node_id`` that joins the cluster (``RaftConfig(join=True)``).
+
+        It knows the members ``knows`` (default: every server the simulation has), as a new member started
+        with the current cluster file would; it stays a non-voting catch-up member until a leader adds it.
+
+        Raises:
+            ValueError: ``node_id`` is already a server of the simulation.
+        """
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id} already exists")
+        known = sorted(self.nodes if knows is None else knows)
+        peers = {member: address(member) for member in [*known, node_id]}
+        config = RaftConfig(node_id=node_id, peers=peers, join=True, **self._settings)
+        self.configs[node_id] = config
+        rate = 1.0 - self._rng.uniform(0.0, self._clock_drift)
+        offset = self._rng.uniform(0.0, 1000.0)
+        self.nodes[node_id] = SimNode(node_id, config, rate, offset)
+        self.start(node_id)
+
+    def add_member(self, leader: int, node_id: int) -> None:
+        """Ask ``leader`` to add ``node_id`` (see RaftCore.add_member; its errors pass through)."""
+        node = self.nodes[leader]
+        self._apply(node, self._core(leader).add_member(node_id, address(node_id), node.local(self.now)))
+
+    def remove_member(self, leader: int, node_id: int) -> None:
+        """Ask ``leader`` to remove ``node_id`` (see RaftCore.remove_member; its errors pass through)."""
+        node = self.nodes[leader]
+        self._apply(node, self._core(leader).remove_member(node_id, node.local(self.now)))
+
+    def abandon_change(self, leader: int, node_id: int) -> None:
+        """Ask ``leader`` to give up a change of ``node_id`` not made yet (see RaftCore.abandon_change)."""
+        node = self.nodes[leader]
+        self._apply(node, self._core(leader).abandon_change(node_id, node.local(self.now)))
+
+    def members(self, node_id: int) -> frozenset[int]:
+        """The members of the configuration a running server uses."""
+        return frozenset(self._core(node_id).configuration.members)
+
     def _core(self, node_id: int) -> RaftCore:
         core = self.nodes[node_id].core
         if core is None:
@@ -280,12 +344,14 @@ class SimulatedCluster(FaultControls):
         return holders[0] if len(holders) == 1 else None
 
     def stable_leader(self) -> Optional[int]:
-        """The lease holder that every running, unpaused server follows, or None."""
+        """The lease holder that every running, unpaused member of its configuration follows, or None."""
         leader = self.leader()
         if leader is None:
             return None
+        members = self.members(leader)
         for node in self.nodes.values():
-            if node.core is not None and not node.paused and node.core.leader_id != leader:
+            if (node.node_id in members and node.core is not None and not node.paused
+                    and node.core.leader_id != leader):
                 return None
         return leader
 

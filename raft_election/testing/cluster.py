@@ -64,15 +64,40 @@ class ThreadedCluster:
         self.oracle = ElectionOracle()
         self.peers = {node_id: f"memory:{node_id}" for node_id in range(1, size + 1)}
         self.settings = settings
+        self.oracle.seed(self.peers)
         self.storages = {node_id: OracleStorage(node_id, self.oracle) for node_id in self.peers}
+        self.joiners: dict[int, dict[int, str]] = {}
         self.nodes: dict[int, RaftNode] = {}
         self.events: list[tuple[int, Event]] = []
         self.changed = threading.Condition()
         self._seed = seed
 
     def config(self, node_id: int) -> RaftConfig:
-        """Member ``node_id``'s configuration."""
+        """Member ``node_id``'s configuration (a server added by :meth:`add_server` joins)."""
+        if node_id in self.joiners:
+            return RaftConfig(node_id=node_id, peers=self.joiners[node_id], join=True, **self.settings)
         return RaftConfig(node_id=node_id, peers=self.peers, **self.settings)
+
+    def address(self, node_id: int) -> str:
+        """Member ``node_id``'s transport address on the in-memory network."""
+        return f"memory:{node_id}"
+
+    def add_server(self, node_id: int, **callbacks: Any) -> RaftNode:
+        """Start a brand-new member ``node_id`` that joins (``RaftConfig(join=True)``); return it.
+
+        It knows the members of the configuration a running member uses now, as a new member started from
+        an up-to-date cluster file would, and stays a non-voting catch-up member until the leader's
+        :meth:`~raft_election.node.RaftNode.add_member` lists it.
+
+        Raises:
+            ValueError: ``node_id`` was started before.
+        """
+        if node_id in self.nodes:
+            raise ValueError(f"member {node_id} exists already")
+        known = next((dict(node.members) for node in self.running()), dict(self.peers))
+        self.joiners[node_id] = {**known, node_id: self.address(node_id)}
+        self.storages[node_id] = OracleStorage(node_id, self.oracle)
+        return self.start(node_id, **callbacks)
 
     def start(self, node_id: int, **callbacks: Any) -> RaftNode:
         """Start member ``node_id`` (``callbacks``: more :class:`RaftNode` arguments); return it."""
@@ -89,7 +114,7 @@ class ThreadedCluster:
         return node.start()
 
     def start_all(self) -> None:
-        """Start every member."""
+        """Start every member of the seed configuration."""
         for node_id in self.peers:
             self.start(node_id)
 
@@ -128,13 +153,15 @@ class ThreadedCluster:
         return [node for node in self.nodes.values() if node.status().running]
 
     def stable_leader(self) -> Optional[int]:
-        """The member that holds a lease and that every running member follows, if any."""
+        """The member that holds a lease and that every running member of its configuration follows."""
         running = self.running()
-        holders = [node.node_id for node in running if node.is_leader]
+        holders = [node for node in running if node.is_leader]
         if len(holders) != 1:
             return None
-        if all(node.leader_id == holders[0] for node in running):
-            return holders[0]
+        leader = holders[0]
+        members = leader.members
+        if all(node.leader_id == leader.node_id for node in running if node.node_id in members):
+            return leader.node_id
         return None
 
     def wait_for_stable_leader(self, timeout: float = PATIENCE) -> int:

@@ -4,6 +4,8 @@ Addresses are ``host:port`` (an IPv4 literal or a host name) or ``[IPv6]:port`` 
 address is resolved when the transport starts, numeric literals without any DNS query; a peer's host
 *name* is resolved again every few seconds afterwards (see :class:`~transports.udp.UdpTransport`), so a
 member whose address changes (a replaced host or container) or whose name did not resolve yet is found.
+A member added by :meth:`~transports.udp.UdpTransport.set_peers` is resolved at once if its host is a
+literal (:func:`resolve_literal`, no DNS) and otherwise in the background, like the names above.
 The socket's family (IPv4 or IPv6) is the family of the node's own resolved address; a peer that has no
 address of that family cannot be reached from this socket, so :func:`routes` leaves it out with a warning
 naming it, and datagrams to it are dropped and counted (``send_dropped``).  Use one family per cluster.
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from raft_election.errors import TransportError
 
 __all__ = ["SockAddr", "bind_socket", "format_address", "is_numeric", "parse_address", "resolve",
-           "resolve_for", "routes"]
+           "resolve_for", "resolve_literal", "routes"]
 
 #: The package's logger: the UDP transport logs as ``transports.udp``, whichever module writes the line.
 logger = logging.getLogger(__package__)
@@ -92,23 +94,35 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _internet(infos: List[Tuple[Any, ...]]) -> List[Tuple[int, SockAddr]]:
+    """The IPv4 and IPv6 ``(family, sockaddr)`` pairs of a ``getaddrinfo`` answer, in its order."""
+    return [(info[0], info[4]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+
+
+def resolve_literal(host: str, port: int) -> List[Tuple[int, SockAddr]]:
+    """Like :func:`resolve` for an IPv4 or IPv6 literal only: never looks a name up, so never waits.
+
+    Raises:
+        socket.gaierror: ``host`` is not a literal.
+    """
+    return _internet(socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0,
+                                        socket.AI_NUMERICHOST))
+
+
 def resolve(host: str, port: int) -> List[Tuple[int, SockAddr]]:
     """Resolve ``host`` to ``(family, sockaddr)`` pairs, IPv4 and IPv6 only, in ``getaddrinfo``'s order.
 
-    A numeric literal is tried first with ``AI_NUMERICHOST``, so it never waits for DNS.
+    A numeric literal is tried first with ``AI_NUMERICHOST`` (:func:`resolve_literal`), so it never waits
+    for DNS.
 
     Raises:
         socket.gaierror: the name cannot be resolved.
     """
     try:
-        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
+        return resolve_literal(host, port)
     except socket.gaierror:
-        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM)
-    return [
-        (family, sockaddr)
-        for family, _, _, _, sockaddr in infos
-        if family in (socket.AF_INET, socket.AF_INET6)
-    ]
+        pass
+    return _internet(socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM))
 
 
 def is_numeric(host: str) -> bool:
@@ -172,17 +186,19 @@ def bind_socket(node_id: int, address: str, host: str, port: int) -> socket.sock
 
 
 def routes(node_id: int, family: int, peers: Mapping[int, str],
-           parsed: Mapping[int, Tuple[str, int]]) -> Dict[int, SockAddr]:
+           parsed: Mapping[int, Tuple[str, int]], *, numeric_only: bool = False) -> Dict[int, SockAddr]:
     """Resolve each member's address for a socket of ``family``; warn about (and leave out) the others.
 
     A peer whose host name cannot be resolved, or that has no address of this socket's family, is logged
     as a warning and left out, so datagrams to it are dropped: one unreachable member must not keep the
-    others from electing a leader.
+    others from electing a leader.  With ``numeric_only`` no name is looked up (``parsed`` must hold
+    literals only; see :func:`resolve_literal`).
     """
+    lookup = resolve_literal if numeric_only else resolve
     found: Dict[int, SockAddr] = {}
     for peer_id, (host, port) in parsed.items():
         try:
-            candidates = resolve(host, port)
+            candidates = lookup(host, port)
         except socket.gaierror as exc:
             logger.warning("node %d: cannot resolve node %d's address %r (%s); datagrams to it will be "
                            "dropped", node_id, peer_id, peers[peer_id], exc)

@@ -1,7 +1,9 @@
 """UDP death probes: one connected probe socket per peer, to hear a dead peer's host say "port unreachable".
 
 :class:`ProbeSockets` makes the probe sockets when the transport starts, sends the probes the transport
-was asked for and reads their answers; only the transport's receive thread uses it after the start, and
+was asked for and reads their answers, and follows the peers: a peer added by
+:meth:`~transports.udp.UdpTransport.set_peers` gets a probe socket, a removed one's is closed, a moved
+one's is pointed at the new address.  Only the transport's receive thread uses it after the start, and
 that thread finally closes it.  A refusal in answer to a recent probe is evidence that the peer's process
 is gone (the rules every death probe follows are in :class:`raft_election.transport.DeathProbe`).
 """
@@ -54,6 +56,12 @@ class ProbeSockets:
     evidence.  A refusal without a recent probe (a late, stray or forged ICMP error) is read, counted as
     ``evidence_ignored`` and forgotten, so it cannot be banked for a later probe.
 
+    The peers change (:meth:`retarget`) when the transport's peers do (a membership change, or a host name
+    that resolves elsewhere now): a new peer's socket is made, a removed peer's socket is closed, and a
+    moved peer's socket is connected to the new address, forgetting the probes sent to the old one, so an
+    answer from an address the peer has left is never evidence (:meth:`target` lets the transport check
+    that the address a piece of evidence came from is still the peer's).
+
     Made by :meth:`open` before the receive thread starts; from then on used by that thread only, which
     also closes it.
     """
@@ -63,6 +71,8 @@ class ProbeSockets:
                  local: Tuple[object, ...] = ("", 0)) -> None:
         self._node_id = node_id
         self._socks = dict(socks)
+        #: The address each probe socket is connected to.
+        self._targets: Dict[int, SockAddr] = {}
         self._family = family
         self._local = local
         self._counters = counters
@@ -106,21 +116,29 @@ class ProbeSockets:
                            "noticed by the election timeout", self._node_id, peer_id, exc)
             return None
         self._socks[peer_id] = probe
+        self._targets[peer_id] = route
         return probe
 
-    def retarget(self, peer_id: int, route: Optional[SockAddr], selector: selectors.BaseSelector) -> None:
-        """``peer_id``'s address changed to ``route`` (None: it does not resolve any more).
+    def _drop(self, peer_id: int, selector: selectors.BaseSelector) -> None:
+        """Close ``peer_id``'s probe socket (it can no longer be probed)."""
+        probe = self._socks.pop(peer_id)
+        self._targets.pop(peer_id, None)
+        selector.unregister(probe)
+        probe.close()
 
-        Its probe socket is connected to the new address (made, if the peer had none), or closed; probes
-        sent to the old address can no longer be answered.
+    def retarget(self, peer_id: int, route: Optional[SockAddr], selector: selectors.BaseSelector) -> None:
+        """``peer_id``'s address changed to ``route`` (None: it has none any more, or left the members).
+
+        Its probe socket is connected to the new address (made, if the peer had none: a new member), or
+        closed; probes sent to the old address can no longer be answered.  A socket that cannot be pointed
+        at the new address is closed rather than left on the old one (whose refusals would say nothing
+        about the peer): the peer then cannot be probed (counted as ``probe_errors``, logged).
         """
         self._sent_at.pop(peer_id, None)
         probe = self._socks.get(peer_id)
         if route is None:
             if probe is not None:
-                selector.unregister(probe)
-                probe.close()
-                del self._socks[peer_id]
+                self._drop(peer_id, selector)
             return
         if probe is None:
             probe = self._make(peer_id, route)
@@ -131,8 +149,15 @@ class ProbeSockets:
             probe.connect(route)
         except OSError as exc:
             self._counters.add("probe_errors")
-            logger.warning("node %d: cannot point node %d's probe socket at its new address (%s)",
-                           self._node_id, peer_id, exc)
+            logger.warning("node %d: cannot point node %d's probe socket at its new address (%s); its death "
+                           "will only be noticed by the election timeout", self._node_id, peer_id, exc)
+            self._drop(peer_id, selector)
+            return
+        self._targets[peer_id] = route
+
+    def target(self, peer_id: int) -> Optional[SockAddr]:
+        """The address ``peer_id``'s probe socket is connected to; None if it has no probe socket."""
+        return self._targets.get(peer_id)
 
     def addresses(self) -> Dict[int, Tuple[str, int]]:
         """The local ``(host, port)`` of each peer's probe socket."""
@@ -149,8 +174,13 @@ class ProbeSockets:
             probe.close()
 
     def read(self, peer_id: int, evidence: List[int]) -> None:
-        """Read what is pending on ``peer_id``'s probe socket: a refusal may be evidence, nothing else is."""
-        probe = self._socks[peer_id]
+        """Read what is pending on ``peer_id``'s probe socket: a refusal may be evidence, nothing else is.
+
+        Nothing to do if the peer has no probe socket (any more: it was closed since it became readable).
+        """
+        probe = self._socks.get(peer_id)
+        if probe is None:
+            return
         for _ in range(_READ_BATCH):
             try:
                 probe.recv(1)  # nobody should send to a probe socket: read and drop (and count) it

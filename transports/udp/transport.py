@@ -13,13 +13,14 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Mapping
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn
-from transports.socketbase import CLOSED, CREATED, SocketTransport, WakeUp
+from transports.socketbase import CLOSED, CREATED, PeerChanges, SocketTransport, WakeUp
 from transports.udp.addresses import (
     SockAddr,
     bind_socket,
@@ -93,6 +94,11 @@ class UdpTransport(SocketTransport):
     is reached at its current address, and its probe socket follows it (``address_changes`` counts the
     changes).  Resolving never holds up sending or receiving.
 
+    Membership changes: :meth:`set_peers` replaces the peers while the transport runs.  A new peer with a
+    numeric address is reachable when it returns; one with a host name once the resolve thread (started
+    then, if it was not running) has resolved it, which it does at once; the receive thread gives a new
+    peer its probe socket, closes a removed peer's and points a moved peer's at the new address.
+
     Untrusted input: anyone who can reach the port can send to it.  The transport only drops what cannot be
     a message at all: a datagram larger than ``MAX_MESSAGE_SIZE``, and an empty one, which is a peer's death
     probe (counted as ``probes_received``).  The codec behind ``deliver`` checks the rest (and
@@ -116,13 +122,24 @@ class UdpTransport(SocketTransport):
             raise ValueError(f"resolve_interval must be a positive number of seconds, got "
                              f"{resolve_interval!r}")
         self._resolve_interval = resolve_interval
-        #: New addresses of peers whose names resolve differently now, for the receive thread to take.
+        #: New addresses of peers (None: no address any more, or no longer a member) for the receive thread
+        #: to point their probe sockets at: names that resolve differently now, and :meth:`set_peers`.
         self._retargets: Dict[int, Optional[SockAddr]] = {}
         self._address: Optional[Tuple[str, int]] = None
         self._sock: Optional[socket.socket] = None
+        #: The family of ``_sock`` (fixed at start).
+        self._family = socket.AF_INET
         self._routes: Dict[int, SockAddr] = {}
         self._members: FrozenSet[int] = frozenset()
-        #: The local ``(host, port)`` of each peer's probe socket (fixed at start; see :meth:`probe_address`).
+        #: The peers whose host is a name, with ``(host, port)``: the resolve thread resolves them again.
+        self._names: Dict[int, Tuple[str, int]] = {}
+        #: Names given by :meth:`set_peers` that were not resolved yet (the resolve thread does so at once).
+        self._fresh: Set[int] = set()
+        #: The resolve thread, once some peer's host is a name.
+        self._resolver: Optional[threading.Thread] = None
+        #: Wakes the resolve thread early: a name was added, or the transport is closing.
+        self._resolve_now = threading.Event()
+        #: The local ``(host, port)`` of each peer's probe socket (see :meth:`probe_address`).
         self._probe_addresses: Dict[int, Tuple[str, int]] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -161,12 +178,8 @@ class UdpTransport(SocketTransport):
                 f"node {node_id} has no address in peers (members: {sorted(peers)}); add this node's "
                 "own address, e.g. '127.0.0.1:9001'"
             )
-        parsed: Dict[int, Tuple[str, int]] = {}
-        for peer_id, address in peers.items():
-            try:
-                parsed[peer_id] = parse_address(address)
-            except TransportError as exc:
-                raise TransportError(f"address of node {peer_id}: {exc}") from None
+        addresses = self._checked_addresses(peers)
+        parsed = {peer_id: parse_address(address) for peer_id, address in addresses.items()}
         sock = bind_socket(node_id, peers[node_id], *parsed[node_id])
         wakeup: Optional[WakeUp] = None
         probes: Optional[ProbeSockets] = None
@@ -184,19 +197,19 @@ class UdpTransport(SocketTransport):
                 self._deliver = deliver
                 self._address = (host, port)
                 self._sock = sock
+                self._family = sock.family
                 self._wakeup = wakeup
                 self._routes = found
                 self._members = frozenset(peers)
+                self._addresses = addresses
                 self._probe_addresses = probes.addresses()
                 # Started under the lock, so that a concurrent close() finds the thread to join.
                 thread.start()
                 self._thread = thread
                 self._state = _RUNNING
-                names = {peer_id: (host, port) for peer_id, (host, port) in parsed.items()
-                         if peer_id != node_id and not is_numeric(host)}
-                if names:
-                    threading.Thread(target=self._refresh, args=(names, sock.family), daemon=True,
-                                     name=f"udp-{node_id}-resolve").start()
+                self._names = {peer_id: (name, name_port) for peer_id, (name, name_port) in parsed.items()
+                               if peer_id != node_id and not is_numeric(name)}
+                self._start_resolver()
         except BaseException:
             sock.close()
             for resource in (wakeup, probes):
@@ -215,19 +228,25 @@ class UdpTransport(SocketTransport):
         with self._lock:
             self._state = CLOSED
             thread = self._thread
+        # The resolve thread is not waited for (it may be in a DNS query); it ends when it sees the flag.
+        self._stopping.set()
+        self._resolve_now.set()
         # If the wake-up fails the loop still stops: it checks the stop flag before each datagram.
         self._stop_receiving(thread)
 
     # ---------------------------------------------------------------- death probes
 
     def _can_probe(self, peer_id: int) -> bool:
-        return peer_id in self._probe_addresses
+        # Every routed peer has a probe socket, or gets one before the receive thread sends the probe (or
+        # could not get one, which was logged); this node itself has none.
+        return peer_id != self._node_id and peer_id in self._routes
 
     def probe_address(self, peer_id: int) -> Optional[Tuple[str, int]]:
         """The local ``(host, port)`` of ``peer_id``'s probe socket, or ``None`` if it has none.
 
         Read-only, for diagnostics and tests: an ICMP error is matched to the probe socket by this address
-        together with the peer's.
+        together with the peer's.  A peer added by :meth:`set_peers` gets its probe socket from the receive
+        thread, a moment after the call returned.
         """
         with self._lock:
             return self._probe_addresses.get(peer_id)
@@ -311,29 +330,128 @@ class UdpTransport(SocketTransport):
     def _label(self) -> str:
         return f"node {self._node_id}"
 
+    # ---------------------------------------------------------------- membership changes
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Replace the peers while running (see :meth:`SocketTransport.set_peers` for the rules).
+
+        A peer whose host is a literal is routed before this returns; a host name is resolved by the
+        resolve thread at once, and datagrams to that peer are dropped (``send_dropped``) until it
+        resolves.  A removed peer's probe socket is closed, an added peer gets one, and a moved peer's is
+        pointed at the new address, by the receive thread a moment later (see :meth:`probe_address`).
+
+        Raises:
+            TransportError: an address is malformed; the message names the member and the address.
+        """
+        super().set_peers(peers)
+
+    def _canonical_address(self, address: str) -> str:
+        return format_address(*parse_address(address))
+
+    def _change_peers(self, node_id: int, members: Mapping[int, str], changes: PeerChanges) -> bool:
+        """Route to the new addresses: literals at once (no DNS), names through the resolve thread.
+
+        A removed or moved peer loses its route at once; its probe socket is closed or pointed elsewhere
+        by the receive thread, woken here.
+        """
+        targets = {peer_id: parse_address(address) for peer_id, address in changes.targets.items()}
+        names = {peer_id: target for peer_id, target in targets.items() if not is_numeric(target[0])}
+        literals = {peer_id: target for peer_id, target in targets.items() if peer_id not in names}
+        found = routes(node_id, self._family, members, literals, numeric_only=True)
+        with self._lock:
+            if self._state != _RUNNING:
+                return False
+            for peer_id in (*changes.removed, *targets):
+                self._routes.pop(peer_id, None)
+                self._names.pop(peer_id, None)
+                self._fresh.discard(peer_id)
+                self._retargets[peer_id] = found.get(peer_id)
+            self._routes.update(found)
+            self._names.update(names)
+            self._fresh.update(names)
+            self._members = frozenset(members)
+            if names:
+                self._start_resolver()
+                self._resolve_now.set()
+        self._wake()
+        return True
+
     # ---------------------------------------------------------------- resolving names again
 
-    def _refresh(self, names: Mapping[int, Tuple[str, int]], family: int) -> None:
-        """Resolve the peers' host names again and again until :meth:`close` (the resolve thread)."""
+    def _start_resolver(self) -> None:
+        """Start the resolve thread if some peer's host is a name and it does not run yet (``_lock`` held)."""
+        if self._resolver is None and self._names:
+            self._resolver = threading.Thread(target=self._refresh, daemon=True,
+                                              name=f"udp-{self._node_id}-resolve")
+            self._resolver.start()
+
+    def _next_round(self) -> float:
+        """Seconds until every name is resolved again: sooner while one does not resolve."""
         with self._lock:
-            unresolved = any(self._routes.get(peer_id) is None for peer_id in names)
-        while not self._stopping.wait(RESOLVE_RETRY if unresolved else self._resolve_interval):
-            unresolved = False
+            unresolved = any(peer_id not in self._routes for peer_id in self._names)
+        return RESOLVE_RETRY if unresolved else self._resolve_interval
+
+    def _refresh(self) -> None:
+        """Resolve the peers' host names again and again until :meth:`close` (the resolve thread).
+
+        Every name is resolved again each round (every ``resolve_interval`` seconds, every
+        :data:`RESOLVE_RETRY` while one does not resolve); a name just given by :meth:`set_peers` is
+        resolved at once, out of turn.
+        """
+        family = self._family
+        due = time.monotonic() + self._next_round()
+        while not self._stopping.is_set():
+            self._resolve_now.wait(max(0.0, due - time.monotonic()))
+            self._resolve_now.clear()
+            if self._stopping.is_set():
+                return
+            whole_round = time.monotonic() >= due
+            with self._lock:
+                names = dict(self._names) if whole_round else {
+                    peer_id: self._names[peer_id] for peer_id in self._fresh}
             for peer_id, (host, port) in names.items():
-                route = resolve_for(family, host, port)
-                unresolved = unresolved or route is None
-                with self._lock:
-                    if self._state != _RUNNING or route == self._routes.get(peer_id):
-                        continue
-                    old = self._routes.pop(peer_id, None)
-                    if route is not None:
-                        self._routes[peer_id] = route
-                    self._retargets[peer_id] = route
+                if self._stopping.is_set():
+                    return
+                self._resolved(peer_id, host, port, resolve_for(family, host, port))
+            if whole_round:
+                due = time.monotonic() + self._next_round()
+            else:
+                due = min(due, time.monotonic() + self._next_round())
+
+    def _resolved(self, peer_id: int, host: str, port: int, route: Optional[SockAddr]) -> None:
+        """Use ``route``, a resolution of ``peer_id``'s ``host:port``, unless the peer moved or left since.
+
+        A change of a known name's resolution is counted (``address_changes``); the first resolution of a
+        name given by :meth:`set_peers` is not a change.
+        """
+        with self._lock:
+            if self._state != _RUNNING or self._names.get(peer_id) != (host, port):
+                return  # removed or moved by set_peers while this was resolved: stale
+            first = peer_id in self._fresh
+            self._fresh.discard(peer_id)
+            old = self._routes.get(peer_id)
+            changed = route != old
+            if changed:
+                self._routes.pop(peer_id, None)
+                if route is not None:
+                    self._routes[peer_id] = route
+                self._retargets[peer_id] = route
+                if not first:
                     self._counters.add("address_changes")
-                logger.info("node %s: node %d's address %s:%d now resolves to %s (was %s)", self._node_id,
-                            peer_id, host, port, "nothing" if route is None else format_address(*route[:2]),
-                            "nothing" if old is None else format_address(*old[:2]))
-                self._wake()
+            node_id = self._node_id
+        address = format_address(host, port)
+        now = "nothing" if route is None else format_address(*route[:2])
+        if first and route is None:
+            logger.warning("node %s: cannot resolve node %d's address %s; datagrams to it will be dropped "
+                           "until it resolves (tried again every %s s)", node_id, peer_id, address,
+                           RESOLVE_RETRY)
+        elif first:
+            logger.info("node %s: node %d's address %s resolves to %s", node_id, peer_id, address, now)
+        elif changed:
+            logger.info("node %s: node %d's address %s now resolves to %s (was %s)", node_id, peer_id,
+                        address, now, "nothing" if old is None else format_address(*old[:2]))
+        if changed:
+            self._wake()
 
     def _take_retargets(self) -> Dict[int, Optional[SockAddr]]:
         with self._lock:
@@ -378,26 +496,33 @@ class UdpTransport(SocketTransport):
                probes: ProbeSockets) -> None:
         """Wait until a socket is readable or the thread is woken, then do what is due.
 
-        In this order: read the probe sockets (answers to probes already sent), send the probes asked for,
-        report the evidence found, then read a batch of datagrams from the main socket.
+        In this order: point the probe sockets at their peers' new addresses (:meth:`set_peers`, names that
+        resolve elsewhere now), read the probe sockets (answers to probes already sent), send the probes
+        asked for, report the evidence found (only about peers still at the address probed), then read a
+        batch of datagrams from the main socket.
         """
         main_ready = False
-        evidence: List[int] = []
+        answered: List[int] = []
         for key, _ in selector.select():
             if key.fileobj is sock:
                 main_ready = True
             elif key.fileobj is wakeup:
                 wakeup.drain()
             else:
-                probes.read(key.data, evidence)
+                answered.append(key.data)
+        # Probe sockets follow their peers before they are read, so that what a socket holds from a peer's
+        # old address is read once the probes sent there are forgotten: it is then never evidence.
         retargets = self._take_retargets()
         for peer_id, route in retargets.items():
             probes.retarget(peer_id, route, selector)
         if retargets:
             with self._lock:
                 self._probe_addresses = probes.addresses()
+        evidence: List[int] = []
+        for peer_id in answered:
+            probes.read(peer_id, evidence)
         probes.send(self._take_probe_requests(), evidence, self._stopping)
-        self._report_evidence(evidence)
+        self._report_evidence(self._still_current(evidence, probes))
         if not main_ready:
             return
         for _ in range(READ_BATCH):
@@ -408,6 +533,18 @@ class UdpTransport(SocketTransport):
             except (BlockingIOError, InterruptedError):
                 return
             self._handle(data, source)
+
+    def _still_current(self, evidence: List[int], probes: ProbeSockets) -> List[int]:
+        """The peers of ``evidence`` whose probe socket is still connected to their current address.
+
+        A peer that left, or moved (by :meth:`set_peers` or a name that resolves elsewhere now) after its
+        probe was answered, is left out: a refusal from an address it no longer has says nothing about it.
+        """
+        if not evidence:
+            return evidence
+        with self._lock:
+            return [peer_id for peer_id in evidence
+                    if peer_id in self._routes and self._routes[peer_id] == probes.target(peer_id)]
 
     def _handle(self, data: bytes, source: SockAddr) -> None:
         size = len(data)

@@ -90,6 +90,27 @@ class Curve(NamedTuple):
             raise TransportError(f"curve_public_keys[{node_id}] is not the public key of "
                                  f"curve_secret_key; node {node_id} was given someone else's key pair")
 
+    def check_new_members(self, node_id: int, members: Mapping[int, object]) -> None:
+        """Check, for a membership change, that every member of the new set has a public key.
+
+        The keys are the roster of every node this one trusts, fixed when the transport is created: a
+        membership change picks members among them and never adds a key.  (A change of members arrives
+        from the cluster, through Raft; trust must come from whoever configures this node.)
+
+        Raises:
+            TransportError: a member has no key; the message names it and says how to provide one.
+        """
+        missing = sorted(set(members) - set(self.keys) - {node_id})
+        if missing:
+            listed = ", ".join(str(peer_id) for peer_id in sorted(self.keys))
+            raise TransportError(
+                f"cannot make node(s) {missing} members: curve_public_keys has no CURVE public key for "
+                f"{'it' if len(missing) == 1 else 'them'} (keys are known for nodes {listed}).  With CURVE, "
+                "every node that may ever be a member needs its public key in the curve_public_keys given "
+                "to ZmqTransport when it is created: list the keys of the nodes that may join later up "
+                "front, or restart this node with the new member's key added"
+            )
+
     def serve(self, pull: zmq.Socket[bytes]) -> None:
         """Make ``pull`` a CURVE server: clients must know this node's public key to connect."""
         pull.setsockopt(zmq.CURVE_SERVER, 1)

@@ -3,7 +3,9 @@
 :class:`TcpProbes` knows where each peer's probe connects, runs the probes (a plain, non-blocking TCP
 connection to the peer's port; a refusal is evidence that the peer's process is gone) and reads the
 monitors of the transport's ``PUSH`` sockets, which ask for a probe whenever a connection to a peer drops.
-Only the transport's receive thread uses it once the transport has started.  The rules every death probe
+The peers may change while the transport runs (:meth:`TcpProbes.set_peer`, :meth:`TcpProbes.remove_peer`,
+for :meth:`~transports.zeromq.ZmqTransport.set_peers`); everything else is done by the transport's
+receive thread.  The rules every death probe
 follows are in :class:`raft_election.transport.DeathProbe`.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import math
 import os
@@ -66,10 +69,14 @@ class _Attempt(NamedTuple):
     sock: socket.socket
     #: ``time.monotonic()`` when the SYN was sent.
     started: float
+    #: Where it connects: its refusal is evidence only while this is still the peer's target.
+    target: _ProbeTarget
 
 
 #: A background name resolution's result: the family and address to connect to, or why there is none.
 _Resolution = Union[Tuple[int, Tuple[Any, ...]], OSError]
+#: Numbers that make each monitor's ``inproc`` endpoint unique (a peer that moves gets a new monitor).
+_monitor_numbers = itertools.count(1)
 
 
 class TcpProbes:
@@ -104,8 +111,13 @@ class TcpProbes:
         wake: wakes the receive thread (a background name resolution finished).
         running: whether the transport is still running (a resolution finished after close is dropped).
 
-    Peers are added (:meth:`add_peer`, :meth:`monitor`) while the transport starts, before the receive
-    thread runs; from then on only that thread uses this object, and :meth:`close` runs once it is done.
+    Peers are set (:meth:`open_monitor`, :meth:`set_peer`) while the transport starts, and set or removed
+    (:meth:`set_peer`, :meth:`remove_peer`) by :meth:`~transports.zeromq.ZmqTransport.set_peers` while it
+    runs: the targets and the monitors are guarded by a lock of their own (a leaf: nothing else is taken
+    while it is held), and the receive thread takes up the new monitors and closes the retired ones
+    (:meth:`poll_monitors`).  A peer that moves or leaves is forgotten at once: a probe of its old address
+    that is still in flight is never evidence.  Everything else is done by the receive thread only, and
+    :meth:`close` runs once it is done.
     """
 
     def __init__(self, name: str, ipv6: Optional[bool], counters: Counters, log: RateLimitedLog, *,
@@ -118,69 +130,132 @@ class TcpProbes:
         self._request = request
         self._wake = wake
         self._running = running
-        # Fixed at start, before the receive thread runs.
+        #: Guards ``_targets``, ``_monitors``, ``_retired`` and ``_version``.
+        self._lock = threading.Lock()
         self._targets: Dict[int, _ProbeTarget] = {}
-        #: Each PUSH socket's monitor (a PAIR socket), read by the receive thread only.
+        #: Each PUSH socket's monitor (a PAIR socket), read and finally closed by the receive thread.
         self._monitors: Dict[int, zmq.Socket[bytes]] = {}
+        #: Monitors of PUSH sockets that were closed, for the receive thread to stop polling and close.
+        self._retired: List[zmq.Socket[bytes]] = []
+        #: Bumped on every change of ``_monitors``, so the receive thread looks only when there is news.
+        self._version = 0
         # Used by the receive thread only.
+        #: The monitors the receive thread's poller has, and the ``_version`` they are of.
+        self._polled: Dict[int, zmq.Socket[bytes]] = {}
+        self._polled_version = 0
         self._attempts: Dict[int, _Attempt] = {}
         self._resolving: Set[int] = set()
         #: Peers whose connection dropped, with the end of their watch (``time.monotonic``).
         self._watching: Dict[int, float] = {}
         #: Background resolutions done, for the receive thread to take; guarded by ``_resolved_lock``.
         self._resolved_lock = threading.Lock()
-        self._resolved: List[Tuple[int, _Resolution]] = []
+        self._resolved: List[Tuple[int, _ProbeTarget, _Resolution]] = []
 
-    # ---------------------------------------------------------------- set up while starting
+    # ---------------------------------------------------------------- the peers (any thread)
 
-    def add_peer(self, peer_id: int, endpoint: str) -> None:
-        """Probe ``peer_id`` at ``endpoint`` from now on; a numeric host is resolved now (no DNS)."""
+    def target(self, endpoint: str) -> _ProbeTarget:
+        """Where a probe of a peer at ``endpoint`` connects; a numeric host is resolved now (no DNS)."""
         host, port = split_endpoint(endpoint)
         family = socket.AF_UNSPEC if self._ipv6 or is_ipv6(endpoint) else socket.AF_INET
         try:
             infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
         except socket.gaierror:  # a DNS name, as libzmq resolves it again on every connect
-            self._targets[peer_id] = _ProbeTarget(host, port, family, None)
-            return
-        self._targets[peer_id] = _ProbeTarget(host, port, infos[0][0], infos[0][4])
+            return _ProbeTarget(host, port, family, None)
+        return _ProbeTarget(host, port, infos[0][0], infos[0][4])
 
-    def knows(self, peer_id: int) -> bool:
-        """Whether ``peer_id`` can be probed (it was added)."""
-        return peer_id in self._targets
+    def open_monitor(self, push: zmq.Socket[bytes], peer_id: int) -> Optional[zmq.Socket[bytes]]:
+        """A PAIR socket to which libzmq reports ``push``'s connection events; give it to :meth:`set_peer`.
 
-    def monitor(self, push: zmq.Socket[bytes], peer_id: int) -> None:
-        """Have libzmq report ``push``'s connection events to a PAIR socket that the receive thread reads.
-
-        Without a monitor the peer can still be probed; only the probe on disconnection is lost.
+        ``None`` (logged) if ``push`` cannot be monitored: the peer can still be probed; only the probe on
+        disconnection is lost.
         """
+        endpoint = f"inproc://{self._name}-monitor-{peer_id}-{next(_monitor_numbers)}"
         try:
-            monitor = push.get_monitor_socket(_MONITOR_EVENTS, f"inproc://{self._name}-monitor-{peer_id}")
+            return push.get_monitor_socket(_MONITOR_EVENTS, endpoint)
         except zmq.ZMQError as exc:
             logger.warning("%s: cannot monitor the connection to node %d (%s); a drop of it will not trigger "
                            "a probe", self._name, peer_id, exc.strerror)
-            return
-        self._monitors[peer_id] = monitor
+            return None
 
-    def monitors(self) -> List[Tuple[int, zmq.Socket[bytes]]]:
-        """``(peer_id, monitor)`` for every monitored ``PUSH`` socket, for the receive thread to poll."""
-        return list(self._monitors.items())
+    def set_peer(self, peer_id: int, target: _ProbeTarget, monitor: Optional[zmq.Socket[bytes]]) -> None:
+        """Probe ``peer_id`` at ``target`` from now on, its new PUSH socket watched by ``monitor``.
 
-    def unmonitor(self, peer_id: int, push: zmq.Socket[bytes]) -> None:
+        A peer already known is moved: its old monitor is retired (closed by the receive thread), and
+        what a probe of its old target still has to say is never evidence.
+        """
+        with self._lock:
+            self._targets[peer_id] = target
+            old = self._monitors.pop(peer_id, None)
+            if old is not None:
+                self._retired.append(old)
+            if monitor is not None:
+                self._monitors[peer_id] = monitor
+            self._version += 1
+
+    def remove_peer(self, peer_id: int) -> None:
+        """Probe ``peer_id`` no more (it left the members); its monitor is retired."""
+        with self._lock:
+            self._targets.pop(peer_id, None)
+            old = self._monitors.pop(peer_id, None)
+            if old is not None:
+                self._retired.append(old)
+            self._version += 1
+
+    def knows(self, peer_id: int) -> bool:
+        """Whether ``peer_id`` can be probed (it is a peer)."""
+        with self._lock:
+            return peer_id in self._targets
+
+    def _current(self, peer_id: int) -> Optional[_ProbeTarget]:
+        with self._lock:
+            return self._targets.get(peer_id)
+
+    @staticmethod
+    def unmonitor(push: zmq.Socket[bytes]) -> None:
         """Stop ``push``'s monitor, if it has one (before ``push`` is closed)."""
-        if peer_id in self._monitors:
-            with contextlib.suppress(zmq.ZMQError):
-                push.disable_monitor()
+        with contextlib.suppress(zmq.ZMQError):
+            push.disable_monitor()
 
     def close(self) -> None:
         """Close the monitors and the connections of probes in flight (once the receive thread is done)."""
-        monitors, self._monitors = self._monitors, {}
-        for monitor in monitors.values():
+        with self._lock:
+            monitors = [*self._monitors.values(), *self._retired]
+            self._monitors, self._retired = {}, []
+            self._version += 1
+        for monitor in monitors:
             monitor.close(linger=0)
+        self._polled = {}
         attempts, self._attempts = self._attempts, {}
         for attempt in attempts.values():
             attempt.sock.close()
 
     # ---------------------------------------------------------------- receive thread only
+
+    def poll_monitors(self, poller: zmq.Poller) -> List[Tuple[int, zmq.Socket[bytes]]]:
+        """Bring ``poller`` up to date with the monitors; return ``(peer_id, monitor)`` for each to read.
+
+        New monitors are registered; retired ones are unregistered and closed, and what they still hold
+        is discarded (events of a PUSH socket that was closed, or of a peer's old address).
+        """
+        with self._lock:
+            if self._version != self._polled_version:
+                current = dict(self._monitors)
+                retired, self._retired = self._retired, []
+                self._polled_version = self._version
+            else:
+                current, retired = self._polled, []
+        if current is not self._polled:
+            for peer_id, monitor in self._polled.items():
+                if current.get(peer_id) is not monitor:
+                    poller.unregister(monitor)
+                    self._watching.pop(peer_id, None)  # the connection watched is gone
+            for peer_id, monitor in current.items():
+                if self._polled.get(peer_id) is not monitor:
+                    poller.register(monitor, zmq.POLLIN)
+            self._polled = current
+        for monitor in retired:
+            monitor.close(linger=0)
+        return list(current.items())
 
     def poll_timeout_ms(self) -> int:
         """How long the receive thread may wait: until the earliest probe in flight must be given up."""
@@ -221,6 +296,13 @@ class TcpProbes:
         evidence: List[int] = []
         now = time.monotonic()
         for peer_id, attempt in list(self._attempts.items()):
+            if self._current(peer_id) != attempt.target:
+                # The peer moved or left since: this probe can say nothing about it, and must not hold up
+                # a probe of its new address.
+                del self._attempts[peer_id]
+                poller.unregister(attempt.sock)
+                attempt.sock.close()
+                continue
             answered = attempt.sock.fileno() in ready
             if answered or now - attempt.started >= PROBE_TIMEOUT:
                 del self._attempts[peer_id]
@@ -232,24 +314,28 @@ class TcpProbes:
                 self._conclude(peer_id, attempt, outcome, evidence)
         with self._resolved_lock:
             resolved, self._resolved = self._resolved, []
-        for peer_id, resolution in resolved:
+        requested = list(requested)
+        for peer_id, target, resolution in resolved:
             self._resolving.discard(peer_id)
-            if isinstance(resolution, OSError):
+            if self._current(peer_id) != target:
+                # The peer moved (or left) while its name was resolved: probe its new address instead.
+                requested.append(peer_id)
+            elif isinstance(resolution, OSError):
                 self._counters.add("probe_errors")
                 self._log.warning(f"resolve_{peer_id}", "%s: cannot probe node %d: its host name does not "
                                   "resolve (%s)", self._name, peer_id, resolution)
             else:
-                self._connect(poller, peer_id, *resolution, evidence)
+                self._connect(poller, peer_id, target, resolution, evidence)
         for peer_id in requested:
-            target = self._targets.get(peer_id)
+            current = self._current(peer_id)
             busy = peer_id in self._attempts or peer_id in self._resolving
-            if target is None or busy or peer_id in evidence:
+            if current is None or busy or peer_id in evidence:
                 continue  # one probe per peer in flight; evidence found just now answers this request too
-            if target.sockaddr is not None:
-                self._connect(poller, peer_id, target.family, target.sockaddr, evidence)
+            if current.sockaddr is not None:
+                self._connect(poller, peer_id, current, (current.family, current.sockaddr), evidence)
             else:
                 self._resolving.add(peer_id)
-                threading.Thread(target=self._resolve, args=(peer_id, target), daemon=True,
+                threading.Thread(target=self._resolve, args=(peer_id, current), daemon=True,
                                  name=f"{self._name}-resolve-{peer_id}").start()
         return evidence
 
@@ -264,12 +350,16 @@ class TcpProbes:
         if not self._running():
             return
         with self._resolved_lock:
-            self._resolved.append((peer_id, result))
+            self._resolved.append((peer_id, target, result))
         self._wake()
 
-    def _connect(self, poller: zmq.Poller, peer_id: int, family: int, sockaddr: Tuple[Any, ...],
-                 evidence: List[int]) -> None:
-        """Start a non-blocking TCP connection to ``sockaddr``; conclude at once if the kernel knows."""
+    def _connect(self, poller: zmq.Poller, peer_id: int, target: _ProbeTarget,
+                 address: Tuple[int, Tuple[Any, ...]], evidence: List[int]) -> None:
+        """Start a non-blocking TCP connection to ``address``; conclude at once if the kernel knows.
+
+        ``address`` is ``(family, sockaddr)``, a resolution of ``target`` (kept with the attempt).
+        """
+        family, sockaddr = address
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
@@ -277,7 +367,7 @@ class TcpProbes:
             self._log.warning("probe_socket", "%s: cannot make a probe socket: %s", self._name, exc)
             return
         sock.setblocking(False)
-        attempt = _Attempt(sock, time.monotonic())
+        attempt = _Attempt(sock, time.monotonic(), target)
         self._counters.add("probes_sent")
         try:
             outcome = sock.connect_ex(sockaddr)
@@ -290,10 +380,18 @@ class TcpProbes:
             self._conclude(peer_id, attempt, outcome, evidence)
 
     def _conclude(self, peer_id: int, attempt: _Attempt, outcome: int, evidence: List[int]) -> None:
-        """Close a probe's connection; a refusal within ``EVIDENCE_WINDOW`` is evidence, nothing else is."""
+        """Close a probe's connection; a refusal within ``EVIDENCE_WINDOW`` is evidence, nothing else is.
+
+        Nothing is evidence about a peer that moved or left since the probe started.
+        """
         attempt.sock.close()
         if outcome == 0:
             return  # something listens: the peer's process is alive (perhaps paused)
+        if self._current(peer_id) != attempt.target:
+            self._counters.add("evidence_ignored")
+            logger.debug("%s: probe of node %d's old address %s:%d: %s (it moved or left; not evidence)",
+                         self._name, peer_id, attempt.target.host, attempt.target.port, os.strerror(outcome))
+            return
         if outcome == errno.ECONNREFUSED and time.monotonic() - attempt.started <= EVIDENCE_WINDOW:
             self._watching.pop(peer_id, None)
             evidence.append(peer_id)

@@ -15,14 +15,14 @@ import itertools
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import zmq
 
 from raft_election.codec import MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn, as_bytes
-from transports.socketbase import CLOSED, CREATED, SocketTransport, WakeUp
+from transports.socketbase import CLOSED, CREATED, PeerChanges, SocketTransport, WakeUp
 from transports.zeromq.addresses import normalize_address
 from transports.zeromq.curve import Curve, CurveKey, ZapHandler
 from transports.zeromq.options import configure_pull, configure_push
@@ -82,7 +82,9 @@ class ZmqTransport(SocketTransport):
             else ever reaches the receive loop.  Keys are never shown by ``repr``.
         curve_public_keys: every member's CURVE public key by node id, this node's included (the same
             mapping serves every member).  Keys are 40 Z85 characters (``str`` or ``bytes``) or 32 raw bytes,
-            as made by ``zmq.curve_keypair()``.
+            as made by ``zmq.curve_keypair()``.  This mapping is the roster of every node this one will
+            ever trust, fixed for the transport's life: list the keys of the nodes that may join later
+            too (see :meth:`set_peers`).
 
     Raises:
         ValueError: only one of the CURVE settings is given, a key is malformed, or this libzmq has no CURVE.
@@ -90,10 +92,12 @@ class ZmqTransport(SocketTransport):
     With CURVE the transport needs a context of its own (the default): a context has one ZAP handler.  The
     codec's HMAC (``RaftConfig.secret``) still applies on top of CURVE.
 
-    The addresses given to :meth:`start` are those of :func:`~transports.zeromq.normalize_address`.
+    The addresses given to :meth:`start` and :meth:`set_peers` are those of
+    :func:`~transports.zeromq.normalize_address`.
     Counters (see :meth:`counters`) are kept from start to close and stay readable afterwards.  :meth:`watch`
     and :meth:`probe` give evidence that a peer's process died (see
-    :class:`~transports.zeromq.probe.TcpProbes`).
+    :class:`~transports.zeromq.probe.TcpProbes`).  :meth:`set_peers` changes the peers while the transport
+    runs (with CURVE, among the nodes whose keys it was given).
 
     Threads:
 
@@ -244,6 +248,27 @@ class ZmqTransport(SocketTransport):
         except zmq.Again:
             return False
 
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Replace the peers while running (see :meth:`SocketTransport.set_peers` for the rules).
+
+        An added peer gets a PUSH socket (and its monitor) connecting to it in the background, a removed
+        peer's socket is closed, discarding what it still holds, and a moved peer's is replaced by one
+        connecting to the new address: a message is sent to the new address only, once that connection is
+        up (until then sends to it are dropped, as for any peer still connecting).  Death probes follow.
+
+        With CURVE, the ``curve_public_keys`` given at creation are the roster of every node this one
+        trusts: a member must have its public key there, or the call raises :class:`TransportError` naming
+        the member and changes nothing (list the keys of nodes that may join later up front, or restart the
+        node with the key added).  The ZAP handler keeps admitting every key of the roster, members or not:
+        a Raft server must still hear servers outside its own configuration (thesis §4.1), such as a node
+        that is being added, or removed, and has not learnt it yet.
+
+        Raises:
+            TransportError: an address is malformed, or (CURVE) a member has no public key; the message
+                names the member.
+        """
+        super().set_peers(peers)
+
     def close(self) -> None:
         """Stop the receive thread, close every socket (discarding what they hold) and end the context.
 
@@ -257,8 +282,8 @@ class ZmqTransport(SocketTransport):
             self._state = CLOSED
             thread = self._thread
             push, self._push = self._push, {}
-            for peer_id, sock in push.items():
-                self._close_push(peer_id, sock)
+            for sock in push.values():
+                self._close_push(sock)
         if not self._stop_receiving(thread):
             self._release_on_exit = True
             return
@@ -319,12 +344,7 @@ class ZmqTransport(SocketTransport):
     def _endpoints(self, node_id: int, peers: Mapping[int, str]) -> Dict[int, str]:
         if node_id not in peers:
             raise TransportError(f"node {node_id} has no address in peers ({sorted(peers)})")
-        endpoints = {}
-        for peer_id, address in peers.items():
-            try:
-                endpoints[peer_id] = normalize_address(address)
-            except ValueError as exc:
-                raise TransportError(f"address of node {peer_id}: {exc}") from None
+        endpoints = self._checked_addresses(peers)
         if self._curve is not None:
             self._curve.check_members(node_id, peers)
         return endpoints
@@ -351,33 +371,101 @@ class ZmqTransport(SocketTransport):
             raise TransportError(f"node {node_id} cannot bind {own}: {hint} ({exc.strerror})") from exc
         self._address = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self._wakeup = WakeUp()
+        with self._lock:
+            self._addresses = dict(endpoints)
         for peer_id, endpoint in endpoints.items():
             if peer_id != node_id:
-                self._probes.add_peer(peer_id, endpoint)
-                push = self._connect(context, peer_id, endpoint)
+                target = self._probes.target(endpoint)
+                push, monitor = self._connect(context, peer_id, endpoint)
                 with self._lock:  # published only once set up: send() may run in other threads already
                     self._push[peer_id] = push
+                    self._probes.set_peer(peer_id, target, monitor)
 
     def _connect(self, context: zmq.Context[zmq.Socket[bytes]], peer_id: int,
-                 endpoint: str) -> zmq.Socket[bytes]:
-        """A PUSH socket connecting (in the background, again and again) to ``peer_id`` at ``endpoint``."""
+                 endpoint: str) -> Tuple[zmq.Socket[bytes], Optional[zmq.Socket[bytes]]]:
+        """A PUSH socket connecting (in the background, again and again) to ``peer_id`` at ``endpoint``.
+
+        Returns it with its monitor (``None`` if it could not be monitored), for :meth:`TcpProbes.set_peer`.
+        Never waits for the network: libzmq connects, and resolves a host name, on its own I/O thread.
+
+        Raises:
+            TransportError: libzmq refused the socket or the endpoint (nothing is left open).
+        """
         push = context.socket(zmq.PUSH)
+        monitor: Optional[zmq.Socket[bytes]] = None
         try:
             configure_push(push, endpoint, self._ipv6)
             if self._curve is not None:
                 self._curve.connect_as_client(push, peer_id)
-            self._probes.monitor(push, peer_id)
+            monitor = self._probes.open_monitor(push, peer_id)
             push.connect(endpoint)
         except zmq.ZMQError as exc:
-            self._close_push(peer_id, push)
+            self._close_push(push)
+            if monitor is not None:
+                monitor.close(linger=0)
             raise TransportError(f"node {self._node_id} cannot connect to node {peer_id} at {endpoint}: "
                                  f"{exc.strerror}") from exc
-        return push
+        return push, monitor
 
-    def _close_push(self, peer_id: int, push: zmq.Socket[bytes]) -> None:
+    def _close_push(self, push: zmq.Socket[bytes]) -> None:
         """Stop ``push``'s monitor (if it has one), then close it, discarding what it holds."""
-        self._probes.unmonitor(peer_id, push)
+        self._probes.unmonitor(push)
         push.close(linger=0)
+
+    # ---------------------------------------------------------------- membership changes
+
+    def _canonical_address(self, address: str) -> str:
+        try:
+            return normalize_address(address)
+        except ValueError as exc:
+            raise TransportError(str(exc)) from None
+
+    def _check_members(self, node_id: int, members: Mapping[int, str]) -> None:
+        """With CURVE, refuse members whose public key this transport was not given (see set_peers)."""
+        if self._curve is not None:
+            self._curve.check_new_members(node_id, members)
+
+    def _change_peers(self, node_id: int, members: Mapping[int, str], changes: PeerChanges) -> bool:
+        """Close the PUSH sockets of removed and moved peers, connect new ones to added and moved peers.
+
+        The new sockets are all made first (libzmq checks each endpoint as it connects), so a refusal
+        leaves everything as it was; then, under the lock, they replace the old ones at once.  Closing a
+        socket discards what it still holds (``ZMQ_LINGER=0``): nothing queued for an old address is
+        delivered later.  Holds ``_lifecycle``, so :meth:`close` waits for this (a few microseconds per
+        socket: nothing here waits for the network).
+        """
+        with self._lifecycle:
+            context = self._context
+            with self._lock:
+                if self._state != _STARTED or context is None:
+                    return False
+            endpoints = changes.targets
+            targets = {peer_id: self._probes.target(endpoint) for peer_id, endpoint in endpoints.items()}
+            made: Dict[int, Tuple[zmq.Socket[bytes], Optional[zmq.Socket[bytes]]]] = {}
+            try:
+                for peer_id, endpoint in endpoints.items():
+                    made[peer_id] = self._connect(context, peer_id, endpoint)
+            except BaseException:
+                for push, monitor in made.values():
+                    self._close_push(push)
+                    if monitor is not None:
+                        monitor.close(linger=0)
+                raise
+            with self._lock:
+                old: List[zmq.Socket[bytes]] = []
+                for peer_id in (*changes.removed, *made):
+                    if peer_id in self._push:
+                        old.append(self._push.pop(peer_id))
+                for peer_id in changes.removed:
+                    self._probes.remove_peer(peer_id)
+                for peer_id, (push, monitor) in made.items():
+                    self._push[peer_id] = push
+                    self._probes.set_peer(peer_id, targets[peer_id], monitor)
+                # Closed under the lock, as send() uses the PUSH sockets under it.
+                for push in old:
+                    self._close_push(push)
+        self._wake()  # the receive thread takes up the new monitors and closes the old ones
+        return True
 
     def _release_all(self) -> None:
         """Close the PULL socket, the wake-up pair and any PUSH socket left, then end our own context.
@@ -386,8 +474,8 @@ class ZmqTransport(SocketTransport):
         """
         with self._lock:
             push, self._push = self._push, {}
-            for peer_id, sock in push.items():
-                self._close_push(peer_id, sock)
+            for sock in push.values():
+                self._close_push(sock)
         self._probes.close()
         if self._pull is not None:
             self._pull.close(linger=0)
@@ -412,13 +500,11 @@ class ZmqTransport(SocketTransport):
         poller.register(wakeup, zmq.POLLIN)
         if zap is not None:
             poller.register(zap.socket, zmq.POLLIN)
-        monitors = self._probes.monitors()
-        for _, monitor in monitors:
-            poller.register(monitor, zmq.POLLIN)
         cause = ""
         try:
             while not self._stopping.is_set():
                 try:
+                    monitors = self._probes.poll_monitors(poller)  # the peers may have changed
                     ready = dict(poller.poll(self._probes.poll_timeout_ms()))
                     if wakeup.fileno() in ready:  # plain sockets come back from zmq_poll as their fds
                         wakeup.drain()
