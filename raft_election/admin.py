@@ -596,6 +596,10 @@ def query(address: str, op: str = "status", *, secret: Optional[bytes] = None, t
             data = _read_line(connection, MAX_ANSWER_SIZE)
     except (OSError, ValueError) as exc:
         raise AdminError(f"{address}: unreachable ({exc})", kind="unreachable", address=address) from None
+    if not data.strip():
+        # The member closed the connection without a word: it died, or stopped, while it worked on it.
+        raise AdminError(f"{address}: closed the connection without answering", kind="unreachable",
+                         address=address)
     try:
         answer = json.loads(data)
     except ValueError:

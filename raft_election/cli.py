@@ -191,7 +191,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="heartbeat interval in ms (default 50)")
     nemesis.add_argument("--faults", metavar="KIND,...",
                          help="only these fault kinds (default: all of kill, storm, pause, partition, "
-                              "one_way, partial, loss, delay, flood, starve)")
+                              "one_way, partial, loss, delay, flood, starve); 'all': those and the "
+                              "membership changes add_member, remove_member, replace_member, made "
+                              "through the leader's admin channel with 3 to 7 members ('membership': the "
+                              "three alone)")
     nemesis.add_argument("--netns", action="store_true",
                          help="run members in network namespaces and cut links with blackhole routes (root "
                               "and iproute2); loss and delay still go through the members' fault injector")

@@ -883,7 +883,13 @@ class RaftCore:
         self.counters["rejected_stale_response"] += 1
 
     def _stale_vote_response(self, sender: int, message: VoteResponse, now: float) -> None:
-        if message.granted:
+        """A vote answer for no campaign of ours: a refusal's newer entry is learned, except by a leader.
+
+        A leader never takes another server's entry (Raft §5.3, Leader Append-Only): the refusing voter
+        held an entry that never committed (a committed one would have kept this leader from winning), and
+        takes this leader's entry with its next heartbeat, as followers take their leader's (Raft §5.3).
+        """
+        if message.granted or self._role is Role.LEADER:
             self.counters["rejected_stale_response"] += 1
         else:
             self._learn_from_refusal(message, now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -132,3 +133,23 @@ def test_without_a_secret_the_channel_binds_to_loopback_only_unless_allowed(clus
     AdminServer(node, "localhost:0")  # a name that resolves to loopback
     with pytest.raises(ConfigError, match="not a loopback address"):
         RaftNode(cluster.config(1), cluster.network, admin="0.0.0.0:7001")  # type: ignore[arg-type]
+
+
+def test_a_member_that_closes_without_answering_is_reported_unreachable_not_as_a_bad_answer() -> None:
+    """A member that dies while it works on a request closes the connection with nothing written."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def close_after_the_request() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(MAX_REQUEST_SIZE)
+
+        server = threading.Thread(target=close_after_the_request)
+        server.start()
+        with pytest.raises(AdminError, match="closed the connection without answering") as failed:
+            query(f"127.0.0.1:{port}", timeout=5.0)
+        server.join(5.0)
+    assert failed.value.kind == "unreachable"

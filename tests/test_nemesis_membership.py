@@ -17,6 +17,7 @@ from typing import Any, Optional
 import attrs
 import pytest
 
+from raft_election.cli import main
 from raft_election.errors import ConfigError
 from raft_election.nemesis import changes as changes_module
 from raft_election.nemesis.changes import ChangeDriver
@@ -319,3 +320,9 @@ def test_the_replay_command_of_a_run_with_membership_changes_names_its_kinds():
     assert replay_command(history).endswith(f"--faults {','.join(ALL_KINDS)}")
     assert history_from_json(json.loads(json.dumps(history_to_json(history)))).kinds == ALL_KINDS
     assert "--faults" not in replay_command(attrs.evolve(history, kinds=FAULT_KINDS))
+
+
+def test_the_command_line_takes_the_groups_and_names_an_unknown_kind(capsys):
+    assert main(["nemesis", "--faults", "membership,meteor"]) == 2
+    error = capsys.readouterr().err
+    assert "faults" in error and "meteor" in error and "add_member" in error

@@ -722,6 +722,19 @@ def test_a_candidate_that_learns_it_is_no_longer_a_member_stops_standing() -> No
     assert campaign_requests(core) == [] and core.term == term
 
 
+def test_a_leader_never_takes_an_entry_from_a_late_refusal() -> None:
+    """Raft §5.3 (Leader Append-Only) for the one entry: a refusal that reaches the winner late, with a
+    newer entry that never committed, leaves the leader's entry as it is; the voter takes the leader's."""
+    core = make_core(hard_state=HardState(term=TERM))
+    won = elect(core, now=START)
+    assert won.request is not None and core.role is Role.LEADER
+    before = core.configuration
+    newer = entry(TERM, 7, [1, 2, 3, 4])
+    out = core.receive(3, refusal(won.request, newer), won.won_at + STEP)
+    assert core.configuration == before and out.hard_state is None
+    assert core.counters["configurations_learned_from_voters"] == 0
+
+
 @pytest.mark.parametrize("version", [(0, 0), (TERM + 1, 0)])
 def test_a_refusal_with_an_entry_no_newer_teaches_nothing(version: Version) -> None:
     """Only a newer entry replaces the candidate's (an older one may be a stale or hostile answer)."""
