@@ -125,10 +125,8 @@ class Membership:
         self._id = node_id
         #: The latest entry this server has: the one it uses.
         self.config = stored if stored is not None else seed
-        #: The version this server knows to be committed (the seed counts as committed: every member
-        #: starts from it).
-        self.committed: Version = (0, 0) if stored is None else (-1, -1)
-        #: The latest entry this server knows to be committed, if it has that entry itself.
+        #: The latest entry this server knows to be committed (the seed counts as committed: every member
+        #: starts from it; a stored entry is not known to be, until a leader says so).
         self.committed_entry: Optional[Configuration] = seed if stored is None else None
         #: The entry the latest one replaced, while it matters (the leader sends to its members too).
         self.previous: Optional[Configuration] = None
@@ -151,6 +149,12 @@ class Membership:
     def voter(self) -> bool:
         """Whether this server is a member of its latest entry: only then does it stand or count itself."""
         return self._id in self.config
+
+    @property
+    def committed(self) -> Version:
+        """The version of :attr:`committed_entry`, or ``(-1, -1)`` when none is known."""
+        entry = self.committed_entry
+        return entry.version if entry is not None else (-1, -1)
 
     @property
     def is_committed(self) -> bool:
@@ -228,7 +232,6 @@ class Membership:
     def learn_committed(self, version: Version) -> bool:
         """The leader says the entry ``version`` is committed; True if that is news about our latest."""
         if version == self.config.version and self.committed != version:
-            self.committed = version
             self.committed_entry = self.config
             return True
         return False
@@ -300,7 +303,6 @@ class Membership:
         stored = sum(1 for member in entry.members
                      if member == self._id or self._stored.get(member) == entry.version)
         if stored >= entry.quorum:
-            self.committed = entry.version
             self.committed_entry = entry
             return True
         return False
