@@ -48,7 +48,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
 
@@ -786,18 +786,28 @@ class RaftCore:
     def _replicate(self, message: Heartbeat, now: float) -> None:
         """Take the configuration entry the leader sent, and learn whether its entry is committed (§4.1)."""
         membership = self._membership
-        if message.members:
-            try:
-                entry = Configuration(term=message.config_term, index=message.config_index,
-                                      members=dict(message.members))
-            except ConfigError as exc:  # two members with one address: a broken or hostile sender
-                self.counters["rejected_bad_configuration"] += 1
-                logger.warning("%d ignores a configuration from %d: %s", self._id, self._leader_id, exc)
-            else:
-                if membership.adopt(entry, self._term):
-                    self._configuration_changed(now, parent=None)
+        entry = self._carried_entry(message)
+        if entry is not None and membership.adopt(entry, self._term):
+            self._configuration_changed(now, parent=None)
         if message.committed and membership.learn_committed((message.config_term, message.config_index)):
             self._report_configuration(now, parent=None)
+
+    def _carried_entry(self, message: Union[Heartbeat, VoteResponse]) -> Optional[Configuration]:
+        """The configuration entry ``message`` carries whole, or None: none carried, or an invalid one.
+
+        An invalid entry (two members at one address, say) comes from a broken or hostile sender: it is
+        counted and ignored.
+        """
+        if not message.members:
+            return None
+        try:
+            return Configuration(term=message.config_term, index=message.config_index,
+                                 members=dict(message.members))
+        except ConfigError as exc:
+            self.counters["rejected_bad_configuration"] += 1
+            logger.warning("%d ignores the configuration entry of a %s: %s", self._id,
+                           type(message).__name__, exc)
+            return None
 
     def _heartbeat_response(self, round_: int) -> HeartbeatResponse:
         config = self._membership.config
@@ -813,15 +823,8 @@ class RaftCore:
         committed that we hold (leader completeness); holding it is as safe as having received it late
         from its leader.
         """
-        if not message.members:
-            return False
-        try:
-            entry = Configuration(term=message.config_term, index=message.config_index,
-                                  members=dict(message.members))
-        except ConfigError:
-            self.counters["rejected_bad_configuration"] += 1
-            return False
-        if entry.version <= self._membership.config.version:
+        entry = self._carried_entry(message)
+        if entry is None or entry.version <= self._membership.config.version:
             return False
         self._membership.take_newer(entry)
         self.counters["configurations_learned_from_voters"] += 1
