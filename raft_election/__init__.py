@@ -23,11 +23,13 @@ from raft_election.errors import (
     StorageError,
     TransportError,
 )
+from raft_election.group import Group
 from raft_election.leadership import Leadership
 from raft_election.lock import DistributedLock, LockError
 from raft_election.membership import Configuration
 from raft_election.node import NodeStatus, RaftNode
 from raft_election.roles import Role
+from raft_election.shards import Shards
 from raft_election.storage import FileStorage, HardState, MemoryStorage, Storage
 from raft_election.transport import Transport
 
@@ -38,6 +40,7 @@ __all__ = [
     "DecodeError",
     "DistributedLock",
     "FileStorage",
+    "Group",
     "HardState",
     "IllegalTransitionError",
     "Leadership",
@@ -51,6 +54,7 @@ __all__ = [
     "RaftElectionError",
     "RaftNode",
     "Role",
+    "Shards",
     "Storage",
     "StorageError",
     "Transport",

@@ -20,7 +20,8 @@ __all__ = ["Campaign"]
 class Campaign:
     """The state of one campaign of server ``candidate_id``, started at ``now`` with ``request``."""
 
-    def __init__(self, candidate_id: int, request: VoteRequest, now: float, resend_interval: float) -> None:
+    def __init__(self, candidate_id: int, request: VoteRequest, now: float, resend_interval: float, *,
+                 backoff: bool = False) -> None:
         #: What the campaign asks every peer.
         self.request = request
         #: When it started: the start of the first lease if it wins.
@@ -28,6 +29,7 @@ class Campaign:
         #: When to repeat the request to the peers whose grant has not counted yet.
         self.resend_at = now + resend_interval
         self._interval = resend_interval
+        self._backoff = backoff  # double the interval after each repeat (many groups campaigning at once)
         self._candidate_id = candidate_id
         #: Who granted it (the candidate itself included), and which of those grants count.
         self.granted = {candidate_id}
@@ -52,6 +54,8 @@ class Campaign:
     def repeat_to(self, peers: Iterable[int], now: float) -> list[int]:
         """The ``peers`` to ask again now (their grant has not counted); the next repeat is due later."""
         self.resend_at = now + self._interval
+        if self._backoff:
+            self._interval *= 2
         return [peer for peer in peers if peer not in self.counted]
 
     def voters(self) -> dict[int, bool]:

@@ -268,6 +268,9 @@ class RaftConfig:
             current members (to find the leader) and this node; it is a non-voting catch-up member, never
             campaigning nor counting itself, until the leader adds it (``add_member``) and a configuration
             that lists it arrives.  A configuration stored by an earlier run takes precedence.
+        balance_groups: move the leaderships of election groups this member leads to their preferred
+            members by leadership transfer, slowly and only while every member answers (see
+            :mod:`raft_election.placement` and the README, "Many locks and leaderships").
 
     Raises:
         ConfigError: when any value breaks a rule; ``.field`` names the field and the message shows the
@@ -292,6 +295,7 @@ class RaftConfig:
     secret: Optional[bytes] = attrs.field(default=None, converter=_convert_secret, repr=_show_secret)
     cluster: str = attrs.field(default=DEFAULT_CLUSTER, validator=_check_cluster)
     join: bool = attrs.field(default=False, validator=_check_join)
+    balance_groups: bool = attrs.field(default=True, validator=_check_bool)
 
     @property
     def election_timeout_min(self) -> float:

@@ -47,7 +47,7 @@ import collections
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
@@ -128,16 +128,30 @@ class RaftCore:
         value: the value this server publishes with its heartbeats while it leads (see :meth:`set_value`).
         stamp_first: a new leader commits an entry of its own term before any membership change (thesis
             §4.1 erratum).  Only the test that shows the bug this prevents turns it off.
+        group: this core is a named election group's (see :mod:`raft_election.groups`), not a cluster's
+            own election: it keeps no configuration of its own (it never sends, takes, stores or commits an
+            entry, and uses whatever entry the default group holds on its server, handed to it with
+            :meth:`follow_configuration`); its campaigns repeat their requests at doubling intervals,
+            and its fast failover does not probe a silent leader itself (its member does, once for every
+            group that leader led), so that many groups campaigning or failing over at once do not
+            flood the members.
+        configures: whether this core keeps the configuration (the default group's core, and a core on
+            its own).  The core of a named election group does not: it never sends, takes, stores or
+            commits an entry, and uses whatever entry the default group holds on its server, handed to it
+            with :meth:`follow_configuration` (see :mod:`raft_election.groups`).
     """
 
     def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random, *,
-                 value: bytes = b"", stamp_first: bool = True) -> None:
+                 value: bytes = b"", stamp_first: bool = True, configures: bool = True,
+                 group: bool = False) -> None:
         self._id = config.node_id
         seed = Configuration(members={member: address for member, address in config.peers.items()
                                       if not (config.join and member == self._id)})
         self._seed = seed
         self._membership = Membership(self._id, seed, hard_state.config)
         self._stamp_first = stamp_first
+        self._configures = configures and not group
+        self._group = group
         self._timeout_min = config.election_timeout_min
         self._timeout_max = config.election_timeout_max
         self._heartbeat_interval = config.heartbeat_interval
@@ -151,10 +165,12 @@ class RaftCore:
                                 heartbeat_interval=self._heartbeat_interval,
                                 election_timeout_max=self._timeout_max,
                                 counters=self.counters) if config.fast_failover else None
+        if self._ff is not None and group:
+            self._ff.probing = False
 
         self._term = hard_state.term
         self._voted_for = hard_state.voted_for
-        self._persisted = hard_state
+        self._persisted = hard_state if self._configures else attrs.evolve(hard_state, config=None)
         self._addresses = self._membership.addresses()  # what the transport was last told
         self._role = Role.FOLLOWER
         self._leader_id: Optional[int] = None
@@ -167,9 +183,12 @@ class RaftCore:
         # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
         self._last_leader_contact = now
         self._election_deadline = now
+        self._rank_delay = 0.0  # added to every election timeout: this member's place in the group's order
+        self._order: tuple[int, ...] = ()
         self._reset_election_timer(now)
         self._round = rng.getrandbits(32)
         self._campaign: Optional[Campaign] = None
+        self._carried = False  # the GroupSet runs this core's steady state (see carry())
 
         # Leader state.
         self._heartbeat_deadline = _NEVER
@@ -299,7 +318,7 @@ class RaftCore:
     def _durable_config(self) -> Optional[Configuration]:
         """The entry to store: None while it is still the seed from ``RaftConfig.peers`` (nothing to keep)."""
         config = self._membership.config
-        return None if config is self._seed else config
+        return None if config is self._seed or not self._configures else config
 
     @property
     def _stands(self) -> bool:
@@ -308,7 +327,9 @@ class RaftCore:
 
     @property
     def next_deadline(self) -> float:
-        """The time at which the core wants :meth:`tick` called next."""
+        """The time at which the core wants :meth:`tick` called next (never, while carried)."""
+        if self._carried:
+            return math.inf
         if self._role is Role.LEADER:
             assert self._lease is not None
             return min(self._heartbeat_deadline, self._lease.expiry if self._lease.held else math.inf)
@@ -327,6 +348,11 @@ class RaftCore:
     def lease_expiry(self) -> float:
         """When the current lease runs out (``-inf`` when not leading)."""
         return self._lease.expiry if self._lease is not None else _NEVER
+
+    @property
+    def lease_held(self) -> bool:
+        """Whether this leader held its lease when the lease was last observed (at the last call into it)."""
+        return self._lease is not None and self._lease.held
 
     @property
     def leases_begun(self) -> int:
@@ -547,6 +573,9 @@ class RaftCore:
         return self._flush()
 
     def _check_change(self, what: str, node_id: int) -> None:
+        if not self._configures:
+            raise MembershipChangeError(f"cannot {what} member {node_id} through an election group: the "
+                                        "default group keeps the configuration every group shares")
         if self._role is not Role.LEADER:
             raise NotLeaderError(f"{self._id} cannot {what} member {node_id}: it is {self._role}, not leader"
                                  + (f"; {self._leader_id} leads" if self._leader_id is not None else ""),
@@ -584,6 +613,149 @@ class RaftCore:
         else:
             self._create({member: where for member, where in membership.config.members.items()
                           if member != node_id}, now)
+
+    def follow_configuration(self, entry: Configuration, committed: bool, now: float) -> Output:
+        """Use ``entry``, the latest entry the default group holds on this server (election groups only).
+
+        Each server uses its latest entry for every majority (thesis §4.1); the groups of one server all use
+        the same one, so a change applies to every group at once.  A leader whose server the entry leaves
+        out stops counting itself, as the default group's does (§4.2.2), and steps down once the entry is
+        committed; a follower it leaves out stops standing.
+
+        Raises:
+            RaftElectionError: this core keeps its own configuration (``configures=True``).
+        """
+        if self._configures:
+            raise RaftElectionError("follow_configuration() is for the core of an election group")
+        self._observe_lease(now)
+        if self._membership.follow(entry, committed):
+            self._configuration_changed(now, parent=None)
+        if committed and self._role is Role.LEADER and not self._membership.voter:
+            self._resign(now)
+        return self._flush()
+
+    # ------------------------------------------------------------------ carried by a GroupSet
+
+    @property
+    def carried(self) -> bool:
+        """Whether the member's coalesced rounds run this core's steady state (see :meth:`carry`)."""
+        return self._carried
+
+    def carry(self) -> None:
+        """Hand the steady state of a leader, or of a follower of a known leader, to the member's rounds.
+
+        Election groups (:mod:`raft_election.groups`) exchange one round per member and peer instead of one
+        per group.  A carried leader sends no heartbeat rounds of its own: the member's rounds cover it,
+        and their acknowledgements reach its lease through :meth:`carried_acks`.  A carried follower runs
+        no election timer and no probes: the member watches its leader's rounds, and
+        :meth:`carried_contact` keeps its stickiness window current.  :attr:`next_deadline` is infinite
+        meanwhile; whoever carries the core must call :meth:`uncarry` before the leader's rounds could stop
+        covering it, and bring it up to date (the two methods above) before every other call into it.
+
+        Raises:
+            IllegalTransitionError: this core is neither a leader nor a plain follower of a known leader.
+        """
+        if not (self._role is Role.LEADER or (self._role is Role.FOLLOWER and self._leader_id is not None)):
+            raise IllegalTransitionError(f"{self._id} cannot be carried as {self._role} without a leader")
+        self._carried = True
+
+    def uncarry(self, now: float) -> None:
+        """Run this core's own timers again: a leader's rounds at once, a follower's timer from its contact.
+
+        A follower's election timer restarts from the last time it heard from its leader (Raft §5.2), so
+        the followers of a silent leader still time out at spread-out moments.
+        """
+        if not self._carried:
+            return
+        self._carried = False
+        if self._role is Role.LEADER:
+            self._heartbeat_deadline = min(self._heartbeat_deadline, now)
+        elif self._last_leader_contact > _NEVER:
+            self._reset_election_timer(self._last_leader_contact)
+            if self._ff is not None:
+                self._ff.leader_heard(self._last_leader_contact)
+
+    def check_quorum(self, now: float) -> Output:
+        """A leader leaves office now if fewer than a majority answered within the window (thesis §6.2).
+
+        What the heartbeat timer does at every round; a carried leader's member asks for it at its rounds.
+        """
+        self._observe_lease(now)
+        if self._role is Role.LEADER:
+            self._check_quorum(now)
+        return self._flush()
+
+    def observe(self, now: float) -> Output:
+        """Report a lease that began or ran out by ``now`` (what every call into the core does first)."""
+        self._observe_lease(now)
+        return self._flush()
+
+    def carried_contact(self, leader: int, at: float) -> None:
+        """A carried follower's leader covered it in a member round that arrived at ``at``.
+
+        Counts as hearing from that leader (Raft §5.2; stickiness, thesis §4.2.3), exactly as one of its
+        heartbeats arriving then would, had it been sent alone.
+        """
+        if self._role is Role.FOLLOWER and self._leader_id == leader and at > self._last_leader_contact:
+            self._last_leader_contact = at
+            if self._ff is not None:
+                self._ff.heard_from(leader, at)
+
+    def carried_acks(self, start: float, heard: Mapping[int, float]) -> None:
+        """A carried leader: a majority acknowledged a member round covering it, sent at ``start``.
+
+        ``heard`` is when each peer last answered a member round covering it.  The lease rests on the
+        latest round a majority acknowledged, whichever message carried it (thesis §6.4.1); check-quorum
+        and the choice of a transfer target use the answers too.
+        """
+        if self._role is Role.LEADER and self._lease is not None:
+            self._lease.carried(start, heard)
+
+    def set_order(self, order: Sequence[int], restart: Optional[float] = None) -> None:
+        """The members in this group's order of preference, first the preferred leader (placement.py).
+
+        Timing only, never safety: each member's election timeouts start its rank times the spread of
+        the timeout later (``election_timeout_max - election_timeout_min``), so that of many groups
+        starting or failing over at once each normally has a single candidate; and fast failover staggers
+        its campaigns in this order, so a dead leader's groups spread over the survivors.  The default group
+        has no order (rank 0 everywhere: plain Raft timing).  With ``restart`` (the time now), a follower
+        draws its running election timer afresh with its rank (a core just created).
+        """
+        self._order = tuple(order)
+        rank = order.index(self._id) if self._id in order else 0
+        self._rank_delay = rank * (self._timeout_max - self._timeout_min)
+        if self._ff is not None:
+            self._ff.set_order(order)
+        if restart is not None and self._role is Role.FOLLOWER and not self._carried:
+            self._reset_election_timer(restart)
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """The group's order of preference over the members (see :meth:`set_order`; empty: none)."""
+        return self._order
+
+    def peer_stands(self, peer: int) -> bool:
+        """A leader: whether ``peer`` stands for election, as its latest answer said (False if unknown)."""
+        return self._lease is not None and self._lease.stands(peer)
+
+    def heartbeat_early(self, now: float, within: float) -> Output:
+        """Send the next heartbeat round now if it is due in less than ``within`` seconds (a leader only).
+
+        The groups a server leads heartbeat together, so that one datagram per peer carries every group's
+        round (see :mod:`raft_election.groups`): when one group's round is due, the others due soon go along
+        and keep that cadence from then on.  Sending a round early never shortens a lease (thesis §6.4.1:
+        the lease counts from a round's send time).
+        """
+        self._observe_lease(now)
+        if self._role is Role.LEADER and not self._carried and self._heartbeat_deadline - now < within:
+            self._heartbeat_deadline = now  # the round is due now: the cadence restarts from it
+            self._tick_heartbeat(now)
+        return self._flush()
+
+    @property
+    def heartbeat_deadline(self) -> float:
+        """When the leader's next heartbeat round is due (``-inf`` when not leading)."""
+        return self._heartbeat_deadline
 
     def set_value(self, value: bytes, now: float) -> Output:
         """Publish ``value`` with this server's heartbeats from now on (followers learn it at the next)."""
@@ -752,7 +924,8 @@ class RaftCore:
                                         round=request.round, granted=granted, pre_vote=request.pre_vote,
                                         candidate=self._stands, evidence=backed, config_term=config.term,
                                         config_index=config.index,
-                                        members=() if current else config.as_pairs()))
+                                        members=() if current or not self._configures
+                                        else config.as_pairs()))
 
     def _vote(self, candidate: int, now: float) -> None:
         """Vote for ``candidate`` in the current term; the vote is persisted before the answer leaves."""
@@ -785,6 +958,8 @@ class RaftCore:
 
     def _replicate(self, message: Heartbeat, now: float) -> None:
         """Take the configuration entry the leader sent, and learn whether its entry is committed (§4.1)."""
+        if not self._configures:
+            return
         membership = self._membership
         entry = self._carried_entry(message)
         if entry is not None and membership.adopt(entry, self._term):
@@ -823,6 +998,8 @@ class RaftCore:
         committed that we hold (leader completeness); holding it is as safe as having received it late
         from its leader.
         """
+        if not self._configures:
+            return False
         entry = self._carried_entry(message)
         if entry is None or entry.version <= self._membership.config.version:
             return False
@@ -880,7 +1057,8 @@ class RaftCore:
         self._become_follower(now, self._term, None, reason="resign")
         self._last_leader_contact = _NEVER
         # Elect soon, but spread the followers out so they do not split the vote.
-        self._election_deadline = now + self._rng.uniform(0.0, self._timeout_max - self._timeout_min)
+        self._election_deadline = (now + self._rng.uniform(0.0, self._timeout_max - self._timeout_min)
+                                   + self._rank_delay)
 
     def _stale_heartbeat_response(self, sender: int, message: HeartbeatResponse, now: float) -> None:
         self.counters["rejected_stale_response"] += 1
@@ -908,6 +1086,8 @@ class RaftCore:
             return
         self._observe_lease(now)
         membership = self._membership
+        if not self._configures:
+            return
         if membership.acknowledged(sender, (message.config_term, message.config_index)):
             self._entry_committed(now)
         elif membership.learner is not None and membership.learner[0] == sender:
@@ -951,8 +1131,9 @@ class RaftCore:
                 self._broadcast_heartbeat(now)
 
     def _reset_election_timer(self, now: float) -> None:
-        """Draw a fresh randomized election timeout (Raft §5.2)."""
-        self._election_deadline = now + self._rng.uniform(self._timeout_min, self._timeout_max)
+        """Draw a fresh randomized election timeout (Raft §5.2), after this member's turn (see set_order)."""
+        self._election_deadline = (now + self._rng.uniform(self._timeout_min, self._timeout_max)
+                                   + self._rank_delay)
 
     def _election_timeout(self, now: float) -> None:
         suspect = self._suspect(now)
@@ -1010,7 +1191,7 @@ class RaftCore:
         config = self._membership.config
         request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
                               config_term=config.term, config_index=config.index)
-        self._campaign = Campaign(self._id, request, now, self._heartbeat_interval)
+        self._campaign = Campaign(self._id, request, now, self._heartbeat_interval, backoff=self._group)
         if self._ff is not None:
             self._ff.campaign_started(request)
         for peer in sorted(self._membership.voters()):
@@ -1077,7 +1258,7 @@ class RaftCore:
         self._observe_lease(now)
         self._set_leader(self._id)
         membership.took_office(self._term)
-        if self._stamp_first and not membership.is_committed:
+        if self._configures and self._stamp_first and not membership.is_committed:
             # The entry it inherited may never have committed (its creator died, or handed over as it
             # committed): a leader commits an earlier term's entry only through one of its own (Raft
             # §5.4.2), so it creates that entry now, the same members at the next index, like Raft's no-op
@@ -1159,7 +1340,7 @@ class RaftCore:
                           config_index=config.index, committed=membership.is_committed)
         full = attrs.evolve(plain, members=config.as_pairs())
         for peer in membership.recipients(now):
-            self._send(peer, full if membership.needs_entry(peer) else plain)
+            self._send(peer, full if self._configures and membership.needs_entry(peer) else plain)
         self._observe_lease(now)
 
     def _check_quorum(self, now: float) -> None:

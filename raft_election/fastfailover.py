@@ -77,8 +77,16 @@ class FastFailover:
         self._probe_deadline = math.inf  # when to probe the leader next (its heartbeat is overdue)
         self._deferred: dict[int, tuple[VoteRequest, float]] = {}  # fast requests awaiting our evidence
         self._probes: list[int] = []
+        self._order: tuple[int, ...] = ()  # a group's order of preference (placement.py), if any
+        #: Whether a follower probes its overdue leader itself.  An election group's core does not: its
+        #: member probes once for all the groups a silent leader led (see raft_election.groups).
+        self.probing = True
 
     # ------------------------------------------------------------------ evidence
+
+    def set_order(self, order: Iterable[int]) -> None:
+        """Stagger fast campaigns in this order (a group's preference) instead of in id order."""
+        self._order = tuple(order)
 
     def set_members(self, members: Iterable[int]) -> None:
         """The configuration changed (thesis §4.1): stagger fast campaigns among its members from now on."""
@@ -119,21 +127,25 @@ class FastFailover:
 
     def next_deadline(self, leader: Optional[int]) -> float:
         """When a follower of ``leader`` (None: it knows of none) wants a tick for its next probe."""
-        return self._probe_deadline if leader is not None else math.inf
+        return self._probe_deadline if leader is not None and self.probing else math.inf
 
     def tick(self, leader: Optional[int], now: float) -> None:
         """A follower's tick before its election timer fires: probe ``leader`` if its heartbeat is overdue."""
-        if leader is not None and now >= self._probe_deadline:
+        if leader is not None and self.probing and now >= self._probe_deadline:
             self._probe(leader)
             self._probe_deadline = now + PROBE_REPEAT * self._interval
 
     def hasten(self, leader: int, kind: str, now: float, election_deadline: float) -> float:
         """Evidence about the followed ``leader`` came: the election deadline to campaign at instead.
 
-        At once for the first member in id order (the dead leader left out), :data:`FAST_STAGGER` of an
-        interval later for each one after it; never later than ``election_deadline``.
+        At once for the first member in id order, or in the group's order of preference if it has one (the
+        dead leader left out), :data:`FAST_STAGGER` of an interval later for each one after it; never later
+        than ``election_deadline``.
         """
-        rank = [member for member in self._members if member != leader].index(self._id)
+        order = [member for member in self._order if member in self._members]
+        if len(order) != len(self._members):
+            order = list(self._members)
+        rank = [member for member in order if member != leader].index(self._id)
         start = now + rank * FAST_STAGGER * self._interval
         if start >= election_deadline:
             return election_deadline

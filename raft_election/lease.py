@@ -138,6 +138,21 @@ class Lease:
             self._extend()
         return True
 
+    def carried(self, start: float, heard: Mapping[int, float]) -> None:
+        """Rounds sent on this leadership's behalf (a member's coalesced rounds, see the core's ``carry``).
+
+        ``start`` is the send time of the latest such round a majority acknowledged (-inf: none) and
+        ``heard`` when each peer last answered one.  The lease moves forward only, as for its own rounds.
+        """
+        self._start = max(self._start, start)
+        for peer, at in heard.items():
+            if at > self._last_heard.get(peer, -float("inf")):
+                self._last_heard[peer] = at
+
+    def stands(self, peer: int) -> bool:
+        """Whether ``peer`` said it stands for election, in its latest answer or vote (False if unknown)."""
+        return self._candidacy.get(peer, False)
+
     def heard(self, now: float) -> int:
         """How many members, the leader included if it is one, answered within the check-quorum window."""
         return int(self._counts_self) + sum(1 for peer, heard in self._last_heard.items()

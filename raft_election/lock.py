@@ -29,11 +29,13 @@ import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Optional
+from typing import Optional, Union
 
 from raft_election.core import NoTransferTargetError
 from raft_election.errors import RaftElectionError
 from raft_election.events import Event, LeaseLost, LeaseRegained, LostLeadership
+from raft_election.group import Group
+from raft_election.groupname import DEFAULT_GROUP, check_group_name
 from raft_election.leadership import Leadership
 from raft_election.node import RaftNode
 
@@ -48,17 +50,27 @@ class DistributedLock:
     """An exclusive lock across the members of one cluster.
 
     Args:
-        node: this process's member; it must not be used for anything that makes it stand for election.
+        node: this process's member; it must not be used for anything that makes it stand for election
+            (in the lock's group: other groups of the node are free for other uses).
+        name: the lock's name: None or ``""`` is the node's own election (the default group), and any
+            other name is the election group of that name (see :meth:`RaftNode.group`), so one member set
+            can hold any number of independent locks, each with its own fencing tokens.  Every member
+            that contends for a name uses ``DistributedLock(node, name=...)`` with that name.
         on_lost: called with the token when a held lock is lost without :meth:`release` (on the node's
             callback thread, like the two below; it may block).
         on_lease_lost: called with the token when the lease lapses inside a hold (a lease gap).
         on_lease_regained: called with the token when the lease comes back after a gap.
     """
 
-    def __init__(self, node: RaftNode, *, on_lost: Optional[Callable[[int], object]] = None,
+    def __init__(self, node: RaftNode, *, name: Optional[str] = None,
+                 on_lost: Optional[Callable[[int], object]] = None,
                  on_lease_lost: Optional[Callable[[int], object]] = None,
                  on_lease_regained: Optional[Callable[[int], object]] = None) -> None:
         self._node = node
+        self._name = check_group_name(name)
+        # The election this lock is: the node's own (the default group) or the group named ``name``.
+        self._target: Union[RaftNode, Group] = (
+            node if self._name == DEFAULT_GROUP else node.group(self._name, candidate=False))
         self._on_lost = on_lost
         self._on_lease_lost = on_lease_lost
         self._on_lease_regained = on_lease_regained
@@ -68,7 +80,7 @@ class DistributedLock:
         #: Set when a held lock is lost without release (cleared by the next acquire()).
         self.lost = threading.Event()
         node.set_candidate(False)
-        node.add_listener(self._on_event)
+        self._target.add_listener(self._on_event)
 
     def leadership(self) -> Optional[Leadership]:
         """The handle of the unbroken lease this hold has now, or None (not held, or in a lease gap).
@@ -77,7 +89,7 @@ class DistributedLock:
         """
         with self._lock:
             term = None if self.lost.is_set() else self._term
-        leadership = self._node.leadership() if term is not None else None
+        leadership = self._target.leadership() if term is not None else None
         return leadership if leadership is not None and leadership.term == term else None
 
     @property
@@ -123,12 +135,12 @@ class DistributedLock:
                     self._term = None
                     self.lost.clear()
             try:
-                self._node.set_candidate(True)
-                self._node.campaign()
-                leadership = self._node.wait_for_leadership(timeout)
+                self._target.set_candidate(True)
+                self._target.campaign()
+                leadership = self._target.wait_for_leadership(timeout)
             except BaseException:
                 if not in_gap:
-                    self._node.set_candidate(False)
+                    self._target.set_candidate(False)
                 raise
             with self._lock:
                 self._term = leadership.term
@@ -156,11 +168,11 @@ class DistributedLock:
         if term is None or lost:
             raise LockError(f"member {self._node.node_id} does not hold this lock"
                             + (" (it was lost)" if term is not None else ""))
-        self._node.set_candidate(False)
+        self._target.set_candidate(False)
         try:
-            self._node.transfer_leadership()
+            self._target.transfer_leadership()
         except NoTransferTargetError:
-            self._node.step_down()
+            self._target.step_down()
         except RaftElectionError:
             pass  # the lease lapsed meanwhile: nothing left to give up
 
@@ -177,7 +189,7 @@ class DistributedLock:
                 return
         with self._lock:  # lost: nothing to release, but stop standing
             self._term = None
-        self._node.set_candidate(False)
+        self._target.set_candidate(False)
 
     def _on_event(self, event: Event) -> None:
         """Node listener: the end of the hold's office, or a gap in its lease.
@@ -201,11 +213,11 @@ class DistributedLock:
                 self._on_lease_regained(event.term)
         else:
             with contextlib.suppress(RaftElectionError):  # the node may be stopping
-                self._node.set_candidate(False)
+                self._target.set_candidate(False)
             if self._on_lost is not None:
                 self._on_lost(event.term)
 
     def __repr__(self) -> str:
         token = self.token
-        return f"<DistributedLock member={self._node.node_id} " + (
+        return f"<DistributedLock {self._name!r} member={self._node.node_id} " + (
             f"held token={token}>" if token is not None else "not held>")

@@ -229,6 +229,19 @@ class Membership:
         assert entry.version > self.config.version
         self._replace(entry)
 
+    def follow(self, entry: Configuration, committed: bool) -> bool:
+        """Use ``entry``, the latest entry of the default group on this server (an election group's view).
+
+        Election groups share the member set of the default group, which alone replicates and commits
+        entries (see :mod:`raft_election.groups`); a group's core takes whatever that group holds, newer or,
+        when a new leader replaced an uncommitted entry, older.  Returns whether the latest entry changed.
+        """
+        changed = entry is not self.config
+        if changed:
+            self._replace(entry)
+        self.committed_entry = entry if committed else None
+        return changed
+
     def learn_committed(self, version: Version) -> bool:
         """The leader says the entry ``version`` is committed; True if that is news about our latest."""
         if version == self.config.version and self.committed != version:

@@ -46,6 +46,7 @@ from raft_election.codec import Codec
 from raft_election.config import RaftConfig, leader_value
 from raft_election.core import RaftCore
 from raft_election.errors import (
+    ConfigError,
     DecodeError,
     MembershipChangeError,
     NotLeaderError,
@@ -63,6 +64,9 @@ from raft_election.events import (
     LostLeadership,
     MembershipChanged,
 )
+from raft_election.groupname import DEFAULT_GROUP, check_group_name
+from raft_election.groups import GroupOutput, GroupSet
+from raft_election.hardstate import HardState
 from raft_election.leadership import Leadership
 from raft_election.membership import Configuration
 from raft_election.messages import Envelope
@@ -75,12 +79,19 @@ from raft_election.transport import DeathProbe, Transport
 
 if TYPE_CHECKING:
     from raft_election.admin import AdminServer
+    from raft_election.group import Group
 
 __all__ = ["NodeStatus", "RaftNode"]
 
 logger = logging.getLogger(__name__)
 
 _Callback = Callable[[], object]
+
+
+def _of(group: str) -> str:
+    """`` of group 'name'`` for messages about a named group, nothing for the default one."""
+    return f" of group {group!r}" if group else ""
+
 _T = TypeVar("_T")
 
 
@@ -134,6 +145,10 @@ class NodeStatus:
     voter: bool = True
     #: On a leader, a membership change under way: ``"stamp"``, ``"catch-up"``, ``"pending"`` or None.
     membership_change: Optional[str] = None
+    #: How many election groups besides the default one this member hosts now (see :meth:`RaftNode.group`).
+    groups_hosted: int = 0
+    #: How many groups (the default one included) this member leads with a valid lease now.
+    groups_leading: int = 0
 
     def rejected(self) -> int:
         """Total messages rejected for any reason."""
@@ -219,20 +234,25 @@ class RaftNode:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._carried = threading.Condition(self._lock)
-        self._pending: collections.deque[Output] = collections.deque()
+        self._pending: collections.deque[GroupOutput] = collections.deque()
         self._queued = 0  # tickets handed out: outputs appended to _pending so far
         self._done = 0  # outputs carried out (or dropped by a halt) so far, in ticket order
         self._carrying = False  # a thread is carrying out an output right now
         self._stats = MessageStats()
-        self._core: Optional[RaftCore] = None
+        self._core: Optional[RaftCore] = None  # the default group's core, once started
+        self._groups: Optional[GroupSet] = None
+        self._wanted_groups: dict[str, bool] = {}  # groups asked for before start: name -> stands
+        self._saved = HardState()  # the default group's state as last made durable
         self._started = False
         self._stopping = False
         self._failure: Optional[BaseException] = None
         self._counters: collections.Counter[str] = collections.Counter()
         self._candidate = config.candidate  # wanted candidacy, also before start
-        self._leadership: Optional[Leadership] = None  # the handle of the lease held now, if handed out
-        self._leadership_key = (0, 0)  # the core's (term, leases_begun) of that lease
+        # Per group: the handle of the lease held now, if handed out, and the core's (term, leases_begun)
+        # of that lease.
+        self._leaderships: dict[str, tuple[Leadership, tuple[int, int]]] = {}
         self._listeners: list[Callable[[Event], object]] = []
+        self._group_listeners: list[Callable[[str, Event], object]] = []
 
         self._callbacks: queue.SimpleQueue[Optional[_Callback]] = queue.SimpleQueue()
         self._timer_thread: Optional[threading.Thread] = None
@@ -257,9 +277,18 @@ class RaftNode:
             if self._started:
                 return self
             hard_state = self._storage.load()
-            config = self.config if self._candidate == self.config.candidate else self.config.evolve(
-                candidate=self._candidate)
-            self._core = RaftCore(config, hard_state, self._clock(), self._rng, value=self._value)
+            stored = self._storage.load_groups()
+            now = self._clock()
+            self._groups = GroupSet(self.config, hard_state, stored, now, self._rng, value=self._value)
+            self._core = self._groups.default
+            self._saved = hard_state
+            if self._candidate != self.config.candidate:
+                candidate = self._candidate
+                self._push(self._groups.command(DEFAULT_GROUP, lambda core, now: core.set_candidate(
+                    candidate, now), now), now)
+            for name, stands in self._wanted_groups.items():
+                self._push(self._groups.ensure(name, now, stand=stands), now)
+            self._wanted_groups.clear()
             self._reported_members = self._core.configuration.members
             peers = self._transport_peers(self._core.addresses())
             self._started = True
@@ -300,19 +329,12 @@ class RaftNode:
                 self._stopping = True
                 return
             self._stopping = True
-            core = self._core
-            assert core is not None
+            groups = self._groups
+            assert groups is not None
             now = self._clock()
-            if core.role is Role.LEADER and self._failure is None:
-                if self.config.transfer_on_stop:
-                    try:
-                        _, output = core.transfer_leadership(now)
-                        self._push(output, now)
-                    except NoTransferTargetError:
-                        self._push(core.step_down(now), now)
-                else:
-                    self._push(core.step_down(now), now)
-            ticket = self._push(core.stop(now), now)
+            if self._failure is None:
+                self._push(groups.each(self._hand_over, now, groups.leading), now)
+            ticket = self._push(groups.stop(now), now)
             self._changed.notify_all()
         self._carry_out(ticket)
         if self._admin is not None:
@@ -325,6 +347,15 @@ class RaftNode:
             self._callback_thread.join()
         self._storage.close()
         logger.info("%d stopped", self.node_id)
+
+    def _hand_over(self, core: RaftCore, now: float) -> Output:
+        """A stopping leader transfers leadership (``transfer_on_stop``) or, failing that, resigns."""
+        if self.config.transfer_on_stop:
+            try:
+                return core.transfer_leadership(now)[1]
+            except NoTransferTargetError:
+                pass
+        return core.step_down(now)
 
     def __enter__(self) -> RaftNode:
         return self.start()
@@ -369,10 +400,7 @@ class RaftNode:
         None when no leader is known (see :attr:`leader_id`) or its value has not been heard yet.
         """
         with self._lock:
-            core = self._core
-            if core is None or self._leader_locked(self._clock()) is None:
-                return None
-            return core.leader_value
+            return self._leader_value_locked(self._clock(), DEFAULT_GROUP)
 
     @property
     def value(self) -> bytes:
@@ -391,9 +419,13 @@ class RaftNode:
         data = leader_value(value)
         with self._lock:
             self._value = data
-            if self._core is None:
+            groups = self._groups
+            if groups is None:
                 return
-        self._command(lambda core, now: core.set_value(data, now))
+            self._check_running_locked()
+            now = self._clock()
+            ticket = self._push(groups.set_value(data, now), now)
+        self._carry_out(ticket)
 
     @property
     def members(self) -> Mapping[int, str]:
@@ -489,7 +521,7 @@ class RaftNode:
             assert core is not None
             now = self._clock()
             term = core.term
-            ticket = self._push(propose(core, now), now)
+            ticket = self._push(self._command_locked(DEFAULT_GROUP, propose, now), now)
             self._changed.notify_all()
         self._carry_out(ticket)
         with self._lock:
@@ -514,7 +546,8 @@ class RaftNode:
                 if left is not None and left <= 0:
                     if stage in ("stamp", "catch-up"):
                         now = self._clock()
-                        ticket = self._push(core.abandon_change(node_id, now), now)
+                        ticket = self._push(self._command_locked(
+                            DEFAULT_GROUP, lambda core, now: core.abandon_change(node_id, now), now), now)
                         self._lock.release()
                         try:
                             self._carry_out(ticket)
@@ -548,8 +581,11 @@ class RaftNode:
             core = self._core
             counters = collections.Counter(self._counters)
             counters.update(self._stats.counters)
-            if core is not None:
-                counters.update(core.counters)
+            groups = self._groups
+            if groups is not None:
+                counters.update(groups.counters)
+                for name in groups.names:
+                    counters.update(groups.core(name).counters)  # type: ignore[union-attr]
             counters.update(self._transport.counters())
             leading = core is not None and self._is_leader_locked(now)
             return NodeStatus(
@@ -570,6 +606,9 @@ class RaftNode:
                     peer: (now - self._stats.last_heard[peer]) if peer in self._stats.last_heard else None
                     for peer in self._peer_ids_locked()}),
                 **self._membership_status_locked(),
+                groups_hosted=len(groups.names) - 1 if groups is not None else len(self._wanted_groups),
+                groups_leading=sum(1 for name in groups.leading if self._is_leader_locked(now, name))
+                if groups is not None else 0,
             )
 
     def _peer_ids_locked(self) -> list[int]:
@@ -683,9 +722,14 @@ class RaftNode:
         self._command(lambda core, now: core.campaign(now))
 
     def add_listener(self, listener: Callable[[Event], object]) -> None:
-        """Also call ``listener`` with every core event, on the callback thread (like ``observer``)."""
+        """Also call ``listener`` with every core event of the default group, on the callback thread."""
         with self._lock:
             self._listeners.append(listener)
+
+    def add_group_listener(self, listener: Callable[[str, Event], object]) -> None:
+        """Also call ``listener(group, event)`` with every event of every group, on the callback thread."""
+        with self._lock:
+            self._group_listeners.append(listener)
 
     def leadership(self) -> Optional[Leadership]:
         """The current leadership while this node leads with a valid lease, else None.
@@ -694,7 +738,7 @@ class RaftNode:
         that comes back (same term, same fencing token) is a new handle.
         """
         with self._lock:
-            return self._leadership_locked(self._clock())
+            return self._leadership_locked(self._clock(), DEFAULT_GROUP)
 
     def wait_for_leadership(self, timeout: Optional[float] = None) -> Leadership:
         """Block until this node leads with a valid lease; return that leadership (see :meth:`leadership`).
@@ -706,9 +750,7 @@ class RaftNode:
             TimeoutError: not leader within ``timeout``.
             RaftElectionError: the node is not running.
         """
-        return self._wait_locked(
-            self._leadership_locked, timeout,
-            lambda: f"node {self.node_id} did not become leader within {timeout} s")
+        return self._wait_for_leadership(DEFAULT_GROUP, timeout)
 
     def lead(self, work: Callable[[Leadership], object], *, until: Optional[threading.Event] = None) -> None:
         """Run ``work(leadership)`` at each lease this node begins, until ``until`` is set or it stops.
@@ -722,6 +764,101 @@ class RaftNode:
         The waits are on the node's own condition, woken by its news; a daemon thread waits for ``until``
         and wakes it too (that thread ends when ``until`` is set).
         """
+        self._lead(DEFAULT_GROUP, work, until)
+
+    # ------------------------------------------------------------------ election groups
+
+    def group(self, name: str, *, candidate: bool = True) -> Group:
+        """The election group ``name`` on this member: hosted from now on, and standing for election.
+
+        A group is an independent election over this cluster's members, with its own term (fencing token),
+        vote, lease and leader (see :mod:`raft_election.groups`).  It is created here on first use and on
+        the other members by its first election message; there it only votes until their applications use
+        it too.  ``name`` ``""`` is the default group, the node's own election (its handle reads the same
+        state as the node's properties).  May be called before :meth:`start`.
+
+        Args:
+            name: 1 to 64 ASCII letters, digits and ``. _ - : / @``.
+            candidate: stand for election in it (if this member stands at all: ``config.candidate``);
+                False only votes, until :meth:`Group.set_candidate` (a lock's group is created so).
+
+        Raises:
+            ConfigError: ``name`` is not a valid group name.
+            RaftElectionError: the node was stopped or halted, or hosts ``max_groups`` groups already.
+        """
+        from raft_election.group import Group  # noqa: PLC0415 (group.py refers back to this module)
+
+        name = check_group_name(name)
+        if name == DEFAULT_GROUP:
+            return Group(self, name)
+        with self._lock:
+            groups = self._groups
+            if groups is None:
+                if self._stopping:
+                    raise RaftElectionError(f"node {self.node_id} was stopped")
+                self._wanted_groups[name] = self._wanted_groups.get(name, False) or candidate
+                return Group(self, name)
+            self._check_running_locked()
+            now = self._clock()
+            ticket = self._push(groups.ensure(name, now, stand=candidate), now)
+        self._carry_out(ticket)
+        return Group(self, name)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The names of the election groups this member hosts now, sorted (the default group not included).
+
+        A group is hosted from its first use here, or its first election message from a peer, until
+        :meth:`drop_group`.
+        """
+        with self._lock:
+            if self._groups is None:
+                return tuple(sorted(self._wanted_groups))
+            return tuple(name for name in self._groups.names if name != DEFAULT_GROUP)
+
+    def drop_group(self, name: str) -> None:
+        """Retire group ``name`` on this member: give up its leadership (if held), stop its timers.
+
+        Its term and vote stay in storage, so this member can never vote twice in one of its terms even if
+        the group comes back (by :meth:`group`, or by a peer's election message for it).  Other members
+        keep the group until they drop it too.  Dropping a group that is not hosted does nothing.
+
+        Raises:
+            ConfigError: ``name`` is not a valid group name, or is the default group.
+        """
+        name = check_group_name(name)
+        if name == DEFAULT_GROUP:
+            raise ConfigError("name", 'the default group "" cannot be dropped; stop the node instead')
+        with self._lock:
+            groups = self._groups
+            if groups is None:
+                self._wanted_groups.pop(name, None)
+                return
+            now = self._clock()
+            ticket = self._push(groups.drop(name, now), now)
+            self._changed.notify_all()
+        self._carry_out(ticket)
+
+    def _set_group_candidate(self, group: str, candidate: bool) -> None:
+        """Stand in ``group`` or not (before start: remember it); never beyond ``config.candidate``."""
+        if group == DEFAULT_GROUP:
+            self.set_candidate(candidate)
+            return
+        with self._lock:
+            if self._groups is None:
+                self._wanted_groups[group] = candidate
+                return
+        stands = candidate and self.config.candidate
+        self._command(lambda core, now: core.set_candidate(stands, now), group)
+
+    def _wait_for_leadership(self, group: str, timeout: Optional[float]) -> Leadership:
+        return self._wait_locked(
+            lambda now: self._leadership_locked(now, group), timeout,
+            lambda: f"node {self.node_id} did not become leader{_of(group)} within {timeout} s")
+
+    def _lead(self, group: str, work: Callable[[Leadership], object],
+              until: Optional[threading.Event]) -> None:
+        """The loop of :meth:`lead` for ``group``."""
         if until is not None:
             threading.Thread(target=self._wake_when_set, args=(until,), daemon=True,
                              name=f"raft-{self.node_id}-lead-until").start()
@@ -732,7 +869,7 @@ class RaftNode:
                 while True:
                     if stopped() or not (self._started and not self._stopping and self._failure is None):
                         return
-                    leadership = self._leadership_locked(self._clock())
+                    leadership = self._leadership_locked(self._clock(), group)
                     if leadership is not None and leadership is not previous:
                         break
                     self._changed.wait()
@@ -744,41 +881,61 @@ class RaftNode:
         with self._lock:
             self._changed.notify_all()
 
-    def _leadership_locked(self, now: float) -> Optional[Leadership]:
-        core = self._core
-        if core is None or not self._is_leader_locked(now):
+    def _core_of(self, group: str) -> Optional[RaftCore]:
+        groups = self._groups
+        return groups.core(group) if groups is not None else None
+
+    def _read_group(self, group: str, read: Callable[[RaftCore, float], _T], default: _T) -> _T:
+        """``read(core, now)`` of ``group``'s core under the lock, or ``default`` if it is not hosted."""
+        with self._lock:
+            core = self._core_of(group)
+            return read(core, self._clock()) if core is not None else default
+
+    def _leadership_locked(self, now: float, group: str) -> Optional[Leadership]:
+        core = self._core_of(group)
+        if core is None or not self._is_leader_locked(now, group):
             return None
         key = (core.term, core.leases_begun)
-        if self._leadership is None or self._leadership_key != key:
-            self._end_leadership_locked()
-            self._leadership = Leadership(core.term, functools.partial(self._holds, key))
-            self._leadership_key = key
-        return self._leadership
+        held = self._leaderships.get(group)
+        if held is not None and held[1] == key:
+            return held[0]
+        self._end_leadership_locked(group)
+        leadership = Leadership(core.term, functools.partial(self._holds, group, key))
+        self._leaderships[group] = (leadership, key)
+        return leadership
 
-    def _holds(self, key: tuple[int, int]) -> bool:
-        """Whether the lease ``key`` (the core's term and leases begun) is still held, unbroken, now."""
+    def _holds(self, group: str, key: tuple[int, int]) -> bool:
+        """Whether the lease ``key`` (the core's term and leases begun) of ``group`` is still held now."""
         with self._lock:
-            core = self._core
+            core = self._core_of(group)
             return (core is not None and (core.term, core.leases_begun) == key
-                    and self._is_leader_locked(self._clock()))
+                    and self._is_leader_locked(self._clock(), group))
 
-    def _end_leadership_locked(self) -> None:
-        """The handed-out lease ended (a gap, or the office): its handle is lost for good; wake waiters."""
-        if self._leadership is not None:
-            self._leadership.lost.set()
-            self._leadership = None
+    def _end_leadership_locked(self, group: str) -> None:
+        """The handed-out lease of ``group`` ended (a gap, or the office): its handle is lost for good."""
+        held = self._leaderships.pop(group, None)
+        if held is not None:
+            held[0].lost.set()
             self._changed.notify_all()  # lead() waits for the next lease
 
     # ------------------------------------------------------------------ internals
 
-    def _command(self, action: Callable[[RaftCore, float], Output]) -> None:
+    def _command(self, action: Callable[[RaftCore, float], Output], group: str = DEFAULT_GROUP) -> None:
         with self._lock:
             self._check_running_locked()
-            assert self._core is not None
             now = self._clock()
-            ticket = self._push(action(self._core, now), now)
+            ticket = self._push(self._command_locked(group, action, now), now)
             self._changed.notify_all()
         self._carry_out(ticket)
+
+    def _command_locked(self, group: str, action: Callable[[RaftCore, float], Output],
+                        now: float) -> GroupOutput:
+        groups = self._groups
+        assert groups is not None
+        if groups.core(group) is None:
+            raise RaftElectionError(f"node {self.node_id} does not host group {group!r} (dropped?); "
+                                    "node.group(name) hosts it again")
+        return groups.command(group, action, now)
 
     def _check_running_locked(self) -> None:
         if self._failure is not None:
@@ -786,80 +943,101 @@ class RaftNode:
         if not self._started or self._stopping or self._core is None:
             raise RaftElectionError(f"node {self.node_id} is not running")
 
-    def _is_leader_locked(self, now: float) -> bool:
+    def _is_leader_locked(self, now: float, group: str = DEFAULT_GROUP) -> bool:
         # A transport that failed may already look dead to the peers (fast failover): never claim a lease.
-        return (self._core is not None and self._failure is None and not self._transport.failed
-                and self._core.is_leader(now))
+        groups = self._groups
+        return (groups is not None and self._failure is None and not self._transport.failed
+                and groups.is_leader(group, now))
 
-    def _leader_locked(self, now: float) -> Optional[int]:
-        core = self._core
+    def _leader_locked(self, now: float, group: str = DEFAULT_GROUP) -> Optional[int]:
+        core = self._core_of(group)
         if core is None or self._failure is not None:
             return None
         if core.role is Role.LEADER:
-            return core.node_id if self._is_leader_locked(now) else None
+            return core.node_id if self._is_leader_locked(now, group) else None
         return core.leader_id
 
+    def _leader_value_locked(self, now: float, group: str) -> Optional[bytes]:
+        core = self._core_of(group)
+        if core is None or self._leader_locked(now, group) is None:
+            return None
+        return core.leader_value
+
     def _run_timer(self) -> None:
-        """Tick the core at its deadlines until stopped."""
+        """Tick the groups at their deadlines until stopped."""
         while True:
             with self._lock:
                 while True:
-                    if self._stopping or self._failure is not None or self._core is None:
+                    groups = self._groups
+                    if self._stopping or self._failure is not None or groups is None:
                         return
                     now = self._clock()
-                    wait = self._core.next_deadline - now
+                    wait = groups.next_deadline - now
                     if wait <= 0:
-                        ticket = self._push(self._core.tick(now), now)
+                        ticket = self._push(groups.tick(now), now)
                         self._changed.notify_all()
                         break
                     self._changed.wait(wait)
             self._carry_out(ticket)
 
     def _on_datagram(self, data: bytes) -> None:
-        """Transport callback: decode untrusted bytes and hand valid messages to the core.  Never raises."""
+        """Transport callback: decode untrusted bytes and hand valid messages to the groups.  Never raises.
+
+        A datagram is one message or a frame of several (see the codec); each is checked on its own.
+        """
         try:
-            envelope = self._codec.decode(data)
-            if envelope.recipient != self.node_id:
-                raise DecodeError("wrong_recipient", f"addressed to {envelope.recipient}")
-        except DecodeError as exc:
-            self._reject(exc.reason, "dropped a message: %s", exc)
-            return
+            decoded = self._codec.decode_frame(data)
         except Exception as exc:  # a codec bug must not stop the receive loop either
             logger.exception("%d: unexpected error decoding %d bytes", self.node_id, len(data))
             self._reject("decode_failure", "dropped a message: %r", exc)
             return
-        def receive(core: RaftCore, now: float) -> Output:
-            if envelope.sender in core.configuration:  # the core counts and drops the others
-                self._stats.received(envelope.sender, envelope.message, now)
-            return core.receive(envelope.sender, envelope.message, now)
+        envelopes: list[Envelope] = []
+        for item in decoded:
+            if isinstance(item, DecodeError):
+                self._reject(item.reason, "dropped a message: %s", item)
+            elif item.recipient != self.node_id:
+                self._reject("wrong_recipient", "dropped a message: addressed to %d", item.recipient)
+            else:
+                envelopes.append(item)
+        if not envelopes:
+            return
+
+        def receive(groups: GroupSet, now: float) -> GroupOutput:
+            members = groups.default.configuration
+            for envelope in envelopes:
+                if envelope.sender in members:  # the core counts and drops the others
+                    self._stats.received(envelope.sender, envelope.message, now)
+            return groups.receive_many(((envelope.sender, envelope.group, envelope.message)
+                                        for envelope in envelopes), now)
 
         try:
             self._feed(receive)
         except Exception:
-            logger.exception("%d: error handling %r", self.node_id, envelope)
-            self._reject("handling_failure", "error handling a message from %d", envelope.sender)
+            logger.exception("%d: error handling %r", self.node_id, envelopes)
+            self._reject("handling_failure", "error handling a message from %d", envelopes[0].sender)
 
     def _on_evidence(self, peer: int, kind: str) -> None:
         """Transport callback: evidence that ``peer``'s process is gone.  Never raises."""
         try:
-            self._feed(lambda core, now: core.evidence(peer, kind, now))
+            self._feed(lambda groups, now: groups.evidence(peer, kind, now))
         except Exception:
             logger.exception("%d: error handling death evidence about %d", self.node_id, peer)
 
-    def _feed(self, step: Callable[[RaftCore, float], Output]) -> None:
-        """Hand the core something from a transport thread (ignored unless running), then carry it out.
+    def _feed(self, step: Callable[[GroupSet, float], GroupOutput]) -> None:
+        """Hand the groups something from a transport thread (ignored unless running), then carry it out.
 
         Wakes the timer and any waiter only for news: an event, or a deadline that came earlier.  A
         heartbeat that merely pushes the deadlines back (most messages) wakes nobody.
         """
         with self._lock:
-            if self._stopping or self._failure is not None or self._core is None:
+            groups = self._groups
+            if self._stopping or self._failure is not None or groups is None:
                 return
-            deadline = self._core.next_deadline
+            deadline = groups.next_deadline
             now = self._clock()
-            output = step(self._core, now)
+            output = step(groups, now)
             ticket = self._push(output, now)
-            if output.events or self._core.next_deadline < deadline:
+            if output.events or groups.next_deadline < deadline:
                 self._changed.notify_all()
         self._carry_out(ticket)
 
@@ -868,18 +1046,21 @@ class RaftNode:
             self._counters[f"rejected_{reason}"] += 1
         self._bad_input_log.warning(reason, f"%d {message}", self.node_id, *args)
 
-    def _push(self, output: Output, now: float) -> int:
+    def _push(self, output: GroupOutput, now: float) -> int:
         """Append ``output`` (produced at ``now``) to the FIFO, with the lock held; return its ticket.
 
         A handed-out lease that ended in the call that produced ``output`` is marked lost here, at once,
         not when the events are carried out: by then a new lease may already be held.
         """
-        core = self._core
-        if self._leadership is not None and core is not None and (
-                (core.term, core.leases_begun) != self._leadership_key or not core.is_leader(now)):
-            self._end_leadership_locked()
-        self._stats.sent(output.messages, now)
-        if any(isinstance(event, LostLeadership) for event in output.events):
+        groups = self._groups
+        for group, (_, key) in list(self._leaderships.items()):
+            core = groups.core(group) if groups is not None else None
+            if (core is None or (core.term, core.leases_begun) != key
+                    or not groups.is_leader(group, now)):  # type: ignore[union-attr]
+                self._end_leadership_locked(group)
+        if output.messages:
+            self._stats.sent([outgoing for _, outgoing in output.messages], now)
+        if any(isinstance(event, LostLeadership) and not group for group, event in output.events):
             self._stats.leadership_ended()
         self._pending.append(output)
         self._queued += 1
@@ -889,9 +1070,11 @@ class RaftNode:
         """Return once output ``ticket`` is carried out (or the node halted), carrying out outputs if need be.
 
         One thread at a time carries out outputs, outside the lock, in FIFO order: the one that finds
-        nobody doing it.  It carries on until the FIFO is empty, its own output and whatever other threads
-        appended meanwhile, so a message another thread produced leaves at once, without waiting for that
-        thread to be scheduled again; the others wait on ``_carried`` until their output is done.
+        nobody doing it.  It takes whatever the FIFO holds at once, its own output and whatever other
+        threads appended meanwhile, and carries it out as one batch (one durable write for every term and
+        vote in it, then one datagram per peer), so a message another thread produced leaves at once,
+        without waiting for that thread to be scheduled again; the others wait on ``_carried`` until their
+        output is done.
         """
         with self._lock:
             while self._carrying and self._done < ticket and self._failure is None:
@@ -904,45 +1087,74 @@ class RaftNode:
                 with self._lock:
                     if not self._pending or self._failure is not None:
                         return
-                    output = self._pending.popleft()
+                    batch = list(self._pending)
+                    self._pending.clear()
                 try:
-                    self._perform(output)
+                    self._perform(batch)
                 finally:
                     with self._lock:
-                        self._done += 1
+                        self._done += len(batch)
                         self._carried.notify_all()
         finally:
             with self._lock:
                 self._carrying = False
                 self._carried.notify_all()
 
-    def _perform(self, output: Output) -> None:
-        """Carry out one output: persist, then send, then probe, then queue callbacks."""
-        if output.hard_state is not None:
+    def _perform(self, batch: list[GroupOutput]) -> None:
+        """Carry out outputs: persist (one write), hand over peers, send, probe, report."""
+        default: Optional[HardState] = None
+        named: dict[str, HardState] = {}
+        peers: Optional[Mapping[int, str]] = None
+        for output in batch:
+            for group, state in output.hard_states.items():
+                if group == DEFAULT_GROUP:
+                    default = state
+                else:
+                    named[group] = state
+            if output.peers is not None:
+                peers = output.peers
+        if default is not None or named:
             try:
-                self._storage.save(output.hard_state)
+                if named:
+                    self._storage.save_groups(default if default is not None else self._saved, named)
+                else:
+                    assert default is not None
+                    self._storage.save(default)
             except Exception as exc:
                 self._halt(exc)
                 return
-        if output.peers is not None:
-            self._set_transport_peers(output.peers)
-        for outgoing in output.messages:
-            data = self._codec.encode(Envelope(sender=self.node_id, recipient=outgoing.to,
-                                               message=outgoing.message))
-            try:
-                self._transport.send(outgoing.to, data)
-            except Exception:
-                logger.exception("%d: transport failed to send to %d", self.node_id, outgoing.to)
-                with self._lock:
-                    self._counters["send_errors"] += 1
-        if output.probes and isinstance(self._transport, DeathProbe):
-            for peer in output.probes:
+            if default is not None:
+                self._saved = default
+        if peers is not None:
+            self._set_transport_peers(peers)
+        self._send_batch(batch)
+        probes = {peer: None for output in batch for peer in output.probes}
+        if probes and isinstance(self._transport, DeathProbe):
+            for peer in probes:
                 try:
                     self._transport.probe(peer)
                 except Exception:
                     logger.exception("%d: transport failed to probe %d", self.node_id, peer)
-        for event in output.events:
-            self._dispatch(event)
+        for output in batch:
+            for group, event in output.events:
+                self._dispatch(group, event)
+
+    def _send_batch(self, batch: list[GroupOutput]) -> None:
+        """Send every message of ``batch``, those to one peer together (one datagram while they fit)."""
+        by_peer: dict[int, list[Envelope]] = {}
+        for output in batch:
+            for group, outgoing in output.messages:
+                by_peer.setdefault(outgoing.to, []).append(
+                    Envelope(sender=self.node_id, recipient=outgoing.to, message=outgoing.message,
+                             group=group))
+        for peer, envelopes in by_peer.items():
+            for data in self._codec.encode_frames(envelopes):
+                try:
+                    self._transport.send(peer, data)
+                except Exception:
+                    logger.exception("%d: transport failed to send to %d", self.node_id, peer)
+                    with self._lock:
+                        self._counters["send_errors"] += 1
 
     def _transport_peers(self, addresses: Mapping[int, str]) -> dict[int, str]:
         """The transport's peer map: every member the core may talk to, and this member at its own address."""
@@ -969,7 +1181,8 @@ class RaftNode:
             self._pending.clear()
             self._changed.notify_all()
             self._carried.notify_all()
-            self._end_leadership_locked()
+            for group in list(self._leaderships):
+                self._end_leadership_locked(group)
             core = self._core
             was_leader = core is not None and core.is_leader(self._clock())
             term = core.term if core is not None else 0
@@ -977,17 +1190,23 @@ class RaftNode:
             callback = self._on_lose_leadership
             self._callbacks.put(lambda: callback(term))
 
-    def _dispatch(self, event: Event) -> None:
-        """Queue the user callbacks for one core event (run later on the callback thread).
+    def _dispatch(self, group: str, event: Event) -> None:
+        """Queue the user callbacks for one core event of ``group`` (run later on the callback thread).
 
-        A lease beginning (a win, or the end of a gap) calls ``on_become_leader``; a lease ending (a gap, or
-        leaving office while still holding it) calls ``on_lose_leadership``.
+        Every event goes to the group listeners.  Of the default group's events, a lease beginning (a win,
+        or the end of a gap) calls ``on_become_leader``; a lease ending (a gap, or leaving office while
+        still holding it) calls ``on_lose_leadership``.
         """
+        with self._lock:
+            group_listeners = list(self._group_listeners)
+            listeners = list(self._listeners) if group == DEFAULT_GROUP else []
+        for hears in group_listeners:
+            self._callbacks.put(lambda hears=hears: hears(group, event))  # type: ignore[misc]
+        if group != DEFAULT_GROUP:
+            return
         if self._observer is not None:
             observer = self._observer
             self._callbacks.put(lambda: observer(event))
-        with self._lock:
-            listeners = list(self._listeners)
         for listener in listeners:
             self._callbacks.put(lambda listener=listener: listener(event))  # type: ignore[misc]
         began = isinstance(event, (BecameLeader, LeaseRegained))

@@ -1,8 +1,9 @@
 """Message statistics a node keeps beside its core: messages by type, last contact, heartbeat round trips.
 
 Instrumentation, not algorithm: nothing here decides anything, so it lives in the node (which sees every
-message the core sends and receives) rather than in the core.  The figures appear in
-:meth:`RaftNode.status` (``counters`` and ``round_trip``); the benchmarks read them from there.
+message the core sends and receives, and the member-level Beats and BeatAcks it exchanges itself) rather
+than in the core.  The figures appear in :meth:`RaftNode.status` (``counters`` and ``round_trip``); the
+benchmarks read them from there.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ from __future__ import annotations
 import collections
 import statistics
 from collections.abc import Iterable, Mapping
-from typing import Optional
+from typing import Optional, Protocol
 
 from raft_election.messages import (
+    Beat,
+    BeatAck,
     Heartbeat,
     HeartbeatResponse,
-    Message,
     Resign,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
+    WireMessage,
 )
-from raft_election.output import Outgoing
 
-__all__ = ["MESSAGE_KINDS", "ROUND_TRIP_SAMPLES", "MessageStats"]
+__all__ = ["MESSAGE_KINDS", "ROUND_TRIP_SAMPLES", "Addressed", "MessageStats"]
 
 #: How many recent heartbeat round trips :meth:`MessageStats.round_trip` takes the median of.
 ROUND_TRIP_SAMPLES = 32
@@ -31,19 +33,33 @@ ROUND_TRIP_SAMPLES = 32
 _ROUNDS_KEPT = 64
 
 #: The name of each kind of message in counters (``<kind>_sent``, ``<kind>_received``) and metrics labels.
-MESSAGE_KINDS: Mapping[type[Message], str] = {
+MESSAGE_KINDS: Mapping[type[WireMessage], str] = {
     VoteRequest: "vote_requests",
     VoteResponse: "vote_responses",
     Heartbeat: "heartbeats",
     HeartbeatResponse: "heartbeat_responses",
     TimeoutNow: "timeout_nows",
     Resign: "resigns",
+    Beat: "beats",
+    BeatAck: "beat_acks",
 }
 #: The counter each kind of message sent adds to, besides ``messages_sent`` (messages per election are
 #: the vote requests and responses sent).
 _SENT_COUNTER = {cls: f"{kind}_sent" for cls, kind in MESSAGE_KINDS.items()}
 #: Likewise for the valid messages handed to the core (``messages_received`` is the core's own count).
 _RECEIVED_COUNTER = {cls: f"{kind}_received" for cls, kind in MESSAGE_KINDS.items()}
+
+
+class Addressed(Protocol):
+    """Anything sent that carries a message.
+
+    The core's :class:`~raft_election.output.Outgoing`, or the :class:`~raft_election.messages.Envelope`
+    of a member-level message (:class:`Beat`, :class:`BeatAck`) that the node sends itself.
+    """
+
+    @property
+    def message(self) -> WireMessage:
+        """The message sent."""
 
 
 class MessageStats:
@@ -59,8 +75,12 @@ class MessageStats:
         #: When a valid message from each peer last reached the core.
         self.last_heard: dict[int, float] = {}
 
-    def sent(self, messages: Iterable[Outgoing], now: float) -> None:
-        """The core asked, at ``now``, for ``messages`` to be sent."""
+    def sent(self, messages: Iterable[Addressed], now: float) -> None:
+        """The core (or the node, for member-level messages) asked, at ``now``, for ``messages`` to be sent.
+
+        Only :class:`Heartbeat` rounds are timed: a :class:`Beat`'s round is the node's own counter, which
+        may coincide with a core's heartbeat round, so it is counted but never matched.
+        """
         for outgoing in messages:
             message = outgoing.message
             self.counters["messages_sent"] += 1
@@ -70,7 +90,7 @@ class MessageStats:
                 if len(self._rounds) > _ROUNDS_KEPT:
                     del self._rounds[next(iter(self._rounds))]
 
-    def received(self, sender: int, message: Message, now: float) -> None:
+    def received(self, sender: int, message: WireMessage, now: float) -> None:
         """The core was handed ``message`` from peer ``sender`` at ``now``; an acked round is a round trip."""
         self.counters[_RECEIVED_COUNTER[type(message)]] += 1
         self.last_heard[sender] = now

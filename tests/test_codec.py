@@ -60,6 +60,7 @@ REASONS = {
     "bad_mac",
     "bad_length",
     "bad_field",
+    "bad_group",
 }
 
 #: Wire type codes and body sizes, written out independently of the codec's own table (a heartbeat's is
@@ -348,7 +349,7 @@ REASON_CASES = [
     ("version-5", PLAIN, frame(version=5), "bad_version"),
     ("version-255", SIGNED, frame(version=255, secret=SECRET), "bad_version"),
     ("type-0", PLAIN, frame(type_code=0), "unknown_type"),
-    ("type-7", PLAIN, frame(type_code=7), "unknown_type"),
+    ("type-9", PLAIN, frame(type_code=9), "unknown_type"),
     ("type-255", PLAIN, frame(type_code=255), "unknown_type"),
     ("wrong-cluster", PLAIN, frame(cluster="other"), "wrong_cluster"),
     ("wrong-cluster-signed", SIGNED, frame(cluster="other", secret=SECRET), "wrong_cluster"),
@@ -364,7 +365,9 @@ REASON_CASES = [
     ("term-u64-max", PLAIN, frame(term=2**64 - 1), "bad_field"),
     ("sender-0", PLAIN, frame(sender=0), "bad_field"),
     ("recipient-0", PLAIN, frame(recipient=0), "bad_field"),
-    ("header-flag-bit1", PLAIN, frame(flags=0x02), "bad_field"),
+    ("header-flag-bit2", PLAIN, frame(flags=0x04), "bad_field"),
+    # Header flag bit 1 announces a group name (see tests/test_codec_groups.py for the rest).
+    ("group-name-length-0", PLAIN, frame(flags=0x02, body=b"\0" + frame()[HEADER_SIZE:]), "bad_group"),
     ("header-flag-bit7-signed", SIGNED, frame(flags=0x81, trailing=b"", secret=SECRET), "bad_field"),
     ("heartbeat-response-flag", PLAIN, frame(type_code=2, body=b"\0\0\0\1" + bytes(16) + b"\x02"),
      "bad_field"),
@@ -429,7 +432,7 @@ ORDER_CASES = [
     ("truncated-body-before-bad-mac", SIGNED, frame(body=b"\0\0\0", secret=b"wrong"), "truncated"),
     ("bad-mac-before-bad-length", SIGNED, frame(trailing=b"\0", secret=b"wrong"), "bad_mac"),
     ("bad-mac-before-bad-field", SIGNED, frame(term=2**64 - 1, secret=b"wrong"), "bad_mac"),
-    ("bad-mac-before-bad-header-flags", SIGNED, frame(flags=0x03, secret=b"wrong"), "bad_mac"),
+    ("bad-mac-before-bad-header-flags", SIGNED, frame(flags=0x05, secret=b"wrong"), "bad_mac"),
     ("bad-length-before-bad-field", PLAIN, frame(sender=0, trailing=b"\0"), "bad_length"),
     ("bad-mac-before-value-length", SIGNED, frame(body=HB_FIXED + b"\xff\xff\0", secret=b"wrong"), "bad_mac"),
     ("value-length-before-bad-length", PLAIN, frame(body=HB_FIXED + b"\xff\xff\0", trailing=b"\0"),
@@ -586,7 +589,7 @@ def test_random_bytes_only_ever_raise_decode_error(codec, data):
 @pytest.mark.parametrize("codec", [PLAIN, SIGNED], ids=["plain", "signed"])
 @settings(max_examples=300)
 @given(
-    type_code=st.integers(0, 8),
+    type_code=st.integers(0, 10),
     flags=st.integers(0, 255),
     rest=st.binary(max_size=MAX_MESSAGE_SIZE),
 )
@@ -630,11 +633,13 @@ def test_every_single_bit_flip_of_a_signed_message_is_rejected(envelope):
 
 ALLOWED_IMPORTS = {
     "__future__",
+    "collections.abc",
     "hashlib",
     "hmac",
     "struct",
     "typing",
     "raft_election.errors",
+    "raft_election.groupname",
     "raft_election.messages",
 }
 FORBIDDEN_NAMES = {"eval", "exec", "compile", "__import__", "pickle", "marshal", "importlib", "loads"}

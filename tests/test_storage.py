@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 from raft_election.errors import ConfigError, RaftElectionError, StorageError
 from raft_election.membership import Configuration
 from raft_election.messages import MAX_ADDRESS_SIZE, MAX_INDEX, MAX_MEMBERS, MAX_NODE_ID, MAX_TERM
-from raft_election.storage import FORMAT_VERSION, FileStorage, HardState, MemoryStorage, Storage
+from raft_election.storage import (
+    _MAX_STATE_BYTES,
+    FORMAT_VERSION,
+    SINGLE_GROUP_FORMAT_VERSION,
+    FileStorage,
+    HardState,
+    MemoryStorage,
+    Storage,
+)
 from tests.conftest import examples
 
 OLD = HardState(term=3, voted_for=2)
@@ -249,7 +257,8 @@ def test_round_trip_across_reopen(tmp_path: Path) -> None:
 
 
 def test_file_format_is_versioned_checksummed_json(tmp_path: Path) -> None:
-    assert FORMAT_VERSION == 2
+    # Version 3 adds election groups (tests/test_storage_groups.py); without any, version 2 is written.
+    assert (FORMAT_VERSION, SINGLE_GROUP_FORMAT_VERSION) == (3, 2)
     data = saved_bytes(tmp_path, NEW)
     assert data.endswith(b"\n")
     doc = json.loads(data)
@@ -549,7 +558,7 @@ def test_garbage_is_refused(tmp_path: Path, content: bytes) -> None:
 
 
 def test_oversized_file_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "state.json").write_bytes(b" " * 100_000 + b"{}\n")
+    (tmp_path / "state.json").write_bytes(b" " * _MAX_STATE_BYTES + b"{}\n")
     assert_refuses(tmp_path, match="larger than")
 
 
@@ -572,10 +581,10 @@ def test_uppercase_checksum_is_refused(tmp_path: Path) -> None:
     assert_refuses(tmp_path, match="checksum")
 
 
-@pytest.mark.parametrize("version", [0, 3, -1, "1", "2", 1.0, 2.0, True, None])
+@pytest.mark.parametrize("version", [0, 4, -1, "1", "2", "3", 1.0, 2.0, 3.0, True, None])
 @pytest.mark.parametrize("with_config", [False, True])
 def test_wrong_version_is_refused(tmp_path: Path, version: object, with_config: bool) -> None:
-    # Versions 1 and 2 are read; 3 is the next unknown one.  Types are exact: "2", 2.0 and True are not 2.
+    # Versions 1, 2 and 3 are read; 4 is the next unknown one.  Types are exact: "2", 2.0 and True are not 2.
     doc: dict[str, Any] = {"version": version, "term": 1, "voted_for": None}
     if with_config:
         doc["config"] = None

@@ -32,7 +32,7 @@ from typing import Optional
 import pytest
 
 from raft_election import MemoryStorage, RaftConfig, RaftNode
-from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election.codec import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from tests.transporttools import needs_ipv6, received_until
 from transports.udp import UdpTransport, parse_address
@@ -163,10 +163,10 @@ def test_two_transports_exchange_datagrams_both_ways(cluster, host):
         assert repr(t[node_id]) == f"<UdpTransport node_id={node_id} {peers[node_id]} running>"
 
 
-def test_a_message_of_exactly_the_maximum_size_is_delivered(cluster):
+def test_a_datagram_of_exactly_the_maximum_size_is_delivered(cluster):
     inbox = Inbox()
     t, _ = cluster.start("127.0.0.1", {1: Inbox(), 2: inbox})
-    data = bytes(i % 256 for i in range(MAX_MESSAGE_SIZE))
+    data = bytes(i % 256 for i in range(MAX_FRAME_SIZE))
     t[1].send(2, data)
     assert inbox.get() == data
 
@@ -339,9 +339,9 @@ def test_oversized_and_empty_datagrams_are_dropped_and_counted(cluster, raw, cap
     t, peers = cluster.start("127.0.0.1", {1: inbox})
     sender = raw("127.0.0.1")
     target = parse_address(peers[1])
-    for data in (b"", b"x" * (MAX_MESSAGE_SIZE + 1), b"", b"y" * 5000, b"z" * MAX_MESSAGE_SIZE, b"valid"):
+    for data in (b"", b"x" * (MAX_FRAME_SIZE + 1), b"", b"y" * 65000, b"z" * MAX_FRAME_SIZE, b"valid"):
         sender.sendto(data, target)
-    assert inbox.until(b"valid") == [b"z" * MAX_MESSAGE_SIZE]
+    assert inbox.until(b"valid") == [b"z" * MAX_FRAME_SIZE]
     assert t[1].counters() == {
         "datagrams_received": 2, "rejected_oversized": 2, "probes_received": 2, "send_dropped": 0,
         "receive_errors": 0, "deliver_errors": 0, "probes_sent": 0, "death_evidence": 0,
@@ -363,8 +363,10 @@ def test_a_flood_of_random_datagrams_is_fully_counted_and_the_transport_keeps_wo
     rng = random.Random(2024)
     flood = [rng.randbytes(rng.randrange(3 * MAX_MESSAGE_SIZE)) for _ in range(5000)]
     flood[::250] = [b""] * len(flood[::250])  # empty datagrams (death probes' echoes) among them too
+    # ... and oversized ones, between the largest datagram and the largest UDP payload.
+    flood[125::250] = [rng.randbytes(rng.randint(MAX_FRAME_SIZE + 1, 65507)) for _ in flood[125::250]]
     # Small enough that the socket buffer (about 200 KiB by default) never overflows between two markers,
-    # even if every datagram of a batch had the largest size drawn.
+    # even with an oversized datagram in the batch and every other one of the largest size drawn.
     batch = max(1, 64 * 1024 // (3 * MAX_MESSAGE_SIZE))
     delivered: list[bytes] = []
     for start in range(0, len(flood), batch):
@@ -374,10 +376,10 @@ def test_a_flood_of_random_datagrams_is_fully_counted_and_the_transport_keeps_wo
         sender.sendto(marker, target)
         delivered += inbox.until(marker)
     markers = len(flood) // batch
-    valid = [data for data in flood if 0 < len(data) <= MAX_MESSAGE_SIZE]
+    valid = [data for data in flood if 0 < len(data) <= MAX_FRAME_SIZE]
     counters = t[2].counters()
     assert counters["probes_received"] == sum(1 for data in flood if not data) > 0
-    assert counters["rejected_oversized"] == sum(1 for data in flood if len(data) > MAX_MESSAGE_SIZE) > 0
+    assert counters["rejected_oversized"] == sum(1 for data in flood if len(data) > MAX_FRAME_SIZE) > 0
     assert counters["datagrams_received"] == len(valid) + markers
     assert collections.Counter(delivered) == collections.Counter(valid)
     t[1].send(2, b"still alive")
@@ -478,10 +480,10 @@ def test_unknown_and_other_family_peers_are_dropped_and_counted(cluster, caplog)
     assert inbox.get() == b"fine"
 
 
-def test_sending_more_than_the_maximum_message_size_is_a_value_error(cluster):
+def test_sending_more_than_the_maximum_datagram_size_is_a_value_error(cluster):
     t, _ = cluster.start("127.0.0.1", {1: Inbox(), 2: Inbox()})
-    with pytest.raises(ValueError, match=str(MAX_MESSAGE_SIZE)):
-        t[1].send(2, b"x" * (MAX_MESSAGE_SIZE + 1))
+    with pytest.raises(ValueError, match=str(MAX_FRAME_SIZE)):
+        t[1].send(2, b"x" * (MAX_FRAME_SIZE + 1))
     assert t[1].counters()["send_dropped"] == 0
 
 

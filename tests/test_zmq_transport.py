@@ -36,10 +36,11 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from raft_election import MemoryStorage, RaftConfig, RaftNode
-from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election.codec import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
 from tests.transporttools import received_until
-from transports.zeromq import MAX_FRAME_SIZE, SEND_HWM, ZmqTransport, normalize_address
+from transports.zeromq import SEND_HWM, ZmqTransport, normalize_address
+from transports.zeromq.options import ZMQ_MAX_MESSAGE
 
 TIMEOUT = 10.0  # only to keep a broken test from hanging; never reached when the code works
 RESEND = 0.005  # pause between resends while waiting for a connection
@@ -567,11 +568,11 @@ def test_multipart_empty_and_oversized_frames_are_dropped_and_counted(
     expected: list[bytes] = []
     counts = {"rejected_empty": 0, "rejected_multipart": 0, "rejected_oversized": 0}
     fixed: list[list[bytes]] = [
-        [b""], [b"a", b"b", b"c"], [b"", b""], [b"x" * (MAX_MESSAGE_SIZE + 1)], [b"y" * MAX_FRAME_SIZE],
-        [b"z" * MAX_MESSAGE_SIZE], [b"\x00"],
+        [b""], [b"a", b"b", b"c"], [b"", b""], [b"x" * (MAX_FRAME_SIZE + 1)], [b"y" * ZMQ_MAX_MESSAGE],
+        [b"z" * MAX_FRAME_SIZE], [b"\x00"],
     ]
     randomised = [
-        [rng.randbytes(rng.choice([0, rng.randint(1, MAX_MESSAGE_SIZE), rng.randint(0, MAX_FRAME_SIZE)]))
+        [rng.randbytes(rng.choice([0, rng.randint(1, MAX_MESSAGE_SIZE), rng.randint(0, ZMQ_MAX_MESSAGE)]))
          for _ in range(rng.choice([1, 1, 1, 2, 3]))]
         for _ in range(300)
     ]
@@ -580,7 +581,7 @@ def test_multipart_empty_and_oversized_frames_are_dropped_and_counted(
             counts["rejected_multipart"] += 1
         elif not frames[0]:
             counts["rejected_empty"] += 1
-        elif len(frames[0]) > MAX_MESSAGE_SIZE:
+        elif len(frames[0]) > MAX_FRAME_SIZE:
             counts["rejected_oversized"] += 1
         else:
             expected.append(frames[0])
@@ -606,7 +607,7 @@ def test_a_frame_above_the_size_limit_gets_the_sender_disconnected(
     monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
     monitor.setsockopt(zmq.RCVTIMEO, int(TIMEOUT * 1000))
     assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
-    sock.send(b"q" * (MAX_FRAME_SIZE + 1))
+    sock.send(b"q" * (ZMQ_MAX_MESSAGE + 1))
     assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
     # The raw socket reconnects by itself; the oversized frame died with the old connection.
     assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -780,7 +781,7 @@ def test_send_rejects_what_no_peer_would_accept(pair: tuple[Inbox, Inbox]) -> No
     with pytest.raises(ValueError, match="1 to"):
         a.send(2, b"")
     with pytest.raises(ValueError, match="1 to"):
-        a.send(2, b"x" * (MAX_MESSAGE_SIZE + 1))
+        a.send(2, b"x" * (MAX_FRAME_SIZE + 1))
 
 
 def test_nothing_is_delivered_after_close_returns(sender: tuple[Inbox, dict[int, str]],

@@ -10,9 +10,10 @@ too: one leader per term, one vote per term and terms that never go back are che
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from raft_election.config import RaftConfig
@@ -39,12 +40,22 @@ class OracleStorage(MemoryStorage):
         self._log = log
         self._log_lock = lock
 
+    #: Set by :class:`ThreadedCluster`: the oracle of each named election group, by name.
+    group_oracles: Optional[Callable[[str], ElectionOracle]] = None
+
     def save(self, state: HardState) -> None:
         super().save(state)
         self._oracle.persisted(self._node_id, state)
         if self._log is not None and self._log_lock is not None:
             with self._log_lock:
                 self._log.append(("saved", self._node_id, state))
+
+    def save_groups(self, state: HardState, groups: Mapping[str, HardState]) -> None:
+        super().save_groups(state, groups)
+        self._oracle.persisted(self._node_id, state)
+        if self.group_oracles is not None:
+            for name, group_state in groups.items():
+                self.group_oracles(name).persisted(self._node_id, group_state)
 
 
 class ThreadedCluster:
@@ -65,7 +76,11 @@ class ThreadedCluster:
         self.peers = {node_id: f"memory:{node_id}" for node_id in range(1, size + 1)}
         self.settings = settings
         self.oracle.seed(self.peers)
-        self.storages = {node_id: OracleStorage(node_id, self.oracle) for node_id in self.peers}
+        #: The oracle of each named election group (the default group's is :attr:`oracle`).
+        self.group_oracles: collections.defaultdict[str, ElectionOracle] = collections.defaultdict(
+            ElectionOracle)
+        self._oracles_lock = threading.Lock()
+        self.storages = {node_id: self._storage(node_id) for node_id in self.peers}
         self.joiners: dict[int, dict[int, str]] = {}
         self.nodes: dict[int, RaftNode] = {}
         self.events: list[tuple[int, Event]] = []
@@ -96,8 +111,20 @@ class ThreadedCluster:
             raise ValueError(f"member {node_id} exists already")
         known = next((dict(node.members) for node in self.running()), dict(self.peers))
         self.joiners[node_id] = {**known, node_id: self.address(node_id)}
-        self.storages[node_id] = OracleStorage(node_id, self.oracle)
+        self.storages[node_id] = self._storage(node_id)
         return self.start(node_id, **callbacks)
+
+    def _storage(self, node_id: int) -> OracleStorage:
+        storage = OracleStorage(node_id, self.oracle)
+        storage.group_oracles = self.group_oracle
+        return storage
+
+    def group_oracle(self, name: str) -> ElectionOracle:
+        """The oracle of election group ``name`` (``""``: :attr:`oracle`)."""
+        if not name:
+            return self.oracle
+        with self._oracles_lock:
+            return self.group_oracles[name]
 
     def start(self, node_id: int, **callbacks: Any) -> RaftNode:
         """Start member ``node_id`` (``callbacks``: more :class:`RaftNode` arguments); return it."""
@@ -108,8 +135,15 @@ class ThreadedCluster:
                 self.events.append((node_id, event))
                 self.changed.notify_all()
 
+        def observe_group(group: str, event: Event) -> None:
+            if group:
+                self.group_oracle(group).record(node_id, event)
+                with self.changed:
+                    self.changed.notify_all()
+
         node = RaftNode(self.config(node_id), self.network.transport(node_id), self.storages[node_id],
                         observer=observe, **callbacks)
+        node.add_group_listener(observe_group)
         self.nodes[node_id] = node
         return node.start()
 
@@ -191,3 +225,7 @@ class ThreadedCluster:
         finally:
             self.network.close()
         self.oracle.check_intervals()
+        with self._oracles_lock:
+            oracles = list(self.group_oracles.values())
+        for oracle in oracles:
+            oracle.check_intervals()

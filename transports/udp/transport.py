@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
-from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election.codec import MAX_FRAME_SIZE
 from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn
 from transports.socketbase import CLOSED, CREATED, PeerChanges, SocketTransport, WakeUp
@@ -32,8 +32,8 @@ from transports.udp.addresses import (
 )
 from transports.udp.probe import EVIDENCE_KIND, ProbeSockets
 
-__all__ = ["COUNTER_NAMES", "MAX_ERROR_BACKOFF", "READ_BATCH", "RESOLVE_INTERVAL", "RESOLVE_RETRY",
-           "UdpTransport"]
+__all__ = ["COUNTER_NAMES", "MAX_ERROR_BACKOFF", "READ_BATCH", "RECEIVE_BUFFER", "RESOLVE_INTERVAL",
+           "RESOLVE_RETRY", "SEND_BUFFER", "UdpTransport"]
 
 #: The package's logger: the UDP transport logs as ``transports.udp``, whichever module writes the line.
 logger = logging.getLogger(__package__)
@@ -66,7 +66,44 @@ RESOLVE_INTERVAL = 5.0
 #: ... and while some name does not resolve (a member whose host or container is not up yet).
 RESOLVE_RETRY = 1.0
 
+#: ``SO_RCVBUF`` asked for the node's socket, in bytes, when the system default is smaller.  A datagram is
+#: at most :data:`~raft_election.codec.MAX_FRAME_SIZE` bytes (a frame of coalesced messages); Linux's
+#: default buffer (208 KiB) holds only three of those, so a burst of frames from several peers while the
+#: receive thread is busy would be lost.  Linux doubles the value (for its bookkeeping) and caps it at
+#: ``net.core.rmem_max``: 1 MiB holds about 17 full frames, or about 1,200 small messages.
+RECEIVE_BUFFER = 512 * 1024
+#: ``SO_SNDBUF`` asked for the node's socket when the system default is smaller: room for a burst of full
+#: frames to several peers that the network interface has not sent yet (capped at ``net.core.wmem_max``).
+SEND_BUFFER = 512 * 1024
+#: Fewer full frames than this in the receive buffer the kernel granted is logged as a warning.
+_FEW_FRAMES = 4
+
 _STARTING, _RUNNING = "starting", "running"
+
+
+def _size_buffers(node_id: int, sock: socket.socket) -> None:
+    """Raise ``sock``'s receive and send buffers to :data:`RECEIVE_BUFFER` and :data:`SEND_BUFFER`.
+
+    Never shrinks a larger system default.  What the kernel grants is logged (a warning when the receive
+    buffer holds fewer than a few full frames: raise ``net.core.rmem_max``); a refusal is logged too, and
+    the socket keeps its default.
+    """
+    for option, wanted in ((socket.SO_RCVBUF, RECEIVE_BUFFER), (socket.SO_SNDBUF, SEND_BUFFER)):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < wanted:
+                sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+        except OSError as exc:
+            logger.warning("node %d: cannot set the UDP socket's buffer size (option %d) to %d bytes: %s",
+                           node_id, option, wanted, exc)
+    try:
+        receive = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        send = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    except OSError:
+        return
+    if receive < _FEW_FRAMES * MAX_FRAME_SIZE:
+        logger.warning("node %d: the UDP receive buffer is only %d bytes, room for fewer than %d frames of "
+                       "%d bytes; raise net.core.rmem_max", node_id, receive, _FEW_FRAMES, MAX_FRAME_SIZE)
+    logger.debug("node %d: UDP socket buffers: receive %d bytes, send %d bytes", node_id, receive, send)
 
 
 class UdpTransport(SocketTransport):
@@ -77,8 +114,9 @@ class UdpTransport(SocketTransport):
     :class:`~transports.udp.probe.ProbeSockets` on death probes).  A transport is started once; after
     :meth:`close` create a new one.
 
-    UDP fits Raft's election traffic well: messages are tiny (at most
-    :data:`~raft_election.codec.MAX_MESSAGE_SIZE` bytes), each is self-contained, and Raft already tolerates
+    UDP fits Raft's election traffic well: messages are small (a datagram is one message of at most
+    :data:`~raft_election.codec.MAX_MESSAGE_SIZE` bytes, or a frame of several to the same peer, at most
+    :data:`~raft_election.codec.MAX_FRAME_SIZE`), each is self-contained, and Raft already tolerates
     loss, duplication and reordering, so there is no connection state to set up, keep alive or tear down
     when a peer dies.  Delivery is best effort, as UDP is: datagrams may be lost, duplicated or reordered,
     and nothing is ever raised to a sender for a network condition.  Every datagram read, and every one
@@ -100,7 +138,7 @@ class UdpTransport(SocketTransport):
     peer its probe socket, closes a removed peer's and points a moved peer's at the new address.
 
     Untrusted input: anyone who can reach the port can send to it.  The transport only drops what cannot be
-    a message at all: a datagram larger than ``MAX_MESSAGE_SIZE``, and an empty one, which is a peer's death
+    a message at all: a datagram larger than ``MAX_FRAME_SIZE``, and an empty one, which is a peer's death
     probe (counted as ``probes_received``).  The codec behind ``deliver`` checks the rest (and
     authenticates, when the cluster has a secret).  Nothing a datagram or the socket does can stop the
     receive loop: every failure is counted (see :meth:`counters`), logged at a limited rate, and the loop
@@ -184,6 +222,7 @@ class UdpTransport(SocketTransport):
         wakeup: Optional[WakeUp] = None
         probes: Optional[ProbeSockets] = None
         try:
+            _size_buffers(node_id, sock)
             found = routes(node_id, sock.family, peers, parsed)
             probes = ProbeSockets.open(node_id, sock, found, self._counters, self._log)
             wakeup = WakeUp()
@@ -261,14 +300,14 @@ class UdpTransport(SocketTransport):
         network, and every send before :meth:`start` or after :meth:`close`.
 
         Raises:
-            ValueError: ``data`` is longer than ``MAX_MESSAGE_SIZE`` (a bug in the caller: the codec never
-                produces such a message and no receiver would accept it).
+            ValueError: ``data`` is longer than ``MAX_FRAME_SIZE`` (a bug in the caller: the codec never
+                produces such a datagram and no receiver would accept it).
         """
         size = len(data)
-        if size > MAX_MESSAGE_SIZE:
+        if size > MAX_FRAME_SIZE:
             raise ValueError(
-                f"cannot send {size} bytes to node {peer_id}: the largest message is {MAX_MESSAGE_SIZE} "
-                "bytes (raft_election.codec.MAX_MESSAGE_SIZE)"
+                f"cannot send {size} bytes to node {peer_id}: the largest datagram is {MAX_FRAME_SIZE} "
+                "bytes (raft_election.codec.MAX_FRAME_SIZE)"
             )
         with self._lock:
             sock = self._sock
@@ -299,7 +338,7 @@ class UdpTransport(SocketTransport):
         """A snapshot of the transport's counters (merged into the node's ``status().counters``).
 
         * ``datagrams_received``: datagrams handed to ``deliver`` (including calls that raised);
-        * ``rejected_oversized``: datagrams longer than ``MAX_MESSAGE_SIZE``, dropped unread;
+        * ``rejected_oversized``: datagrams longer than ``MAX_FRAME_SIZE``, dropped unread;
         * ``send_dropped``: datagrams that could not be sent (see :meth:`send`);
         * ``receive_errors``: errors reported by the socket (or the selector) to the receive loop;
         * ``deliver_errors``: ``deliver`` calls that raised;
@@ -529,7 +568,7 @@ class UdpTransport(SocketTransport):
             if self._stopping.is_set():
                 return
             try:
-                data, source = sock.recvfrom(MAX_MESSAGE_SIZE + 1)
+                data, source = sock.recvfrom(MAX_FRAME_SIZE + 1)
             except (BlockingIOError, InterruptedError):
                 return
             self._handle(data, source)
@@ -551,8 +590,8 @@ class UdpTransport(SocketTransport):
         if size == 0:
             self._counters.add("probes_received")  # a peer checking that this node's process is alive
             return
-        if size > MAX_MESSAGE_SIZE:
-            self._reject("oversized", "an oversized (> %d bytes) datagram from %s", MAX_MESSAGE_SIZE,
+        if size > MAX_FRAME_SIZE:
+            self._reject("oversized", "an oversized (> %d bytes) datagram from %s", MAX_FRAME_SIZE,
                          format_address(*source[:2]))
             return
         self._deliver_one(data)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import zmq
 
-from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election import codec
 from transports.zeromq.addresses import is_ipv6
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "SEND_HWM",
     "TCP_KEEPALIVE",
     "TCP_MAXRT_MS",
+    "ZMQ_MAX_MESSAGE",
     "configure",
     "configure_pull",
     "configure_push",
@@ -41,7 +42,9 @@ SEND_HWM = 16
 RECEIVE_HWM = 32
 #: ``ZMQ_SNDBUF`` (``SO_SNDBUF``) of the ``PUSH`` sockets and ``ZMQ_RCVBUF`` (``SO_RCVBUF``) of the ``PULL``
 #: socket, in bytes (Linux doubles it for bookkeeping).  Small on purpose: what sits in kernel buffers can
-#: reach a paused peer late, and election traffic needs only a few hundred bytes per round trip.
+#: reach a paused peer late, and most election traffic is a few hundred bytes per round trip.  A larger
+#: message (a frame of coalesced messages, up to the codec's ``MAX_FRAME_SIZE``) still passes, in several
+#: TCP windows: a little slower, never refused.
 KERNEL_BUFFER = 4096
 #: ``ZMQ_RECONNECT_IVL``: first retry this long after a connection fails or breaks (libzmq adds a random
 #: jitter of up to the same amount) ...
@@ -67,10 +70,14 @@ TCP_MAXRT_MS = 2000
 #: keeping it forever.
 TCP_KEEPALIVE = (5, 2, 3)
 
-#: ``ZMQ_MAXMSGSIZE`` of every socket: a peer announcing a longer frame is disconnected by libzmq before the
-#: frame is read.  A little above the codec's limit so that moderately oversized frames are still seen,
-#: counted and logged by the receive loop.
-MAX_FRAME_SIZE = 8 * MAX_MESSAGE_SIZE
+#: ``ZMQ_MAXMSGSIZE`` of every socket, in bytes: a peer announcing a longer ZeroMQ message is disconnected by
+#: libzmq before the message is read.  A little above the largest datagram the codec makes
+#: (:data:`raft_election.codec.MAX_FRAME_SIZE`, a frame of coalesced messages) so that moderately oversized
+#: messages are still seen, counted and logged by the receive loop.
+ZMQ_MAX_MESSAGE = codec.MAX_FRAME_SIZE + 4096
+#: The former name of :data:`ZMQ_MAX_MESSAGE` (libzmq's limit, not the codec's ``MAX_FRAME_SIZE``), kept
+#: because :mod:`transports.zeromq` exports it.
+MAX_FRAME_SIZE = ZMQ_MAX_MESSAGE
 
 
 def configure(sock: zmq.Socket[bytes], endpoint: str, ipv6: Optional[bool]) -> None:
@@ -78,8 +85,8 @@ def configure(sock: zmq.Socket[bytes], endpoint: str, ipv6: Optional[bool]) -> N
 
     * ``ZMQ_LINGER=0``: closing a socket discards whatever it still holds, so a restarted node never sends
       what its previous incarnation queued.
-    * ``ZMQ_MAXMSGSIZE`` (:data:`MAX_FRAME_SIZE`) and ``ZMQ_HANDSHAKE_IVL`` bound what an untrusted peer can
-      make libzmq allocate or hold.
+    * ``ZMQ_MAXMSGSIZE`` (:data:`ZMQ_MAX_MESSAGE`) and ``ZMQ_HANDSHAKE_IVL`` bound what an untrusted peer
+      can make libzmq allocate or hold.
     * ``ZMQ_TCP_MAXRT`` (``TCP_USER_TIMEOUT`` on Linux, :data:`TCP_MAXRT_MS`) aborts a connection whose data
       stays unacknowledged (a partition, a vanished host), discarding the kernel's backlog for it instead of
       retransmitting it for minutes and delivering it when the path heals; libzmq then reconnects.
@@ -106,7 +113,7 @@ def configure(sock: zmq.Socket[bytes], endpoint: str, ipv6: Optional[bool]) -> N
     delivery, it cannot rule it out.
     """
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)
+    sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
     sock.setsockopt(zmq.TCP_MAXRT, TCP_MAXRT_MS)
     idle, interval, count = TCP_KEEPALIVE

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import zmq
 
-from raft_election.codec import MAX_MESSAGE_SIZE
+from raft_election.codec import MAX_FRAME_SIZE
 from raft_election.errors import TransportError
 from raft_election.transport import DeliverFn, as_bytes
 from transports.socketbase import CLOSED, CREATED, PeerChanges, SocketTransport, WakeUp
@@ -112,17 +112,17 @@ class ZmqTransport(SocketTransport):
       provided a full memory barrier separates the uses, which taking and releasing a lock is.  A send is a
       non-blocking ``zmq_send`` under that lock, so it takes microseconds and never waits for the network.
 
-    Untrusted input: ``ZMQ_MAXMSGSIZE`` (:data:`~transports.zeromq.MAX_FRAME_SIZE`, a little above the
-    codec's ``MAX_MESSAGE_SIZE``) makes libzmq disconnect a peer that announces a larger frame before it
-    allocates it; smaller frames that are still too long, empty frames and multipart messages are dropped by
-    the receive loop and counted (``rejected_oversized``, ``rejected_empty``, ``rejected_multipart``).
-    Everything else goes to ``deliver`` unjudged: the codec authenticates and validates it.  Without CURVE
-    anyone who can reach the port can connect and send: configure the codec's shared secret on untrusted
-    networks and keep the port behind a firewall (libzmq has had assertion failures reachable from the
-    wire, and a flood is a flood).  With CURVE keys only members complete the handshake; nobody else's bytes
-    get past it.  Without CURVE, bytes that do not start with the ZMTP 3 signature are read as legacy ZMTP
-    1.0 (length-prefixed frames, no handshake), so raw TCP garbage may reach ``deliver`` as frames; that is
-    no different from any other bad input.
+    Untrusted input: ``ZMQ_MAXMSGSIZE`` (:data:`~transports.zeromq.options.ZMQ_MAX_MESSAGE`, a little above
+    the codec's ``MAX_FRAME_SIZE``) makes libzmq disconnect a peer that announces a larger frame before it
+    allocates it; smaller frames that are still longer than ``MAX_FRAME_SIZE``, empty frames and multipart
+    messages are dropped by the receive loop and counted (``rejected_oversized``, ``rejected_empty``,
+    ``rejected_multipart``).  Everything else goes to ``deliver`` unjudged: the codec authenticates and
+    validates it.  Without CURVE anyone who can reach the port can connect and send: configure the codec's
+    shared secret on untrusted networks and keep the port behind a firewall (libzmq has had assertion
+    failures reachable from the wire, and a flood is a flood).  With CURVE keys only members complete the
+    handshake; nobody else's bytes get past it.  Without CURVE, bytes that do not start with the ZMTP 3
+    signature are read as legacy ZMTP 1.0 (length-prefixed frames, no handshake), so raw TCP garbage may
+    reach ``deliver`` as frames; that is no different from any other bad input.
     """
 
     _running = _STARTED
@@ -203,12 +203,13 @@ class ZmqTransport(SocketTransport):
 
         Raises:
             TypeError: ``data`` is not bytes-like.
-            ValueError: ``data`` is empty or longer than the codec's ``MAX_MESSAGE_SIZE`` (a peer would drop
+            ValueError: ``data`` is empty or longer than the codec's ``MAX_FRAME_SIZE`` (a peer would drop
                 it); both are programming errors, not network conditions.
         """
         payload = as_bytes(data)
-        if not 0 < len(payload) <= MAX_MESSAGE_SIZE:
-            raise ValueError(f"a message must be 1 to {MAX_MESSAGE_SIZE} bytes long, got {len(payload)}")
+        if not 0 < len(payload) <= MAX_FRAME_SIZE:
+            raise ValueError(f"a message must be 1 to {MAX_FRAME_SIZE} bytes long "
+                             f"(raft_election.codec.MAX_FRAME_SIZE), got {len(payload)}")
         error: Optional[zmq.ZMQError] = None
         with self._lock:
             push = self._push.get(peer_id)
@@ -298,7 +299,8 @@ class ZmqTransport(SocketTransport):
           separately, as ``messages_received``);
         * ``frames_sent`` - frames accepted by libzmq for a connected peer;
         * ``rejected_oversized``, ``rejected_multipart``, ``rejected_empty`` - incoming frames dropped by
-          this transport (frames above :data:`MAX_FRAME_SIZE` never arrive: libzmq disconnects the sender);
+          this transport (``rejected_oversized``: longer than the codec's ``MAX_FRAME_SIZE``; frames above
+          :data:`~transports.zeromq.options.ZMQ_MAX_MESSAGE` never arrive: libzmq disconnects the sender);
         * ``send_dropped`` - sends dropped because the peer was unknown, down or not keeping up, or the
           transport was not running;
         * ``send_errors``, ``receive_errors`` - unexpected ZeroMQ errors (logged);
@@ -530,8 +532,9 @@ class ZmqTransport(SocketTransport):
         """Read up to ``_RECEIVE_BATCH`` frames without blocking, and deliver the good ones.
 
         Frames are read one at a time (never a whole multipart message at once), so a sender cannot make
-        this thread hold more than one frame of at most :data:`MAX_FRAME_SIZE` bytes.  Whether the last
-        frame read announced more parts is kept across calls (and errors) in ``_in_multipart``.
+        this thread hold more than one frame of at most :data:`~transports.zeromq.options.ZMQ_MAX_MESSAGE`
+        bytes.  Whether the last frame read announced more parts is kept across calls (and errors) in
+        ``_in_multipart``.
         """
         for _ in range(_RECEIVE_BATCH):
             if self._stopping.is_set():
@@ -549,8 +552,8 @@ class ZmqTransport(SocketTransport):
                 continue
             if not frame:
                 self._reject("empty", "an empty frame")
-            elif len(frame) > MAX_MESSAGE_SIZE:
-                self._reject("oversized", "a %d-byte frame (limit %d)", len(frame), MAX_MESSAGE_SIZE)
+            elif len(frame) > MAX_FRAME_SIZE:
+                self._reject("oversized", "a %d-byte frame (limit %d)", len(frame), MAX_FRAME_SIZE)
             else:
                 self._deliver_one(frame)
 
