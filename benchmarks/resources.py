@@ -48,6 +48,7 @@ import attrs
 
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.bench import BenchSettings, run_one_range
+from raft_election.bench.procstat import CLOCK_TICKS, cpu_seconds
 from raft_election.bench.report import range_figures
 from raft_election.codec import Codec
 from raft_election.core import RaftCore
@@ -122,19 +123,6 @@ def markdown(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 # ---------------------------------------------------------------------- part 1: idle CPU and RSS
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) of process ``pid`` so far, from ``/proc/<pid>/stat``."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
-        data = file.read()
-    # The command name (field 2) may contain spaces and parentheses: split after its closing one.
-    fields = data[data.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5); fields[0] is field 3
-    return (utime + stime) / CLOCK_TICKS
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -771,8 +771,12 @@ class GroupSet:
         self._call(name, now, lambda core: core.receive(leader, heartbeat, now), drop_answers_to=leader)
 
     def _on_beat_ack(self, peer: int, ack: BeatAck, now: float) -> None:
-        """A peer answered a member round: refusals first, then the leases it extends."""
-        if not self._rounds.acknowledged(peer, ack, now):
+        """A peer answered a member round: refusals first, then the leases it extends.
+
+        The refused groups leave the chunk before the answer is recorded, so it never counts for a group
+        its sender did not follow (an answer covers the groups of its chunk only while they are in it).
+        """
+        if not self._rounds.sent(ack.round):
             self.counters["rejected_stale_response"] += 1
             return
         carried = set(self._rounds.members_of(ack.chunk))
@@ -786,6 +790,9 @@ class GroupSet:
             else:
                 self._uncarry(name, now, holdoff=2 * self._interval)
                 self._track(name)
+        if not self._rounds.acknowledged(peer, ack, now):
+            self.counters["rejected_stale_response"] += 1
+            return
         if not self._unheld:
             return
         voters, quorum, counts_self = self._voters()

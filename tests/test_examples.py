@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 import yaml
@@ -147,3 +147,79 @@ def test_followers_redirect_to_the_leader_and_follow_a_failover(schedulers):
     assert schedulers.processes[second].wait(PATIENCE) == 0
     last = next(node for node in alive if node != second)
     assert schedulers.get(last)[0] in (200, 503)  # alone it cannot hold a lease for long, or at all
+
+
+class ShardedWorkers:
+    """Three processes of examples/sharded_worker.py over UDP on loopback, 12 shards."""
+
+    SHARDS = 12
+
+    def __init__(self, tmp_path: Path) -> None:
+        members = {node: f"127.0.0.1:{port}" for node, port in zip((1, 2, 3), free_ports(3))}
+        self.cluster = write_cluster_file(str(tmp_path / "cluster.json"), members, cluster="shards")
+        self.out = tmp_path / "shards"
+        self.tmp_path = tmp_path
+        self.processes: dict[int, subprocess.Popen[str]] = {}
+        for node in members:
+            log = open(tmp_path / f"worker-{node}.log", "a")  # noqa: SIM115 (closed with the process)
+            command = [sys.executable, str(EXAMPLES / "sharded_worker.py"), "--cluster", self.cluster,
+                       "--id", str(node), "--shards", str(self.SHARDS), "--out", str(self.out),
+                       "--step", "0.02"]
+            self.processes[node] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                                    env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)})
+            log.close()
+
+    def writes(self) -> dict[int, list[tuple[int, int]]]:
+        """Every shard's accepted writes so far: ``(token, member)``, in order."""
+        found: dict[int, list[tuple[int, int]]] = {}
+        for shard in range(self.SHARDS):
+            path = self.out / f"shard-{shard}.log"
+            if path.exists():
+                found[shard] = [(int(line.split()[0]), int(line.split()[1]))
+                                for line in path.read_text().splitlines() if line.strip()]
+        return found
+
+    def wait_for(self, predicate: Any, what: str) -> dict[int, list[tuple[int, int]]]:
+        deadline = time.monotonic() + PATIENCE
+        while not predicate(writes := self.writes()):
+            assert time.monotonic() < deadline, f"{what}: {writes}"
+            time.sleep(0.05)  # polling files: there is no event to wait on from outside
+        return writes
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path) -> Iterator[ShardedWorkers]:
+    w = ShardedWorkers(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def test_each_shard_has_one_worker_per_token_and_a_killed_workers_shards_move(workers):
+    every = range(ShardedWorkers.SHARDS)
+    writes = workers.wait_for(lambda w: all(w.get(shard) for shard in every), "every shard worked on")
+    owners = {shard: writes[shard][-1][1] for shard in every}
+    assert len(set(owners.values())) >= 2  # the shards spread over the members
+    victim = max(set(owners.values()), key=lambda node: list(owners.values()).count(node))
+    moved = [shard for shard, owner in owners.items() if owner == victim]
+    workers.processes[victim].send_signal(signal.SIGKILL)
+    workers.processes[victim].wait(10)
+    last = {shard: writes[shard][-1][0] for shard in moved}
+    writes = workers.wait_for(
+        lambda w: all(w[shard][-1][0] > last[shard] and w[shard][-1][1] != victim for shard in moved),
+        "the killed worker's shards taken over")
+    for shard in every:
+        by_token: dict[int, set[int]] = {}
+        for token, member in writes[shard]:
+            by_token.setdefault(token, set()).add(member)
+        # One leadership of a shard is one member: a token is never shared.
+        assert all(len(members) == 1 for members in by_token.values()), (shard, by_token)
+        tokens = [token for token, _ in writes[shard]]
+        assert tokens == sorted(tokens)  # the fenced file never accepted a stale holder

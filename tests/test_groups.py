@@ -19,7 +19,7 @@ from raft_election.events import BecameLeader
 from raft_election.groups import GroupOutput, GroupSet
 from raft_election.hardstate import HardState
 from raft_election.placement import preference
-from raft_election.messages import Heartbeat, HeartbeatResponse, Message, VoteRequest
+from raft_election.messages import BeatAck, Heartbeat, HeartbeatResponse, Message, VoteRequest
 from raft_election.roles import Role
 
 TIMINGS = {"election_timeout": (0.25, 0.5), "heartbeat_interval": 0.0625, "max_clock_drift": 0.125}
@@ -408,3 +408,27 @@ def test_without_the_balancer_leaderships_stay_where_they_are() -> None:
     world.cut.clear()
     world.run(10.0)
     assert all(world.leader(name) in (2, 3) for name in mine)
+
+
+def test_an_answer_that_refuses_a_group_never_extends_that_groups_lease() -> None:
+    """carrier.py: a refused group leaves the chunk before the answer counts, so a member that no longer
+    follows the group's leader cannot extend its lease (thesis §6.4.1: only followers' answers count)."""
+    world = World(3, seed=4)
+    world.ensure(1, "jobs")
+    world.run(2.0)
+    groups = world.sets[1]
+    assert world.leader("jobs") == 1 and groups.carried[0] == 1
+    world.cut.add(3)  # from now on only member 2's answers make a majority (with member 1 itself)
+    world.run(0.3)
+    rounds = groups._rounds
+    chunk = rounds.chunk_of("jobs")
+    version = rounds._chunks[chunk].version
+    term = groups.core("jobs").term  # type: ignore[union-attr]
+    world.cut.add(2)  # member 2's answer to the next round is lost on the way ...
+    world.run(world.settings["heartbeat_interval"] * 1.01)
+    before = groups.lease_expiry("jobs")
+    assert rounds.latest_sent > groups._carried_start("jobs")  # ... so that round is not acknowledged
+    refusal = BeatAck(round=rounds._round, chunk=chunk, version=version, refused=(("jobs", term),))
+    world.apply(1, groups.receive(2, "", refusal, world.now))
+    assert "jobs" not in rounds  # no longer carried: its own heartbeats resume
+    assert groups.lease_expiry("jobs") == before  # the refusing answer did not extend the lease
