@@ -86,6 +86,8 @@ class LeaderRounds:
         self.heard: dict[int, float] = {}
         #: ``(peer, chunk)`` whose latest answer said it stands in every group of the chunk it follows.
         self._stands: set[tuple[int, int]] = set()
+        self._answers = 0  # answers recorded so far: a cached start is current while this is unchanged
+        self._starts: dict[int, tuple[object, int, float]] = {}  # chunk -> (key, version floor, start)
 
     # ------------------------------------------------------------------ the groups carried
 
@@ -112,6 +114,11 @@ class LeaderRounds:
         found = self._chunks.get(chunk)
         return tuple(found.entries) if found is not None else ()
 
+    def carries(self, chunk: int, name: str) -> bool:
+        """Whether chunk ``chunk`` carries ``name`` now."""
+        found = self._chunks.get(chunk)
+        return found is not None and name in found.entries
+
     def add(self, name: str, term: int) -> None:
         """Carry ``name``, led at ``term``, from the next round on (its chunk's version changes)."""
         size = entry_size(name)
@@ -136,6 +143,7 @@ class LeaderRounds:
         chunk.version += 1
         if not chunk.entries:
             del self._chunks[chunk.id]
+            self._starts.pop(chunk.id, None)
             for key in [key for key in self._acked if key[1] == chunk.id]:
                 del self._acked[key]
             for key in [key for key in self._known if key[1] == chunk.id]:
@@ -191,9 +199,10 @@ class LeaderRounds:
         previous = self._acked.get(key)
         if previous is None or sent_at > previous[1]:
             self._acked[key] = (ack.version, sent_at, now)
+            self._answers += 1
         return True
 
-    def start(self, name: str, voters: Iterable[int], quorum: int, counts_self: bool) -> float:
+    def start(self, name: str, voters: frozenset[int], quorum: int, counts_self: bool) -> float:
         """The send time of the latest round covering ``name`` that a majority acknowledged (-inf: none).
 
         A round covers ``name`` for a peer that acknowledged a version of its chunk no older than the one
@@ -203,6 +212,21 @@ class LeaderRounds:
         if chunk_id is None:
             return _NEVER
         joined = self._chunks[chunk_id].joined[name]
+        # Usually every peer's answer is of a version no older than any group joined at: then every
+        # group of the chunk has the same start, computed once per answer or round, not once per group.
+        key = (chunk_id, voters, quorum, counts_self, self.latest_sent, self._answers)
+        cached = self._starts.get(chunk_id)
+        if cached is None or cached[0] != key:
+            floor = min((acked[0] for peer in voters if (acked := self._acked.get((peer, chunk_id)))),
+                        default=-1)
+            cached = (key, floor, self._start_from(chunk_id, -1, voters, quorum, counts_self))
+            self._starts[chunk_id] = cached
+        if joined <= cached[1]:
+            return cached[2]
+        return self._start_from(chunk_id, joined, voters, quorum, counts_self)
+
+    def _start_from(self, chunk_id: int, joined: int, voters: Iterable[int], quorum: int,
+                    counts_self: bool) -> float:
         times = [self.latest_sent] if counts_self else []
         for peer in voters:
             acked = self._acked.get((peer, chunk_id))
@@ -227,7 +251,7 @@ class LeaderRounds:
         return {peer: acked[2] for (peer, chunk), acked in self._acked.items()
                 if chunk == chunk_id and acked[0] >= joined}
 
-    def best_start(self, chunk: int, voters: Iterable[int], quorum: int, counts_self: bool) -> float:
+    def best_start(self, chunk: int, voters: frozenset[int], quorum: int, counts_self: bool) -> float:
         """The latest :meth:`start` of any group of ``chunk`` (the one that joined first): -inf if none."""
         found = self._chunks.get(chunk)
         if found is None or not found.entries:
@@ -256,3 +280,16 @@ class View:
     #: The leader's rounds stopped for longer than ``election_timeout_min``: the accepted groups run their
     #: own timers until a round of this version comes again.
     silent: bool = False
+    _stands: Optional[tuple[int, bool]] = None  # (len(accepted) when computed, the answer)
+
+    def stands(self) -> bool:
+        """Whether this member stands in every group of the chunk it follows.
+
+        Cached by the number of accepted groups: once a view is built its groups only ever leave it (a
+        group whose candidacy changes is refused and leaves), and their candidacy is never rewritten.
+        """
+        cached = self._stands
+        if cached is None or cached[0] != len(self.accepted):
+            cached = (len(self.accepted), all(candidate for _, candidate in self.accepted.values()))
+            self._stands = cached
+        return cached[1]

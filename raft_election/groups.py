@@ -717,7 +717,7 @@ class GroupSet:
             if budget < 0:
                 break
             refused.append((name, term))
-        stands = all(candidate for _, candidate in view.accepted.values())
+        stands = view.stands()
         self._pending.send(leader, BeatAck(round=beat.round, chunk=beat.chunk, version=beat.version,
                                            refused=tuple(refused), stands=stands))
 
@@ -779,9 +779,8 @@ class GroupSet:
         if not self._rounds.sent(ack.round):
             self.counters["rejected_stale_response"] += 1
             return
-        carried = set(self._rounds.members_of(ack.chunk))
         for name, term in ack.refused:
-            if name not in carried or name not in self._rounds:
+            if not self._rounds.carries(ack.chunk, name):
                 continue
             core = self._cores[name]
             if term > core.term:
@@ -798,7 +797,7 @@ class GroupSet:
         voters, quorum, counts_self = self._voters()
         if now < self._rounds.best_start(ack.chunk, voters, quorum, counts_self) + self._lease_duration:
             # The chunk's leases may hold again: each lapsed one observes it (LeaseRegained, thesis §6.4.1).
-            for name in [name for name in self._unheld if name in carried and name in self._rounds]:
+            for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
                 self._call(name, now, lambda core: core.observe(now))
 
 
