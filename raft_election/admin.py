@@ -184,7 +184,10 @@ def status_record(node: RaftNode) -> dict[str, Any]:
     ``members`` is the configuration this member uses now (thesis §4.1: its latest entry, committed or
     not), which after a membership change differs from the cluster file's; ``configuration`` says which
     entry that is (``index``, ``term``) and whether this member knows it committed; ``voter`` is False
-    for a member outside it (joining, or removed).
+    for a member outside it (joining, or removed).  ``groups_hosted`` is how many named election groups
+    it hosts and ``groups_leading`` how many of those it leads with a valid lease now (the default group
+    is not counted in either: ``is_leader`` tells about it), so ``raft-election status`` shows leaders per
+    member.
     """
     status = node.status()
     config = node.config
@@ -211,6 +214,9 @@ def status_record(node: RaftNode) -> dict[str, Any]:
         "last_contact": {str(peer): seconds for peer, seconds in status.last_contact.items()},
         "round_trip": status.round_trip,
         "lease_gap_seconds": status.lease_gap_seconds,
+        "groups_hosted": status.groups_hosted,
+        # NodeStatus counts the default group among those led (when is_leader, in the same snapshot).
+        "groups_leading": status.groups_leading,
         "counters": dict(status.counters),
     }
 

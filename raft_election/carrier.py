@@ -74,7 +74,7 @@ class LeaderRounds:
         self._budget = budget
         self._chunks: dict[int, Chunk] = {}
         self._where: dict[str, int] = {}
-        self._next_chunk = 1
+        self._next_chunk = (first_round >> 1) + 1  # random: a restarted member's chunks are new ones
         self._round = first_round & MAX_ROUND
         self._sent: dict[int, float] = {}
         self.latest_sent = _NEVER
@@ -125,7 +125,7 @@ class LeaderRounds:
         chunk = next((chunk for chunk in self._chunks.values() if chunk.size + size <= self._budget), None)
         if chunk is None:
             chunk = Chunk(id=self._next_chunk)
-            self._next_chunk += 1
+            self._next_chunk = (self._next_chunk + 1) & MAX_ROUND
             self._chunks[chunk.id] = chunk
         else:
             chunk.version += 1
@@ -151,7 +151,8 @@ class LeaderRounds:
 
     # ------------------------------------------------------------------ rounds
 
-    def round(self, now: float, peers: Iterable[int], value: bytes) -> list[tuple[int, Beat]]:
+    def round(self, now: float, peers: Iterable[int], value: bytes,
+              config: tuple[int, int] = (0, 0)) -> list[tuple[int, Beat]]:
         """Start a round at ``now``: every chunk's Beat for every peer (listed if the peer needs the list)."""
         self._round = (self._round + 1) & MAX_ROUND
         round_ = self._round
@@ -161,7 +162,8 @@ class LeaderRounds:
         self.latest_sent = now
         beats: list[tuple[int, Beat]] = []
         for chunk in self._chunks.values():
-            plain = Beat(round=round_, chunk=chunk.id, version=chunk.version)
+            plain = Beat(round=round_, chunk=chunk.id, version=chunk.version, config_term=config[0],
+                         config_index=config[1])
             listed: Optional[Beat] = None
             for peer in peers:
                 if self._known.get((peer, chunk.id)) == chunk.version:
@@ -169,7 +171,8 @@ class LeaderRounds:
                     continue
                 if listed is None:
                     listed = Beat(round=round_, chunk=chunk.id, version=chunk.version, listed=True,
-                                  value=value, entries=tuple(chunk.entries.items()))
+                                  value=value, entries=tuple(chunk.entries.items()),
+                                  config_term=config[0], config_index=config[1])
                 beats.append((peer, listed))
         return beats
 

@@ -5,10 +5,11 @@ Subcommands:
 * ``demo`` — a 5-member cluster of real member processes on UDP loopback (or ZeroMQ, or threads over the
   in-memory network): the first election, three leader crashes (SIGKILL) with their failover times, a
   graceful handover, and a summary table.  No arguments needed.
-* ``run --cluster FILE --id N [--data-dir DIR] [--json] [--voter-only] [--join]`` — one member as a
-  process; SIGTERM/SIGINT stop it gracefully (a leader hands over first) with exit status 0; SIGUSR1
+* ``run --cluster FILE --id N [--data-dir DIR] [--json] [--voter-only] [--join] [--shards N]`` — one member
+  as a process; SIGTERM/SIGINT stop it gracefully (a leader hands over first) with exit status 0; SIGUSR1
   reports a status snapshot.  ``--join``: a new member joining a running cluster (its file lists the
-  current members and itself), a voter once ``members add`` made it one.
+  current members and itself), a voter once ``members add`` made it one.  ``--shards N``: it also hosts
+  and stands in the election groups ``shard-0`` .. ``shard-{N-1}`` (see :mod:`raft_election.member`).
 * ``lock --cluster FILE --id N [--timeout S] -- COMMAND [ARGS...]`` — run COMMAND while holding the
   cluster's lock (see :mod:`raft_election.lockcmd`).
 * ``status --cluster FILE [--secret-file F] [--json] [--watch SECONDS]`` — every member's status over its
@@ -110,6 +111,10 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="join a running cluster as a new member: FILE lists the current members and this "
                           "one; it votes and stands for election only once 'raft-election members add' made "
                           "it a member (a configuration stored by an earlier run takes precedence)")
+    run.add_argument("--shards", type=int, default=0, metavar="N",
+                     help="also host and stand for election in the election groups shard-0 .. shard-{N-1} "
+                          "(0 to 10000; default 0: none); with --json each group's leadership here is "
+                          "reported (group_leader, group_lost), else a summary every few seconds")
 
     status = commands.add_parser(
         "status", help="show every member's status and whether the cluster is healthy",
@@ -341,7 +346,8 @@ def _run(args: argparse.Namespace) -> int:
     return run_member(cluster, args.id, args.data_dir, json_lines=args.json, candidate=not args.voter_only,
                       faults_dir=args.faults, value=args.value,
                       admin=args.admin if args.admin else cluster.admin.get(args.id),
-                      admin_allow_remote=args.admin_allow_remote, metrics=args.metrics, join=args.join)
+                      admin_allow_remote=args.admin_allow_remote, metrics=args.metrics, join=args.join,
+                      shards=args.shards)
 
 
 def _admin_cluster(args: argparse.Namespace) -> ClusterFile:

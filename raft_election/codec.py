@@ -40,13 +40,15 @@ Layout, all integers big-endian::
                            bit 1 pre_vote, bit 2 candidate, bit 3 evidence), members (as in a Heartbeat)
         TimeoutNow         (empty)
         Resign             successor u32 (0: none)
-        Beat               round u32, chunk u32, version u32, flags u8 (bit 0 listed),
+        Beat               round u32, chunk u32, version u32, config_term u64, config_index u64, flags u8
+                           (bit 0 listed),
                            value (as in a Heartbeat),
                            entries: count u16, then per entry a group name's length u8 (1 ..
                            MAX_GROUP_NAME), the name (that many ASCII bytes, a non-empty group name, no
                            name twice) and its term u64 (1 .. 2**63 - 1); the entries take at most
                            messages.MAX_ENTRIES_SIZE bytes, and there are none unless listed
-        BeatAck            round u32, chunk u32, version u32, flags u8 (bit 0 need, bit 1 stands),
+        BeatAck            round u32, chunk u32, version u32, config_term u64, config_index u64, flags u8
+                           (bit 0 need, bit 1 stands),
                            refused: entries as in a Beat, with terms 0 .. 2**63 - 1
     mac (32 bytes, only when header flag bit 0 is set)
         HMAC-SHA256 keyed with the shared secret over every byte before it (the group name included)
@@ -195,9 +197,10 @@ _LAYOUTS: dict[type[WireMessage], _Layout] = {
                           long_fields=_CONFIG, members_field="members"),
     TimeoutNow: _layout(TimeoutNow, (), ()),
     Resign: _layout(Resign, ("successor",), ()),
-    Beat: _layout(Beat, ("round", "chunk", "version"), ("listed",), bytes_field="value",
+    Beat: _layout(Beat, ("round", "chunk", "version"), ("listed",), long_fields=_CONFIG, bytes_field="value",
                   entries_field="entries", entries_min_term=1),
-    BeatAck: _layout(BeatAck, ("round", "chunk", "version"), ("need", "stands"), entries_field="refused"),
+    BeatAck: _layout(BeatAck, ("round", "chunk", "version"), ("need", "stands"), long_fields=_CONFIG,
+                     entries_field="refused"),
 }
 if set(_LAYOUTS) != set(WIRE_MESSAGE_TYPES) or any(len(lay.flag_fields) > 8 for lay in _LAYOUTS.values()):
     # Guards future edits to messages.py or to the table above: fail at import, not on the wire.

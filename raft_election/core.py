@@ -620,7 +620,9 @@ class RaftCore:
         Each server uses its latest entry for every majority (thesis §4.1); the groups of one server all use
         the same one, so a change applies to every group at once.  A leader whose server the entry leaves
         out stops counting itself, as the default group's does (§4.2.2), and steps down once the entry is
-        committed; a follower it leaves out stops standing.
+        committed in the default group, at once in a group (a group's leader drives no commit); a follower it
+        leaves out stops standing.  A follower starts its stickiness window afresh: it grants no vote in the
+        group for ``election_timeout_min`` after a change.
 
         Raises:
             RaftElectionError: this core keeps its own configuration (``configures=True``).
@@ -630,7 +632,13 @@ class RaftCore:
         self._observe_lease(now)
         if self._membership.follow(entry, committed):
             self._configuration_changed(now, parent=None)
-        if committed and self._role is Role.LEADER and not self._membership.voter:
+            if self._role is not Role.LEADER:
+                # A new entry may make this server part of majorities it was not part of, and the group's
+                # leader may not have the entry yet: vote for nobody in this group for a lease's length,
+                # as if a leader had just spoken (thesis §4.2.3), so no lease of that leader is undercut.
+                self._last_leader_contact = max(self._last_leader_contact, now)
+        if self._role is Role.LEADER and not self._membership.voter:
+            # It drives no commit (the default group does): leave at once (thesis §4.2.2).
             self._resign(now)
         return self._flush()
 
@@ -1078,8 +1086,18 @@ class RaftCore:
     # ------------------------------------------------------------------ phase 3: the leader
 
     def _acknowledged(self, sender: int, message: HeartbeatResponse, now: float) -> None:
-        """A follower answered a heartbeat round: it counts for check-quorum and perhaps the lease."""
+        """A follower answered a heartbeat round: it counts for check-quorum and perhaps the lease.
+
+        A group's leader counts no answer from a follower whose configuration entry is newer than its own:
+        its server missed a change that follower took, and majorities of the newer member set, which may
+        be electing another leader of the group, need not include this leader's majority.
+        """
         assert self._lease is not None
+        newer = (message.config_term, message.config_index) > self._membership.config.version
+        if not self._configures and newer:
+            self.counters["acks_ignored_newer_configuration"] += 1
+            self._observe_lease(now)
+            return
         if not self._lease.acknowledged(sender, message.round, message.candidate, now):
             self.counters["rejected_stale_response"] += 1
             self._observe_lease(now)
@@ -1146,6 +1164,10 @@ class RaftCore:
             self.counters["fast_failovers_cancelled"] += 1
         else:
             self._stand(now, suspect)
+
+    def suspects(self, now: float) -> int:
+        """The dead leader a campaign started now would replace by fast failover, or 0 (a normal one)."""
+        return self._suspect(now)
 
     def _suspect(self, now: float) -> int:
         """The dead leader a campaign started now would replace (fast failover), or 0."""

@@ -91,6 +91,9 @@ BALANCE_BATCH = 8
 #: death evidence about any member: a leadership just taken over may be the one the dead member left.
 BALANCE_SETTLE = 3.0
 
+#: A silent chunk's view is forgotten after this many ``election_timeout_max`` without a round of it.
+_VIEW_KEPT = 20
+
 #: The messages that create a group a member does not host yet: a peer campaigns in it, leads it or hands
 #: it over.  Answers and resignations for an unknown group are stale and dropped.
 _CREATING = (VoteRequest, Heartbeat, TimeoutNow)
@@ -136,7 +139,9 @@ class GroupSet:
         max_groups: the most groups this member hosts (peers' messages for more are dropped and counted).
         stamp_first: passed to the default group's core (see :class:`RaftCore`).
         max_campaigns: how many named groups campaign at once here; a group whose election timer fires
-            while that many do waits about a heartbeat interval (liveness only: waiting is always safe).
+            while that many do waits its turn (liveness only: waiting is always safe).  Fast failover's
+            campaigns (a dead leader's groups) never wait: a rival staggered a few milliseconds later
+            would otherwise split their votes.
         balance: move leaderships to their preferred members (:meth:`_balance`).
         carry: coalesce the steady state of the named groups into member rounds (see
             :mod:`raft_election.carrier`); False gives every group its own heartbeats (for comparison).
@@ -278,9 +283,9 @@ class GroupSet:
         """
         name = check_group_name(name)
         if name not in self._cores:
-            if len(self._cores) >= self._max_groups:
-                raise RaftElectionError(f"member {self._config.node_id} already hosts {len(self._cores)} "
-                                        f"groups, the most it may (max_groups); drop some first")
+            if len(self._cores) - 1 >= self._max_groups:
+                raise RaftElectionError(f"member {self._config.node_id} already hosts {len(self._cores) - 1} "
+                                        f"named groups, the most it may (max_groups); drop some first")
             self._create(name, now)
         if stand and name != DEFAULT_GROUP and name not in self._wanted:
             self._wanted.add(name)
@@ -350,7 +355,8 @@ class GroupSet:
                 continue
             core = cores[name]
             if (name != DEFAULT_GROUP and len(self._campaigning) >= self._max_campaigns
-                    and core.role is Role.FOLLOWER and core.candidate and now >= core.election_deadline):
+                    and core.role is Role.FOLLOWER and core.candidate and now >= core.election_deadline
+                    and not core.suspects(now)):
                 self.counters["campaigns_postponed"] += 1
                 self._waiting[name] = core.next_deadline
                 self._deadlines[name] = math.inf
@@ -390,7 +396,7 @@ class GroupSet:
                     or sender == self._config.node_id):
                 self.counters["rejected_unknown_group"] += 1
                 return
-            if len(self._cores) >= self._max_groups:
+            if len(self._cores) - 1 >= self._max_groups:
                 self.counters["rejected_too_many_groups"] += 1
                 return
             self.counters["groups_created_by_peers"] += 1
@@ -631,6 +637,9 @@ class GroupSet:
                     if not view.silent and now >= view.heard + self._timeout_min]:
             self.counters["carried_leaders_silent"] += 1
             self._silence(key, now)
+        for key in [key for key, view in self._views.items()
+                    if view.silent and now >= view.heard + _VIEW_KEPT * self._quorum_window]:
+            del self._views[key]  # a chunk of a restarted or long-gone leader
         for leader in [leader for leader, at in self._probe_at.items() if now >= at]:
             self._pending.probe(leader)
             self._probe_at[leader] = now + PROBE_REPEAT * self._interval
@@ -662,7 +671,7 @@ class GroupSet:
         self._round_deadline = due if now < due else now + self._interval
         peers = sorted(voters | {peer for peer in self._known if peer != self._config.node_id
                                  and peer in self._default.configuration})
-        for peer, beat in self._rounds.round(now, peers, self._value):
+        for peer, beat in self._rounds.round(now, peers, self._value, self._default.configuration.version):
             self._pending.send(peer, beat)
 
     def _move_to_preferred(self, now: float) -> None:
@@ -699,11 +708,13 @@ class GroupSet:
         """A member round of ``leader`` for one chunk: take its list if it brings one, then answer."""
         key = (leader, beat.chunk)
         view = self._views.get(key)
-        if beat.listed and (view is None or view.version != beat.version):
+        config = self._default.configuration.version
+        if beat.listed and (view is None or view.version != beat.version
+                            or view.listed != dict(beat.entries)):
             view = self._take_list(key, view, beat, now)
         elif view is None or view.version != beat.version:
             self._pending.send(leader, BeatAck(round=beat.round, chunk=beat.chunk, version=beat.version,
-                                               need=True))
+                                               need=True, config_term=config[0], config_index=config[1]))
             return
         view.heard = now
         if view.silent:
@@ -719,7 +730,8 @@ class GroupSet:
             refused.append((name, term))
         stands = view.stands()
         self._pending.send(leader, BeatAck(round=beat.round, chunk=beat.chunk, version=beat.version,
-                                           refused=tuple(refused), stands=stands))
+                                           refused=tuple(refused), stands=stands, config_term=config[0],
+                                           config_index=config[1]))
 
     def _take_list(self, key: tuple[int, int], old: Optional[View], beat: Beat, now: float) -> View:
         """A new list of one chunk: take each listed group as its leader's heartbeat, carry what follows."""
@@ -763,7 +775,7 @@ class GroupSet:
     def _receive_heartbeat(self, leader: int, name: str, heartbeat: Heartbeat, now: float) -> None:
         """One group's share of a listed chunk, as that group's heartbeat (its answer is the BeatAck)."""
         if name not in self._cores:
-            if len(self._cores) >= self._max_groups:
+            if len(self._cores) - 1 >= self._max_groups:
                 self.counters["rejected_too_many_groups"] += 1
                 return
             self.counters["groups_created_by_peers"] += 1
@@ -789,6 +801,10 @@ class GroupSet:
             else:
                 self._uncarry(name, now, holdoff=2 * self._interval)
                 self._track(name)
+        if (ack.config_term, ack.config_index) > self._default.configuration.version:
+            # As RaftCore._acknowledged: no answer from a member whose configuration entry is newer.
+            self.counters["acks_ignored_newer_configuration"] += 1
+            return
         if not self._rounds.acknowledged(peer, ack, now):
             self.counters["rejected_stale_response"] += 1
             return

@@ -321,6 +321,9 @@ class Beat:
     chunk: int = attrs.field(validator=_check_round)
     version: int = attrs.field(validator=_check_round)
     listed: bool = attrs.field(default=False, validator=_bool)
+    #: The sender's configuration version (the default group's latest entry, thesis §4.1).
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
     value: bytes = attrs.field(default=b"", validator=check_value)
     entries: tuple[tuple[str, int], ...] = attrs.field(default=(), validator=_check_entries(1))
 
@@ -346,6 +349,10 @@ class BeatAck:
     chunk: int = attrs.field(validator=_check_round)
     version: int = attrs.field(validator=_check_round)
     need: bool = attrs.field(default=False, validator=_bool)
+    #: The answering member's configuration version: a leader counts no answer of a newer one (a member
+    #: that took a change the leader's server missed may already belong to a majority that elects another).
+    config_term: int = attrs.field(default=0, validator=check_term)
+    config_index: int = attrs.field(default=0, validator=check_index)
     #: The answering member stands for election in every group of the chunk it follows (so the leader may
     #: hand it any of them: the balancer's leadership transfers).
     stands: bool = attrs.field(default=False, validator=_bool)

@@ -147,7 +147,8 @@ class NodeStatus:
     membership_change: Optional[str] = None
     #: How many election groups besides the default one this member hosts now (see :meth:`RaftNode.group`).
     groups_hosted: int = 0
-    #: How many groups (the default one included) this member leads with a valid lease now.
+    #: How many of those named groups this member leads with a valid lease now (``is_leader`` tells about
+    #: the default group).
     groups_leading: int = 0
 
     def rejected(self) -> int:
@@ -607,7 +608,8 @@ class RaftNode:
                     for peer in self._peer_ids_locked()}),
                 **self._membership_status_locked(),
                 groups_hosted=len(groups.names) - 1 if groups is not None else len(self._wanted_groups),
-                groups_leading=sum(1 for name in groups.leading if self._is_leader_locked(now, name))
+                groups_leading=sum(1 for name in groups.leading
+                                   if name != DEFAULT_GROUP and self._is_leader_locked(now, name))
                 if groups is not None else 0,
             )
 

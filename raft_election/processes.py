@@ -14,6 +14,16 @@ worker*: a member like ``raft-election run --json`` that also holds the cluster'
 :class:`~raft_election.lock.DistributedLock` whenever it can and, while it holds it, keeps writing its
 fencing token to a fenced file (:func:`fenced_write`), reporting ``acquired`` and ``write`` events.
 
+Election groups: members started with ``shards`` (``run --shards N``) host the groups ``shard-0`` ..
+``shard-{N-1}`` and report ``group_leader`` and ``group_lost`` events (see :mod:`raft_election.member`).
+:func:`replay_group_events` rebuilds every named group's lease intervals from them (and from the members'
+``started`` and ``stopped`` events and the kill times :meth:`MemberProcesses.kill` records in
+:attr:`MemberProcesses.kills`), one :class:`~raft_election.invariants.SafetyChecker` per group, under the
+rules the default group's intervals follow (:mod:`raft_election.invariants`);
+:func:`group_lease_holders` says who holds each group's lease as far as the events tell, and
+:func:`group_lease_findings` what broke a group's guarantees (two leaders in a term, overlapping leases,
+a lease of a lower term after one of a higher).
+
 Times in events are ``time.monotonic()`` of the member processes, which on one machine is one clock
 (CLOCK_MONOTONIC), so they compare with each other and with the caller's ``time.monotonic()``.
 """
@@ -24,6 +34,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import signal
 import socket
@@ -36,14 +47,17 @@ from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 import attrs
 
+from raft_election.invariants import Finding, SafetyChecker
+
 if TYPE_CHECKING:
     from raft_election.lock import DistributedLock
     from raft_election.member import EventReporter
     from raft_election.node import RaftNode
 
 __all__ = ["LOCK_WORKER", "ClusterLayout", "EventLog", "FencedWrite", "MemberEvent", "MemberProcesses",
-           "fenced_write", "fenced_writes", "free_ports", "member_configuration", "member_event",
-           "run_lock_worker", "write_cluster_file"]
+           "fenced_write", "fenced_writes", "free_ports", "group_lease_findings", "group_lease_holders",
+           "member_configuration", "member_event", "replay_group_events", "run_lock_worker",
+           "write_cluster_file"]
 
 #: The module to run members with (``MemberProcesses(module=...)``) to make them lock workers.
 LOCK_WORKER = "raft_election.processes"
@@ -257,6 +271,31 @@ class EventLog:
                                        f"{self._events[-5:]}")
                 self._changed.wait(remaining)
 
+    def wait_until(self, condition: Callable[[Sequence[MemberEvent]], bool], timeout: float = 30.0,
+                   what: str = "the condition") -> None:
+        """Wait until ``condition(events)`` holds for every event so far; check again as events arrive.
+
+        For conditions on the whole history (every group has a lease holder, say) rather than on one
+        event.  ``condition`` is called with a snapshot of the events, outside the log's lock.
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout`` seconds (``what`` names it in the message).
+        """
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while True:
+            with self._changed:
+                while len(self._events) == seen:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{what} did not hold within {timeout} s; last events: "
+                                           f"{self._events[-5:]}")
+                    self._changed.wait(remaining)
+                snapshot = list(self._events)
+            seen = len(snapshot)
+            if condition(snapshot):
+                return
+
 
 class _Member:
     def __init__(self, node_id: int, process: subprocess.Popen[str], log: IO[str]) -> None:
@@ -290,6 +329,9 @@ class MemberProcesses:
         module: the module run with ``python -m`` and the arguments of ``run``: ``raft_election`` (the
             command line), or :data:`LOCK_WORKER` for lock workers (give them ``--fenced FILE`` in
             ``run_args``).
+        shards: start every member with ``run --shards N`` (the command line's ``run`` only: not for lock
+            workers or ``command``): each hosts and stands in the groups ``shard-0`` .. ``shard-{N-1}``
+            and reports ``group_leader`` and ``group_lost`` events; 0 (default): none.
     """
 
     def __init__(self, cluster_file: str, workdir: str, members: Iterable[int], *,
@@ -299,7 +341,9 @@ class MemberProcesses:
                  run_args: Iterable[str] = (),
                  member_args: Optional[Callable[[int], list[str]]] = None,
                  command: Optional[Callable[[int], list[str]]] = None,
-                 module: str = "raft_election") -> None:
+                 module: str = "raft_election", shards: int = 0) -> None:
+        if type(shards) is not int or shards < 0:
+            raise ValueError(f"shards must be an int, at least 0, got {shards!r}")
         self.cluster_file = cluster_file
         self.workdir = workdir
         self.member_ids = sorted(members)
@@ -311,6 +355,11 @@ class MemberProcesses:
         self._member_args = member_args
         self._command = command
         self._module = module
+        self._shards = shards
+        #: The times (``time.monotonic()``) each member was sent SIGKILL by :meth:`kill`, in order: what
+        #: ``kills`` of :func:`~raft_election.invariants.replay_member_events` and
+        #: :func:`replay_group_events` take.
+        self.kills: dict[int, list[float]] = {}
         self._files: dict[int, str] = {}
         self._joining: set[int] = set()
         self._members: dict[int, _Member] = {}
@@ -353,7 +402,8 @@ class MemberProcesses:
         else:
             command = [self._python, "-m", self._module, *self._extra, "run", "--cluster",
                        self.cluster_file_of(node_id), "--id", str(node_id), "--data-dir",
-                       self.data_dir(node_id), "--json", *self._run_args,
+                       self.data_dir(node_id), "--json",
+                       *(["--shards", str(self._shards)] if self._shards else []), *self._run_args,
                        *(self._member_args(node_id) if self._member_args is not None else ()),
                        *(["--join"] if node_id in self._joining else [])]
         if self._prefix is not None:
@@ -395,8 +445,13 @@ class MemberProcesses:
         return at
 
     def kill(self, node_id: int) -> float:
-        """SIGKILL member ``node_id`` and reap it; return when the signal was sent (monotonic)."""
+        """SIGKILL member ``node_id`` and reap it; return when the signal was sent (monotonic).
+
+        The time is also recorded in :attr:`kills`.  On return every event line the process wrote has
+        been read.
+        """
         at = self.signal(node_id, signal.SIGKILL)
+        self.kills.setdefault(node_id, []).append(at)
         self.wait_exit(node_id)
         return at
 
@@ -485,12 +540,116 @@ class MemberProcesses:
         """An index for :meth:`wait_for`'s ``since``: only events read after this call."""
         return self._log.mark()
 
+    def wait_until(self, condition: Callable[[Sequence[MemberEvent]], bool], timeout: float = 30.0,
+                   what: str = "the condition") -> None:
+        """Wait until ``condition(events)`` holds for the events read so far (as :meth:`EventLog.wait_until`).
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout`` seconds.
+        """
+        self._log.wait_until(condition, timeout, what)
+
     def status(self, node_id: int, timeout: float = 30.0) -> Mapping[str, Any]:
         """Ask member ``node_id`` for a status snapshot (SIGUSR1) and return its record."""
         since = self.mark()
         self.signal(node_id, signal.SIGUSR1)
         event = self.wait_for(lambda e: e.node == node_id and e.event == "status", timeout, since)
         return event.record
+
+
+# ---------------------------------------------------------------------------- election groups
+
+
+def replay_group_events(events: Iterable[MemberEvent], *,
+                        kills: Optional[Mapping[int, Iterable[float]]] = None) -> dict[str, SafetyChecker]:
+    """Every named group's lease intervals, rebuilt from member events: a checker per group, by name.
+
+    As :func:`~raft_election.invariants.replay_member_events` does for the default group: ``events`` in the
+    order they were read; a ``group_leader`` begins a leadership of ``group`` (``regained``: after a lease
+    gap, the same office); a ``group_lost`` of the same term ends it at its ``lease_end``; the member's
+    ``stopped`` and next ``started`` end every leadership of the process before; and a kill (``kills``:
+    each member's SIGKILL times, e.g. :attr:`MemberProcesses.kills`) ends the killed process's open
+    leaderships at the kill, taken into account just before the member's next ``started`` (or at the
+    end).  Each checker has already judged one leader per term (its ``findings``); its intervals are
+    judged by :func:`group_lease_findings`.  The default group's events are not groups' events and are
+    ignored here.
+    """
+    checkers: dict[str, SafetyChecker] = {}
+    pending = {node: sorted(times) for node, times in (kills or {}).items()}
+
+    def apply_kills(node: int, until: float) -> None:
+        times = pending.get(node, [])
+        while times and times[0] <= until:
+            at = times.pop(0)
+            for checker in checkers.values():
+                checker.killed(node, at)
+
+    for event in events:
+        node, at, kind = event.node, event.monotonic, event.event
+        if kind in ("group_leader", "group_lost"):
+            checker = checkers.setdefault(str(event.record.get("group")), SafetyChecker())
+            if kind == "group_leader":
+                if event.record.get("regained"):
+                    checker.lease_regained(node, event.term, at)
+                else:
+                    checker.became_leader(node, event.term, at)
+                continue
+            lease_end = event.record.get("lease_end")
+            end = at if lease_end is None else float(lease_end)
+            if event.record.get("reason") == "lease_lost":
+                checker.lease_lost(node, event.term, end)
+            else:
+                checker.lost_leadership(node, event.term, end)
+        elif kind == "started":
+            apply_kills(node, at)
+            for checker in checkers.values():
+                checker.started(node, at)
+        elif kind == "stopped":
+            for checker in checkers.values():
+                checker.stopped(node, at)
+    for node in pending:
+        apply_kills(node, math.inf)
+    return checkers
+
+
+def group_lease_holders(events: Iterable[MemberEvent], *,
+                        kills: Optional[Mapping[int, Iterable[float]]] = None) -> dict[str, int]:
+    """The member holding each named group's lease as far as ``events`` tell: ``{group: member}``.
+
+    A group's holder is the member of its latest-starting leadership if that one is still open (no
+    ``group_lost``, ``stopped``, restart or kill ended it yet); groups without one are left out.  Events
+    tell of a lease's end only once its holder noticed it, so a lease that ran out a moment ago may still
+    be shown held.
+    """
+    holders: dict[str, int] = {}
+    for group, checker in replay_group_events(events, kills=kills).items():
+        intervals = checker.intervals()
+        if intervals:
+            latest = max(intervals, key=lambda interval: interval.start)
+            if latest.end is None:
+                holders[group] = latest.node
+    return holders
+
+
+def group_lease_findings(events: Iterable[MemberEvent], *,
+                         kills: Optional[Mapping[int, Iterable[float]]] = None,
+                         end_of_run: Optional[float] = None) -> dict[str, list[Finding]]:
+    """What broke a named group's guarantees in ``events``, by group (groups without findings left out).
+
+    Per group, as the default group's are judged (:mod:`raft_election.invariants`): two members winning
+    one term (``election_safety``), lease intervals of two members sharing a moment (``lease_overlap``:
+    the guarantee that at no instant two members believe they lead the group), and a lease of a lower
+    term beginning after one of a higher term (``lease_order``: the group's fencing tokens increase from
+    one holder to the next).  An interval still open counts as lasting for ever unless ``end_of_run``
+    ends it; judge a finished run (every member stopped or killed, all events read), or a live one with
+    ``end_of_run`` only where a lease's end may not be reported yet.
+    """
+    found: dict[str, list[Finding]] = {}
+    for group, checker in sorted(replay_group_events(events, kills=kills).items()):
+        findings = [*checker.findings, *checker.check_intervals(end_of_run)]
+        if findings:
+            found[group] = findings
+    return found
 
 
 # ---------------------------------------------------------------------------- the fenced resource
@@ -587,11 +746,13 @@ def run_lock_worker(argv: Optional[Sequence[str]] = None, stream: TextIO = sys.s
     node = RaftNode(config, make_transport(cluster.transport), FileStorage(args.data_dir),
                     observer=reporter.core_event, admin=args.admin or cluster.admin.get(args.id))
     lock = DistributedLock(node)
+    reporter.hold()  # no event line before "started" (see EventReporter.hold)
     node.start()
     status = node.status()
-    reporter.report("started", term=status.term, leader=None, pid=os.getpid(), address=config.peers[args.id],
-                    transport=cluster.transport, voted_for=status.voted_for, admin=node.admin_address,
-                    members=members_json(status.members), voter=status.voter, join=args.join)
+    reporter.report_first("started", term=status.term, leader=None, pid=os.getpid(),
+                          address=config.peers[args.id], transport=cluster.transport,
+                          voted_for=status.voted_for, admin=node.admin_address,
+                          members=members_json(status.members), voter=status.voter, join=args.join)
     worker = threading.Thread(target=_hold_and_write, args=(node, lock, reporter, args.fenced, args.interval),
                               name=f"lock-worker-{args.id}", daemon=True)
     worker.start()

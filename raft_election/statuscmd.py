@@ -3,8 +3,10 @@
 Every member listed in the cluster file's ``[admin]`` table is asked for its status at once (see
 :mod:`raft_election.admin`; authenticated with the cluster's secret when it has one).  The answers make one
 row per member: id, address, whether it answered, role, term, the leader it follows, the lease it has left
-(leaders only), how long ago it last heard from each peer, how many messages it rejected and why, and its
-version, and the configuration entry it uses (its index; ``pending`` while it does not know it committed).
+(leaders only), how many of the election groups it hosts it leads with a lease (``groups led``, e.g.
+``203/1000``; ``-`` when it hosts none besides the default group), how long ago it last heard from each
+peer, how many messages it rejected and why, and its version, and the configuration entry it uses (its
+index; ``pending`` while it does not know it committed).
 A ``!`` marks a member that names a different leader than the others do, or uses another configuration
 than the leader; an unanswered member is shown as unreachable.
 
@@ -56,6 +58,19 @@ class MemberRow:
     @property
     def leader(self) -> Optional[int]:
         return None if self.status is None else self.status.get("leader")
+
+    @property
+    def groups_led(self) -> Optional[tuple[int, int]]:
+        """``(leading, hosted)``: the named election groups this member leads with a lease, of those it hosts.
+
+        None when it did not answer, hosts no named group, or is of a version that does not say.
+        """
+        if self.status is None:
+            return None
+        leading, hosted = self.status.get("groups_leading"), self.status.get("groups_hosted")
+        if type(leading) is not int or type(hosted) is not int or hosted <= 0:
+            return None
+        return leading, hosted
 
     def rejected(self) -> dict[str, int]:
         """Messages this member rejected, by reason."""
@@ -187,14 +202,15 @@ def _seconds(value: Optional[float]) -> str:
 
 def render(health: ClusterHealth) -> str:
     """The table and the verdict, as ``raft-election status`` prints them."""
-    header = ("id", "address", "reachable", "role", "term", "leader", "config", "lease left",
+    header = ("id", "address", "reachable", "role", "term", "leader", "config", "lease left", "groups led",
               "last contact (s ago)", "rejected", "version")
     lines = []
     for row in health.rows:
         status = row.status
         if status is None:
-            lines.append((str(row.node), row.address, "NO", "-", "-", "-", "-", "-", "-", "-", "-"))
+            lines.append((str(row.node), row.address, "NO", "-", "-", "-", "-", "-", "-", "-", "-", "-"))
             continue
+        groups = row.groups_led
         leader = "-" if row.leader is None else str(row.leader)
         if row.node in health.disagreeing:
             leader += " !"
@@ -205,6 +221,7 @@ def render(health: ClusterHealth) -> str:
         lines.append((str(row.node), row.address, "yes", role, str(status.get("term")), leader,
                       _config_cell(status, health.configuration),
                       _seconds(status.get("lease_remaining")) if status.get("is_leader") else "-",
+                      "-" if groups is None else f"{groups[0]}/{groups[1]}",
                       contact or "-", rejected, str(status.get("version"))))
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
     text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
@@ -241,7 +258,11 @@ def _config_cell(status: Mapping[str, Any], configuration: Optional[Mapping[str,
 
 
 def to_json(health: ClusterHealth) -> dict[str, Any]:
-    """The rows and the verdict as JSON data."""
+    """The rows and the verdict as JSON data.
+
+    Each member's ``groups_led`` is the ``groups led`` column: ``{"leading": n, "hosted": m}``, or None
+    (unreachable, or no named group hosted).
+    """
     return {"healthy": health.healthy, "leader": health.leader, "term": health.term,
             "lease_held": health.lease_held, "supporters": health.supporters, "quorum": health.quorum,
             "disagreeing": list(health.disagreeing),
@@ -249,7 +270,10 @@ def to_json(health: ClusterHealth) -> dict[str, Any]:
             "not_in_file": list(health.not_in_file), "not_members": list(health.not_members),
             "verdict": health.verdict(),
             "members": [{"node": row.node, "address": row.address, "admin": row.admin,
-                         "reachable": row.reachable, "error": row.error, "status": row.status}
+                         "reachable": row.reachable, "error": row.error,
+                         "groups_led": None if row.groups_led is None else {
+                             "leading": row.groups_led[0], "hosted": row.groups_led[1]},
+                         "status": row.status}
                         for row in health.rows]}
 
 

@@ -64,8 +64,10 @@ def test_a_member_reports_its_status_with_its_configuration_and_the_leaders_valu
     assert set(record["last_contact"]) == {str(node) for node in cluster.peers if node != follower}
     assert record["last_contact"][str(leader)] is not None
     assert record["counters"]["admin_requests"] == 1
+    assert record["groups_hosted"] == 0 and record["groups_leading"] == 0
     leading = query(cluster.nodes[leader].admin_address)
     assert leading["is_leader"] and leading["lease_remaining"] > 0 and leading["role"] == "leader"
+    assert leading["groups_leading"] == 0  # named groups only: the default group it leads is not counted
 
 
 @pytest.mark.parametrize("cluster", [SECRET], indirect=True)

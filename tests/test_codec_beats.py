@@ -58,8 +58,11 @@ REASONS = {
 }
 #: The wire type codes, written out independently of the codec's table.
 BEAT_CODE, BEAT_ACK_CODE = 7, 8
-#: Fixed body of both: round, chunk and version as u32, one flags byte.
-FIXED_SIZE = 13
+#: Fixed body of both: round, chunk and version as u32, the configuration version as two u64, one flags
+#: byte.
+FIXED_SIZE = 29
+#: A configuration version of (0, 0) as the fixed body writes it.
+CONFIG_ZERO = "0000000000000000" "0000000000000000"
 #: What a Beat costs beyond its entries: header, fixed body, value length, entry count.
 BEAT_OVERHEAD = HEADER_SIZE + FIXED_SIZE + 2 + 2
 #: Likewise for a BeatAck, which has no value.
@@ -134,13 +137,13 @@ def entry(name: bytes, term: int) -> bytes:
 def beat_body(entries: bytes = b"", count: int = 0, *, flags: int = 1, value: bytes = b"") -> bytes:
     """A Beat's body: round 1, chunk 2, version 3, ``flags`` (listed by default), ``value``, ``count``, then
     ``entries``."""
-    return (struct.pack(">IIIB", 1, 2, 3, flags) + struct.pack(">H", len(value)) + value
+    return (struct.pack(">IIIQQB", 1, 2, 3, 0, 0, flags) + struct.pack(">H", len(value)) + value
             + struct.pack(">H", count) + entries)
 
 
 def ack_body(entries: bytes = b"", count: int = 0, *, flags: int = 0) -> bytes:
     """A BeatAck's body: round 1, chunk 2, version 3, ``flags``, a count and ``entries``."""
-    return struct.pack(">IIIB", 1, 2, 3, flags) + struct.pack(">H", count) + entries
+    return struct.pack(">IIIQQB", 1, 2, 3, 0, 0, flags) + struct.pack(">H", count) + entries
 
 
 # ---------------------------------------------------------------------------------------------- type codes
@@ -160,18 +163,19 @@ def test_beats_take_the_next_type_codes_and_the_core_types_keep_theirs():
 
 GOLDEN = [
     (Beat(round=7, chunk=2, version=9),
-     "00000007" "00000002" "00000009" "00" "0000" "0000"),
+     "00000007" "00000002" "00000009" + CONFIG_ZERO + "00" "0000" "0000"),
     (Beat(round=7, chunk=2, version=9, listed=True),
-     "00000007" "00000002" "00000009" "01" "0000" "0000"),
-    (Beat(round=1, chunk=0, version=MAX_ROUND, listed=True, value=b"app:1",
+     "00000007" "00000002" "00000009" + CONFIG_ZERO + "01" "0000" "0000"),
+    (Beat(round=1, chunk=0, version=MAX_ROUND, listed=True, value=b"app:1", config_term=3, config_index=4,
           entries=(("jobs", 5), ("a", MAX_TERM))),
-     "00000001" "00000000" "ffffffff" "01" "0005" + b"app:1".hex() + "0002"
-     + "04" + b"jobs".hex() + "0000000000000005" + "01" + b"a".hex() + "7fffffffffffffff"),
+     "00000001" "00000000" "ffffffff" "0000000000000003" "0000000000000004" "01" "0005" + b"app:1".hex()
+     + "0002" + "04" + b"jobs".hex() + "0000000000000005" + "01" + b"a".hex() + "7fffffffffffffff"),
     (BeatAck(round=7, chunk=2, version=9),
-     "00000007" "00000002" "00000009" "00" "0000"),
-    (BeatAck(round=7, chunk=2, version=9, need=True, refused=(("x", 0), ("y.z", 12))),
-     "00000007" "00000002" "00000009" "01" "0002" + "01" + b"x".hex() + "0000000000000000"
-     + "03" + b"y.z".hex() + "000000000000000c"),
+     "00000007" "00000002" "00000009" + CONFIG_ZERO + "00" "0000"),
+    (BeatAck(round=7, chunk=2, version=9, need=True, stands=True, config_term=1, config_index=2,
+             refused=(("x", 0), ("y.z", 12))),
+     "00000007" "00000002" "00000009" "0000000000000001" "0000000000000002" "03" "0002" + "01"
+     + b"x".hex() + "0000000000000000" + "03" + b"y.z".hex() + "000000000000000c"),
 ]
 
 

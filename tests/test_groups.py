@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 
 from raft_election.config import RaftConfig
-from raft_election.errors import ConfigError, MembershipChangeError
+from raft_election.errors import ConfigError, MembershipChangeError, RaftElectionError
 from raft_election.events import BecameLeader
 from raft_election.groups import GroupOutput, GroupSet
 from raft_election.hardstate import HardState
@@ -195,14 +195,16 @@ def test_an_unknown_group_is_not_created_by_an_answer_or_a_stranger() -> None:
 
 
 def test_max_groups_bounds_what_peers_can_create() -> None:
-    """A member hosts at most max_groups groups: a peer cannot make it allocate without bound."""
+    """A member hosts at most max_groups named groups: a peer cannot make it allocate without bound."""
     peers = {1: "127.0.0.1:9001", 2: "127.0.0.1:9002", 3: "127.0.0.1:9003"}
     groups = GroupSet(RaftConfig(node_id=1, peers=peers, **TIMINGS), HardState(), {}, 0.0,  # type: ignore[arg-type]
                       random.Random(1), max_groups=3)
     for k in range(5):
         groups.receive(2, f"g{k}", VoteRequest(term=1, round=1, pre_vote=True), 0.0)
-    assert len(groups.names) == 3  # "" and two created
-    assert groups.counters["rejected_too_many_groups"] == 3
+    assert len(groups.names) == 4  # "" and three created
+    assert groups.counters["rejected_too_many_groups"] == 2
+    with pytest.raises(RaftElectionError, match="3 named groups"):
+        groups.ensure("mine", 0.0)
 
 
 def test_group_names_are_validated() -> None:

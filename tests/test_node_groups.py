@@ -34,7 +34,8 @@ def cluster():
 
 
 def group_leaders(c: ThreadedCluster, name: str) -> list[int]:
-    return [node.node_id for node in c.running() if node.group(name).is_leader]
+    """Who leads ``name`` now (read through handles only: node.group() would host it again)."""
+    return [node.node_id for node in c.running() if Group(node, name).is_leader]
 
 
 def test_each_group_elects_one_leader_that_every_member_knows(cluster):

@@ -38,6 +38,7 @@ def test_a_settled_cluster_is_healthy_and_every_row_says_so(cluster):
     assert text.splitlines()[-1].startswith(f"healthy: member {leader} leads term {health.term}")
     rows = text.splitlines()[1:4]
     assert [row.split()[3] for row in rows].count("leader") == 1
+    assert "groups led" in text.splitlines()[0] and all(row.groups_led is None for row in health.rows)
 
 
 def test_a_member_without_an_admin_address_or_that_is_down_is_shown_unreachable(cluster):
@@ -57,6 +58,7 @@ def test_json_and_watch_print_the_verdict_and_the_exit_status_follows_it(cluster
     assert run_status(file_of(cluster), json_output=True, stream=out) == 0
     document = json.loads(out.getvalue())
     assert document["healthy"] and len(document["members"]) == 3
+    assert [member["groups_led"] for member in document["members"]] == [None] * 3  # no named groups
     out = io.StringIO()
     assert run_status(file_of(cluster), watch=0.01, rounds=3, stream=out) == 0
     assert out.getvalue().count("\x1b[H\x1b[2J") == 3  # redrawn in place each round

@@ -10,6 +10,14 @@ milliseconds and equal seeds replay exactly, which is what Hypothesis tests need
     cluster.isolate(leader)
     cluster.run_for(1.0)                        # one virtual second, in a few milliseconds of real time
     assert cluster.leader() not in (None, leader)
+
+With election groups, every server also hosts the named groups, each with its own oracle::
+
+    cluster = SimulatedCluster(3, seed=7, groups=("jobs", "cron"))
+    leader = cluster.wait_for_leader(group="jobs")
+    cluster.step_down(leader, group="jobs")
+    cluster.run_for(1.0)
+    assert not cluster.oracles["jobs"].violations
 """
 
 from raft_election.sim.cluster import SimNode, SimulatedCluster

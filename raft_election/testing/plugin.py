@@ -78,5 +78,6 @@ def sim_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Simula
 
     yield make
     for cluster in made:
-        cluster.oracle.check_lease_order()
-        assert not cluster.oracle.violations, cluster.oracle.violations
+        for name, oracle in cluster.oracles.items():  # the default group's, and each election group's
+            oracle.check_lease_order()
+            assert not oracle.violations, (name, oracle.violations)
