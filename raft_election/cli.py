@@ -172,6 +172,18 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="FILE.png",
                        help="draw the cumulative distribution per range, like the Raft paper's Figure 16")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--groups", type=int, action="append", metavar="N",
+                       help="instead: the election-groups benchmark (raft_election.bench.groups) for N "
+                            "groups over --nodes members (repeat: --groups 1 --groups 10 ...): idle CPU and "
+                            "messages per member, leaders per member, and the time until every group a "
+                            "SIGKILLed member led has a new leader (--trials kills per N >= 10); --transport "
+                            "udp or zmq")
+    bench.add_argument("--window", type=float, default=10.0,
+                       help="--groups: seconds of the idle window (default 10)")
+    bench.add_argument("--settle", type=float, default=10.0,
+                       help="--groups: seconds to settle before the window and after each kill (default 10)")
+    bench.add_argument("--compare", type=int, default=10, metavar="K",
+                       help="--groups: also measure K separate one-election clusters (default 10; 0: not)")
 
     nemesis = commands.add_parser(
         "nemesis", help="soak-test member processes under a seeded random schedule of faults",
@@ -391,6 +403,8 @@ def _lock(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.groups:
+        return _bench_groups(args)
     import contextlib  # noqa: PLC0415
     import json  # noqa: PLC0415
 
@@ -435,6 +449,43 @@ def _bench(args: argparse.Namespace) -> int:
 
         plot_cdf(args.plot, [(describe(settings), results)])
     return 0
+
+
+def _bench_groups(args: argparse.Namespace) -> int:
+    """``bench --groups N ...``: the election-groups benchmark (see raft_election.bench.groups)."""
+    import json  # noqa: PLC0415
+
+    import attrs  # noqa: PLC0415
+
+    from raft_election.bench.groups import GroupsSettings, groups_table, run_groups_bench  # noqa: PLC0415
+
+    timeout = (args.timeout or [(0.150, 0.300)])[0]
+    settings = GroupsSettings(groups=tuple(args.groups), transport=args.transport, nodes=args.nodes,
+                              election_timeout=timeout, window=args.window, settle=args.settle,
+                              trials=args.trials, compare=args.compare)
+    settings.check()
+    print(f"raft-election {__version__} bench --groups: {', '.join(map(str, settings.groups))} groups over "
+          f"{settings.nodes} members ({settings.transport}), election timeout "
+          f"{timeout[0] * 1000:g}-{timeout[1] * 1000:g} ms", flush=True)
+    say = (lambda text: None) if args.no_progress else (lambda text: print(f"  {text}", file=sys.stderr,
+                                                                             flush=True))
+    results = run_groups_bench(settings, progress=say)
+    print()
+    print(groups_table(results))
+    print("\nCPU: percent of one core per member process over the idle window (the separate clusters' row: "
+          "summed over the K processes of one member id).  Messages and datagrams sent per second per "
+          "member.  Leaders per member: groups whose lease each member held at the end of the window.  "
+          "Re-led: from the SIGKILL of the member leading the most groups until another member held each "
+          "of its groups' leases (member events, one clock); the killed member is restarted between trials. "
+          " Violations: per-group safety findings over the whole run (two leaders in a term, overlapping "
+          "leases, fencing tokens going back).")
+    if args.json:
+        document = {"settings": attrs.asdict(settings), "command": ["raft-election", *sys.argv[1:]],
+                    "results": [attrs.asdict(result) for result in results]}
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(document, file, indent=1, default=str)
+            file.write("\n")
+    return 0 if not any(result.violations for result in results) else 1
 
 
 def _nemesis(args: argparse.Namespace) -> int:

@@ -18,8 +18,8 @@ from raft_election.errors import ConfigError, MembershipChangeError, RaftElectio
 from raft_election.events import BecameLeader
 from raft_election.groups import GroupOutput, GroupSet
 from raft_election.hardstate import HardState
-from raft_election.placement import preference
 from raft_election.messages import BeatAck, Heartbeat, HeartbeatResponse, Message, VoteRequest
+from raft_election.placement import preference
 from raft_election.roles import Role
 
 TIMINGS = {"election_timeout": (0.25, 0.5), "heartbeat_interval": 0.0625, "max_clock_drift": 0.125}
@@ -58,7 +58,8 @@ class World:
             if i in self.cut or outgoing.to in self.cut:
                 continue
             self.seq += 1
-            heapq.heappush(self.queue, (self.now + LATENCY, self.seq, i, outgoing.to, group, outgoing.message))
+            heapq.heappush(self.queue,
+                           (self.now + LATENCY, self.seq, i, outgoing.to, group, outgoing.message))
 
     def run(self, duration: float) -> None:
         end = self.now + duration
@@ -344,7 +345,7 @@ def test_carried_groups_cost_one_beat_per_peer_and_interval_and_keep_their_lease
         assert all(world.sets[i].core(name).leader_id == 1 for i in (2, 3) for name in names)  # type: ignore[union-attr]
     kinds: Counter[str] = Counter()
     for i, output in world.outputs:
-        for group, outgoing in output.messages:
+        for _, outgoing in output.messages:
             kinds[f"{i}->{outgoing.to} {type(outgoing.message).__name__}"] += 1
     interval = TIMINGS["heartbeat_interval"]
     rounds = duration / interval

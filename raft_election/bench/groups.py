@@ -198,8 +198,10 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                         processes.log.wait_until(_all_led(n, ids, processes), timeout=PATIENCE,
                                                  what=f"a lease holder in each of {n} groups")
                         time.sleep(settings.settle)  # the balancer moves groups back, a few per second
-                findings = group_lease_findings(processes.events, kills=processes.kills,
-                                                end_of_run=time.monotonic())
+                for i in ids:  # stopped members report every lease's end: judge a finished run
+                    if processes.alive(i):
+                        processes.terminate(i)
+                findings = group_lease_findings(processes.events, kills=processes.kills)
             violations = tuple(f"{group}: {finding}" for group, found in findings.items()
                                for finding in found)
             results.append(GroupsResult(groups=n, cpu=cpu, messages=messages, datagrams=datagrams,
