@@ -75,7 +75,7 @@ from raft_election.events import (
     TermChanged,
     VoteGranted,
 )
-from raft_election.fastfailover import FastFailover
+from raft_election.fastfailover import GROUP_FAST_STAGGER, FastFailover
 from raft_election.hardstate import HardState
 from raft_election.lease import Lease
 from raft_election.membership import Configuration, Membership, Version
@@ -167,6 +167,7 @@ class RaftCore:
                                 counters=self.counters) if config.fast_failover else None
         if self._ff is not None and group:
             self._ff.probing = False
+            self._ff.stagger = GROUP_FAST_STAGGER
 
         self._term = hard_state.term
         self._voted_for = hard_state.voted_for

@@ -39,7 +39,7 @@ from typing import Optional
 
 from raft_election.messages import VoteRequest, VoteResponse
 
-__all__ = ["FAST_STAGGER", "PROBE_LATENESS", "PROBE_REPEAT", "FastFailover"]
+__all__ = ["FAST_STAGGER", "GROUP_FAST_STAGGER", "PROBE_LATENESS", "PROBE_REPEAT", "FastFailover"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ PROBE_REPEAT = 0.5
 #: ``heartbeat_interval`` apart, in id order, so the first one's requests reach the others before they
 #: start their own: simultaneous campaigns would split the vote and fall back to the election timeout.
 FAST_STAGGER = 0.1
+#: The same for election groups: a member that led hundreds of groups dies, and each survivor has dozens of
+#: fast campaigns to run at once, so the first in a group's order needs longer than a few milliseconds to
+#: reach the others; a rival started meanwhile would split the votes of both.  A survivor that grants the
+#: first one's pre-vote in time drops its own (see the core), so the next in order campaigns only if the
+#: first did not within about an interval.
+GROUP_FAST_STAGGER = 1.0
 
 
 class FastFailover:
@@ -78,6 +84,9 @@ class FastFailover:
         self._deferred: dict[int, tuple[VoteRequest, float]] = {}  # fast requests awaiting our evidence
         self._probes: list[int] = []
         self._order: tuple[int, ...] = ()  # a group's order of preference (placement.py), if any
+        #: How far apart (a fraction of ``heartbeat_interval``) members start their fast campaigns: an
+        #: election group's core uses :data:`GROUP_FAST_STAGGER` (see there).
+        self.stagger = FAST_STAGGER
         #: Whether a follower probes its overdue leader itself.  An election group's core does not: its
         #: member probes once for all the groups a silent leader led (see raft_election.groups).
         self.probing = True
@@ -146,7 +155,7 @@ class FastFailover:
         if len(order) != len(self._members):
             order = list(self._members)
         rank = [member for member in order if member != leader].index(self._id)
-        start = now + rank * FAST_STAGGER * self._interval
+        start = now + rank * self.stagger * self._interval
         if start >= election_deadline:
             return election_deadline
         self._counters["fast_failovers_scheduled"] += 1

@@ -194,6 +194,8 @@ class GroupSet:
         self._balance = balance and config.balance_groups
         self._balance_at = now + BALANCE_PERIOD
         self._evidence_at = -math.inf  # when death evidence about some member last came
+        #: Death evidence about each member: its kind, when it came, and the groups told of it so far.
+        self._evidence: dict[int, tuple[str, float, set[str]]] = {}
         self._carried_at: dict[str, float] = {}  # when each carried leadership began to be carried
         self._track(DEFAULT_GROUP)
 
@@ -383,6 +385,8 @@ class GroupSet:
         return self._pending.take()
 
     def _receive(self, sender: int, group: str, message: WireMessage, now: float) -> None:
+        if sender in self._evidence:
+            del self._evidence[sender]  # it speaks: it was alive when it sent this (see fastfailover.py)
         if isinstance(message, (Beat, BeatAck)):
             if sender == self._config.node_id or sender not in self._known:
                 self.counters["rejected_unknown_sender"] += 1
@@ -401,17 +405,35 @@ class GroupSet:
                 return
             self.counters["groups_created_by_peers"] += 1
             self._create(group, now)
+        if (isinstance(message, VoteRequest) and message.suspect in self._evidence
+                and now - self._evidence[message.suspect][1] < self._quorum_window):
+            self._tell_evidence(group, message.suspect, now)
         self._call(group, now, lambda core: core.receive(sender, message, now))
 
     def evidence(self, peer: int, kind: str, now: float) -> GroupOutput:
-        """Death evidence about ``peer``: every group hears it (each it led fails over fast)."""
+        """Death evidence about ``peer``: the groups it led hear it at once (each fails over fast).
+
+        The other groups hear it when it matters to them: before a fast vote request naming ``peer`` as the
+        dead leader reaches them (a voter lifts its stickiness on evidence of its own, see
+        :mod:`raft_election.fastfailover`).  So one piece of evidence costs a call per group ``peer`` led,
+        not per group hosted.
+        """
         self._evidence_at = now
+        self._evidence[peer] = (kind, now, set())
         for key in [key for key in self._views if key[0] == peer]:
             self._forget_view(key, now)
         self._probe_at.pop(peer, None)
-        for name in list(self._cores):
-            self._call(name, now, lambda core: core.evidence(peer, kind, now))
+        for name in [name for name, core in self._cores.items()
+                     if name == DEFAULT_GROUP or core.leader_id == peer]:
+            self._tell_evidence(name, peer, now)
         return self._pending.take()
+
+    def _tell_evidence(self, name: str, peer: int, now: float) -> None:
+        """Hand group ``name`` the evidence about ``peer`` (once per piece of evidence)."""
+        kind, _, told = self._evidence[peer]
+        if name not in told:
+            told.add(name)
+            self._call(name, now, lambda core: core.evidence(peer, kind, now))
 
     def command(self, name: str, action: Callable[[RaftCore, float], Output], now: float) -> GroupOutput:
         """Run ``action(core, now)`` on group ``name``'s core (which must be hosted); collect its output."""
