@@ -665,8 +665,14 @@ class GroupSet:
         for leader in [leader for leader, at in self._probe_at.items() if now >= at]:
             self._pending.probe(leader)
             self._probe_at[leader] = now + PROBE_REPEAT * self._interval
-        if now >= self._round_deadline:
+        default = self._default
+        # The default group's leader sends its own heartbeats; they and the member round go out together
+        # (one datagram per peer) when either is due and the other is due within half an interval.
+        beat_due = default.role is Role.LEADER and default.heartbeat_deadline <= now
+        if now >= self._round_deadline or (beat_due and self._round_deadline - now < self._within):
             self._member_round(now)
+            if default.role is Role.LEADER and default.heartbeat_deadline - now < self._within:
+                self._call(DEFAULT_GROUP, now, lambda core: core.heartbeat_early(now, self._within))
             if self._balance and now >= self._balance_at:
                 self._balance_at = now + BALANCE_PERIOD
                 self._move_to_preferred(now)
@@ -689,8 +695,11 @@ class GroupSet:
         if not self._rounds:
             self._round_deadline = self._rounds_since = math.inf
             return
-        due = self._round_deadline + self._interval
-        self._round_deadline = due if now < due else now + self._interval
+        if now < self._round_deadline:
+            self._round_deadline = now + self._interval  # early, with the default group's heartbeat
+        else:
+            due = self._round_deadline + self._interval  # keep the cadence after a late tick
+            self._round_deadline = due if now < due else now + self._interval
         peers = sorted(voters | {peer for peer in self._known if peer != self._config.node_id
                                  and peer in self._default.configuration})
         for peer, beat in self._rounds.round(now, peers, self._value, self._default.configuration.version):

@@ -435,3 +435,29 @@ def test_an_answer_that_refuses_a_group_never_extends_that_groups_lease() -> Non
     world.apply(1, groups.receive(2, "", refusal, world.now))
     assert "jobs" not in rounds  # no longer carried: its own heartbeats resume
     assert groups.lease_expiry("jobs") == before  # the refusing answer did not extend the lease
+
+
+def test_the_default_groups_heartbeats_and_the_member_rounds_go_out_together() -> None:
+    """The default group's leader sends its heartbeat and its member round in the same output (one
+    datagram per peer), so leading both costs no more datagrams than leading one."""
+    world = World(3, seed=8)
+    for i in (2, 3):
+        world.apply(i, world.sets[i].command("", lambda core, now: core.set_candidate(False, now), 0.0))
+    for k in range(5):
+        world.ensure(1, f"g{k}")
+    world.run(3.0)
+    assert world.leader("") == 1 and world.sets[1].carried[0] == 5
+    world.outputs.clear()
+    world.run(2.0)
+    together = apart = 0
+    for i, output in world.outputs:
+        if i != 1:
+            continue
+        kinds = {type(outgoing.message).__name__ for _, outgoing in output.messages if outgoing.to == 2}
+        if "Heartbeat" in kinds or "Beat" in kinds:
+            if {"Heartbeat", "Beat"} <= kinds:
+                together += 1
+            else:
+                apart += 1
+    assert together >= 2.0 / TIMINGS["heartbeat_interval"] - 2
+    assert apart <= 1
