@@ -1149,10 +1149,10 @@ class RaftCore:
             if self._role is Role.LEADER:
                 self._broadcast_heartbeat(now)
 
-    def _reset_election_timer(self, now: float) -> None:
+    def _reset_election_timer(self, now: float, *, ranked: bool = True) -> None:
         """Draw a fresh randomized election timeout (Raft §5.2), after this member's turn (see set_order)."""
         self._election_deadline = (now + self._rng.uniform(self._timeout_min, self._timeout_max)
-                                   + self._rank_delay)
+                                   + (self._rank_delay if ranked else 0.0))
 
     def _election_timeout(self, now: float) -> None:
         suspect = self._suspect(now)
@@ -1210,7 +1210,9 @@ class RaftCore:
     def _ask_for_votes(self, now: float, *, term: int, pre_vote: bool, transfer: bool, suspect: int) -> None:
         """Start a campaign: ask every peer, and again every heartbeat interval those that did not grant."""
         round_ = self._next_round()
-        self._reset_election_timer(now)
+        # A fast or transfer campaign that fails retries after a plain timeout: the members before this one
+        # in the group's order had their turn already (their rank delay is for a leader that went silent).
+        self._reset_election_timer(now, ranked=not (suspect or transfer))
         config = self._membership.config
         request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
                               config_term=config.term, config_index=config.index)

@@ -14,6 +14,7 @@ from typing import Optional
 import pytest
 
 from raft_election.config import RaftConfig
+from raft_election.core import RaftCore
 from raft_election.errors import ConfigError, MembershipChangeError, RaftElectionError
 from raft_election.events import BecameLeader
 from raft_election.groups import GroupOutput, GroupSet
@@ -461,3 +462,21 @@ def test_the_default_groups_heartbeats_and_the_member_rounds_go_out_together() -
                 apart += 1
     assert together >= 2.0 / TIMINGS["heartbeat_interval"] - 2
     assert apart <= 1
+
+
+def test_a_failed_fast_campaign_retries_without_waiting_its_rank() -> None:
+    """Placement delays a member's election timer by its rank in the group's order, but a fast-failover
+    campaign that fails retries after a plain election timeout: its turn has come already."""
+    peers = {i: f"127.0.0.1:{9000 + i}" for i in range(1, 6)}
+    config = RaftConfig(node_id=5, peers=peers, **TIMINGS)  # type: ignore[arg-type]
+    low, high = TIMINGS["election_timeout"]
+    core = RaftCore(config, HardState(term=1), 0.0, random.Random(3), group=True)
+    core.set_order((1, 2, 3, 4, 5), restart=0.0)  # member 5 is last: rank 4
+    core.receive(1, Heartbeat(term=1, round=1), 0.3)
+    assert core.election_deadline >= 0.3 + low + 4 * (high - low)  # a silent leader: wait its turn
+    core.evidence(1, "refused", 0.31)  # member 1's process is gone: a fast campaign soon
+    at = core.next_deadline
+    assert at < 0.31 + low
+    requests = [out.message for out in core.tick(at).messages if isinstance(out.message, VoteRequest)]
+    assert core.role is Role.PRE_CANDIDATE and requests and all(r.suspect == 1 for r in requests)
+    assert core.election_deadline <= at + high  # the retry, should this campaign fail: no rank delay
