@@ -109,11 +109,6 @@ class LeaderRounds:
         """The id of the chunk that carries ``name``."""
         return self._where[name]
 
-    def members_of(self, chunk: int) -> tuple[str, ...]:
-        """The groups chunk ``chunk`` carries (none if it is gone)."""
-        found = self._chunks.get(chunk)
-        return tuple(found.entries) if found is not None else ()
-
     def carries(self, chunk: int, name: str) -> bool:
         """Whether chunk ``chunk`` carries ``name`` now."""
         found = self._chunks.get(chunk)

@@ -582,9 +582,7 @@ class GroupSet:
                     and core.candidate == candidate):
                 self._uncarry(name, now, refuse=True)
             return
-        if (self._carry and core.role is Role.LEADER and not core.carried
-                and self._holdoff.get(name, -math.inf) <= now):
-            self._holdoff.pop(name, None)
+        if self._carry and core.role is Role.LEADER and not core.carried and name not in self._holdoff:
             self._rounds.add(name, core.term)
             self._carried_at[name] = now
             core.carry()
@@ -645,7 +643,10 @@ class GroupSet:
                 view.refused[name] = core.term if core is not None else 0
 
     def _forget_view(self, key: tuple[int, int], now: float) -> None:
-        """The leader of a chunk went silent (or died): its carried followers run their own timers again."""
+        """The leader of a chunk died (death evidence): its carried followers run their own timers again.
+
+        The view goes too: a restarted leader's chunks are new ones.
+        """
         view = self._views[key]
         for name in list(view.accepted):
             if self._following.get(name) == key:
@@ -677,10 +678,9 @@ class GroupSet:
                 self._balance_at = now + BALANCE_PERIOD
                 self._move_to_preferred(now)
         for name in [name for name, until in self._holdoff.items() if now >= until]:
+            del self._holdoff[name]  # its wait is over: a call carries it again if it still leads
             if name in self._cores:
                 self._call(name, now, lambda core: core.observe(now))
-            else:
-                del self._holdoff[name]
 
     def _member_round(self, now: float) -> None:
         """One heartbeat round for every group carried as leader: one Beat per chunk and peer."""

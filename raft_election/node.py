@@ -240,7 +240,6 @@ class RaftNode:
         self._done = 0  # outputs carried out (or dropped by a halt) so far, in ticket order
         self._carrying = False  # a thread is carrying out an output right now
         self._stats = MessageStats()
-        self._core: Optional[RaftCore] = None  # the default group's core, once started
         self._groups: Optional[GroupSet] = None
         self._wanted_groups: dict[str, bool] = {}  # groups asked for before start: name -> stands
         self._saved = HardState()  # the default group's state as last made durable
@@ -281,7 +280,6 @@ class RaftNode:
             stored = self._storage.load_groups()
             now = self._clock()
             self._groups = GroupSet(self.config, hard_state, stored, now, self._rng, value=self._value)
-            self._core = self._groups.default
             self._saved = hard_state
             if self._candidate != self.config.candidate:
                 candidate = self._candidate
@@ -290,8 +288,9 @@ class RaftNode:
             for name, stands in self._wanted_groups.items():
                 self._push(self._groups.ensure(name, now, stand=stands), now)
             self._wanted_groups.clear()
-            self._reported_members = self._core.configuration.members
-            peers = self._transport_peers(self._core.addresses())
+            default = self._groups.default
+            self._reported_members = default.configuration.members
+            peers = self._transport_peers(default.addresses())
             self._started = True
         name = f"raft-{self.node_id}"
         self._callback_thread = threading.Thread(target=self._run_callbacks, name=f"{name}-callbacks",
@@ -348,6 +347,11 @@ class RaftNode:
             self._callback_thread.join()
         self._storage.close()
         logger.info("%d stopped", self.node_id)
+
+    @property
+    def _core(self) -> Optional[RaftCore]:
+        """The default group's core once started (the node's own election), else None."""
+        return self._groups.default if self._groups is not None else None
 
     def _hand_over(self, core: RaftCore, now: float) -> Output:
         """A stopping leader transfers leadership (``transfer_on_stop``) or, failing that, resigns."""

@@ -436,6 +436,9 @@ def test_an_answer_that_refuses_a_group_never_extends_that_groups_lease() -> Non
     world.apply(1, groups.receive(2, "", refusal, world.now))
     assert "jobs" not in rounds  # no longer carried: its own heartbeats resume
     assert groups.lease_expiry("jobs") == before  # the refusing answer did not extend the lease
+    world.cut.clear()
+    world.run(1.0)  # its hold-off over, the member rounds carry it again
+    assert "jobs" in rounds and world.leader("jobs") == 1
 
 
 def test_the_default_groups_heartbeats_and_the_member_rounds_go_out_together() -> None:

@@ -4,8 +4,8 @@ For each ``N``, ``nodes`` member processes on loopback (``raft-election run --sh
 hosts and stands in the groups ``shard-0`` .. ``shard-{N-1}``) start, elect a leader in every group and
 settle (the balancer spreads the leaderships).  Then:
 
-* **idle**: each member's CPU time (``/proc/<pid>/stat``) and messages sent (its ``status`` counters,
-  ``messages_sent`` and ``datagrams_sent`` where the transport counts them) over a window of ``window``
+* **idle**: each member's CPU time (``/proc/<pid>/stat``) and messages sent (its ``status`` counter
+  ``messages_sent``) over a window of ``window``
   seconds, per second; and the leaders per member at the end of it;
 * **re-lead** (``trials`` times, for ``N`` of at least ``failover_from``): SIGKILL the member that leads
   the most groups; for every group it led, the time from the kill until another member reported holding
@@ -29,7 +29,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -85,7 +85,6 @@ class GroupsResult:
     groups: int
     cpu: Mapping[int, float]  #: per member: percent of one core over the idle window
     messages: Mapping[int, float]  #: per member: messages sent per second over the idle window
-    datagrams: Mapping[int, float]  #: per member: datagrams (UDP) or frames (ZeroMQ) sent per second
     leaders: Mapping[int, int]  #: per member: groups whose lease it held at the end of the window
     #: Seconds from a SIGKILL until a new holder, one per group the killed member led, over all trials.
     relead: tuple[float, ...] = ()
@@ -94,15 +93,13 @@ class GroupsResult:
     separate: bool = False  #: a comparison row: ``groups`` separate clusters of one election each
 
 
-def _sent(status: Mapping[str, Any]) -> tuple[float, float]:
-    counters = status.get("counters", {})
-    return (float(counters.get("messages_sent", 0)),
-            float(counters.get("datagrams_sent", counters.get("messages_sent", 0))))
+def _sent(status: Mapping[str, Any]) -> float:
+    return float(status.get("counters", {}).get("messages_sent", 0))
 
 
 def _idle(processes: Sequence[MemberProcesses], ids: Sequence[int], window: float
-          ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
-    """CPU percent, messages/s and datagrams/s per member id over ``window``, summed over ``processes``."""
+          ) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU percent and messages sent per second per member id over ``window``, summed over ``processes``."""
     before_cpu = {(k, i): cpu_seconds(p.pid(i)) for k, p in enumerate(processes) for i in ids}
     before = {(k, i): _sent(p.status(i)) for k, p in enumerate(processes) for i in ids}
     start = time.monotonic()
@@ -112,11 +109,8 @@ def _idle(processes: Sequence[MemberProcesses], ids: Sequence[int], window: floa
     after = {(k, i): _sent(p.status(i)) for k, p in enumerate(processes) for i in ids}
     cpu = {i: 100.0 * sum(after_cpu[(k, i)] - before_cpu[(k, i)] for k in range(len(processes))) / elapsed
            for i in ids}
-    messages = {i: sum(after[(k, i)][0] - before[(k, i)][0] for k in range(len(processes))) / elapsed
-                for i in ids}
-    datagrams = {i: sum(after[(k, i)][1] - before[(k, i)][1] for k in range(len(processes))) / elapsed
-                 for i in ids}
-    return cpu, messages, datagrams
+    messages = {i: sum(after[(k, i)] - before[(k, i)] for k in range(len(processes))) / elapsed for i in ids}
+    return cpu, messages
 
 
 def _cluster_file(directory: str, settings: GroupsSettings, tag: str) -> tuple[str, list[int]]:
@@ -131,8 +125,7 @@ def _cluster_file(directory: str, settings: GroupsSettings, tag: str) -> tuple[s
     return path, ids
 
 
-def _all_led(n: int, ids: Iterable[int], processes: MemberProcesses
-             ) -> Callable[[Sequence[MemberEvent]], bool]:
+def _all_led(n: int, processes: MemberProcesses) -> Callable[[Sequence[MemberEvent]], bool]:
     names = {f"shard-{k}" for k in range(n)}
 
     def check(events: Sequence[MemberEvent]) -> bool:
@@ -142,7 +135,7 @@ def _all_led(n: int, ids: Iterable[int], processes: MemberProcesses
     return check
 
 
-def _relead_trial(processes: MemberProcesses, n: int, ids: Sequence[int]) -> tuple[int, list[float]]:
+def _relead_trial(processes: MemberProcesses, ids: Sequence[int]) -> tuple[int, list[float]]:
     """Kill the member leading the most groups; return how many it led and each one's time to a new holder."""
     holders = group_lease_holders(processes.events, kills=processes.kills)
     per_member = {i: sorted(g for g, holder in holders.items() if holder == i) for i in ids}
@@ -180,11 +173,11 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
             os.makedirs(workdir)
             with MemberProcesses(path, workdir, ids, shards=n) as processes:
                 processes.start_all()
-                processes.log.wait_until(_all_led(n, ids, processes), timeout=PATIENCE,
+                processes.log.wait_until(_all_led(n, processes), timeout=PATIENCE,
                                          what=f"a lease holder in each of {n} groups")
                 time.sleep(settings.settle)  # the balancer spreads the leaderships: nothing to wait on
                 progress(f"{n} groups: idle window")
-                cpu, messages, datagrams = _idle([processes], ids, settings.window)
+                cpu, messages = _idle([processes], ids, settings.window)
                 holders = group_lease_holders(processes.events, kills=processes.kills)
                 leaders = {i: sum(1 for holder in holders.values() if holder == i) for i in ids}
                 relead: list[float] = []
@@ -192,10 +185,10 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                 if n >= settings.failover_from:
                     for trial in range(settings.trials):
                         progress(f"{n} groups: SIGKILL {trial + 1}/{settings.trials}")
-                        count, times = _relead_trial(processes, n, ids)
+                        count, times = _relead_trial(processes, ids)
                         killed.append(count)
                         relead.extend(times)
-                        processes.log.wait_until(_all_led(n, ids, processes), timeout=PATIENCE,
+                        processes.log.wait_until(_all_led(n, processes), timeout=PATIENCE,
                                                  what=f"a lease holder in each of {n} groups")
                         time.sleep(settings.settle)  # the balancer moves groups back, a few per second
                 for i in ids:  # stopped members report every lease's end: judge a finished run
@@ -204,7 +197,7 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                 findings = group_lease_findings(processes.events, kills=processes.kills)
             violations = tuple(f"{group}: {finding}" for group, found in findings.items()
                                for finding in found)
-            results.append(GroupsResult(groups=n, cpu=cpu, messages=messages, datagrams=datagrams,
+            results.append(GroupsResult(groups=n, cpu=cpu, messages=messages,
                                         leaders=leaders, relead=tuple(relead), killed_led=tuple(killed),
                                         violations=violations))
         if settings.compare:
@@ -223,9 +216,9 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                     cluster.wait_for(lambda e: e.event == "became_leader", timeout=PATIENCE)
                 time.sleep(settings.settle)
                 progress(f"{settings.compare} separate clusters: idle window")
-                cpu, messages, datagrams = _idle(clusters, ids, settings.window)
+                cpu, messages = _idle(clusters, ids, settings.window)
                 results.append(GroupsResult(groups=settings.compare, cpu=cpu, messages=messages,
-                                            datagrams=datagrams, leaders={}, separate=True))
+                                            leaders={}, separate=True))
             finally:
                 for cluster in clusters:
                     cluster.close()
@@ -239,7 +232,7 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 def groups_table(results: Sequence[GroupsResult]) -> str:
     """The results as a markdown table (times in ms, CPU in percent of one core)."""
-    header = ("groups", "CPU per member % (median, max)", "messages/s per member", "datagrams/s per member",
+    header = ("groups", "CPU per member % (median, max)", "messages/s per member",
               "leaders per member", "re-led after SIGKILL ms (median, p99, max; groups)", "violations")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
@@ -255,6 +248,6 @@ def groups_table(results: Sequence[GroupsResult]) -> str:
         lines.append("| " + " | ".join((
             label, f"{statistics.median(cpu):.1f}, {max(cpu):.1f}",
             f"{statistics.median(result.messages.values()):.0f}",
-            f"{statistics.median(result.datagrams.values()):.0f}", leaders, relead,
+            leaders, relead,
             str(len(result.violations)) if not result.separate else "-")) + " |")
     return "\n".join(lines)
