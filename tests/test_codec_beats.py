@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Optional
 
 import pytest
 from hypothesis import given, settings
@@ -45,6 +45,7 @@ from raft_election.output import Outgoing
 from raft_election.stats import MESSAGE_KINDS, MessageStats
 from tests.test_codec import messages as core_messages
 from tests.test_codec import node_ids
+from tests.test_codec_groups import REASONS, check_results, mutated_frames
 
 SECRET = b"beat secret"
 PLAIN = Codec("beats")
@@ -52,10 +53,6 @@ SIGNED = Codec("beats", SECRET)
 CODECS = [pytest.param(PLAIN, id="plain"), pytest.param(SIGNED, id="signed")]
 
 #: Every reason decode() and decode_frame() may give.
-REASONS = {
-    "bad_type", "oversized", "truncated", "bad_magic", "bad_version", "unknown_type", "wrong_cluster",
-    "missing_mac", "unexpected_mac", "bad_mac", "bad_length", "bad_field", "bad_group",
-}
 #: The wire type codes, written out independently of the codec's table.
 BEAT_CODE, BEAT_ACK_CODE = 7, 8
 #: Fixed body of both: round, chunk and version as u32, the configuration version as two u64, one flags
@@ -503,57 +500,22 @@ def test_random_bodies_of_beats_are_rejected_or_canonical(codec, type_code, flag
                                        secret=SECRET if codec.authenticated else None))
 
 
-MUTATIONS = ("flip", "truncate", "extend", "insert", "delete", "splice")
-
-
-@st.composite
-def mutated_frames(draw: Callable, codec: Codec) -> tuple[list[Envelope], bytes]:
-    """A frame mixing Beats, BeatAcks and group messages, spoilt by 1-4 mutations, and what it was made of."""
-    envelopes = draw(st.lists(member_envelopes(recipient=2) | group_envelopes(recipient=2), min_size=2,
-                              max_size=8))
-    (frame,) = codec.encode_frames(envelopes)
-    data = bytearray(frame)
-    for op in draw(st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=4)):
-        at = draw(st.integers(0, len(data)))
-        if op == "flip" and data:
-            data[min(at, len(data) - 1)] ^= 1 << draw(st.integers(0, 7))
-        elif op == "truncate":
-            del data[at:]
-        elif op == "extend":
-            data += draw(st.binary(min_size=1, max_size=40))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete":
-            del data[at:at + draw(st.integers(1, 8))]
-        elif op == "splice":
-            extra = draw(member_envelopes(recipient=2))
-            envelopes.append(extra)
-            data = data[:at] + codec.encode(extra)
-    return envelopes, bytes(data)
-
-
-def check_results(results: list[Union[Envelope, DecodeError]], genuine: Optional[list[Envelope]]) -> None:
-    assert isinstance(results, list) and results
-    for item in results:
-        assert isinstance(item, (Envelope, DecodeError)), item
-        if isinstance(item, DecodeError):
-            assert item.reason in REASONS, item.reason
-        elif genuine is not None:
-            assert item in genuine
+#: A frame mixing Beats, BeatAcks and group messages (spoilt by mutated_frames of test_codec_groups).
+MIXED = member_envelopes(recipient=2) | group_envelopes(recipient=2)
 
 
 @settings(max_examples=200)
-@given(case=mutated_frames(PLAIN))
+@given(case=mutated_frames(PLAIN, MIXED))
 def test_decode_frame_never_raises_on_mutated_frames_of_beats(case):
     _envelopes, data = case
-    check_results(PLAIN.decode_frame(data), None)
+    check_results(PLAIN, data)
 
 
 @settings(max_examples=200)
-@given(case=mutated_frames(SIGNED))
+@given(case=mutated_frames(SIGNED, MIXED))
 def test_mutated_signed_frames_of_beats_yield_only_what_was_sent(case):
     envelopes, data = case
-    check_results(SIGNED.decode_frame(data), envelopes)
+    check_results(SIGNED, data, genuine=envelopes)
 
 
 # ---------------------------------------------------------------------------------------------- statistics

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import queue
@@ -52,6 +51,7 @@ from raft_election.messages import (
     VoteRequest,
     VoteResponse,
 )
+from raft_election.processes import free_ports
 from tests.test_codec import messages, node_ids
 from transports.udp import UdpTransport
 from transports.udp.transport import RECEIVE_BUFFER
@@ -528,9 +528,12 @@ MUTATIONS = ("flip", "truncate", "extend", "insert", "delete", "splice_plain")
 
 
 @st.composite
-def mutated_frames(draw: Callable, codec: Codec) -> tuple[list[Envelope], bytes]:
-    """A valid frame of 2-8 grouped envelopes spoilt by 1-4 mutations, and the envelopes it was made of."""
-    envelopes = draw(st.lists(grouped_envelopes(recipient=2), min_size=2, max_size=8))
+def mutated_frames(draw: Callable, codec: Codec, kinds: Optional[st.SearchStrategy[Envelope]] = None
+                   ) -> tuple[list[Envelope], bytes]:
+    """A valid frame of 2-8 envelopes (``kinds``; grouped ones by default) spoilt by 1-4 mutations, and the
+    envelopes it was made of (a spliced plain message included)."""
+    kinds = grouped_envelopes(recipient=2) if kinds is None else kinds
+    envelopes = draw(st.lists(kinds, min_size=2, max_size=8))
     (data_bytes,) = codec.encode_frames(envelopes)
     data = bytearray(data_bytes)
     for op in draw(st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=4)):
@@ -546,7 +549,7 @@ def mutated_frames(draw: Callable, codec: Codec) -> tuple[list[Envelope], bytes]
         elif op == "delete":
             del data[at:at + draw(st.integers(1, 8))]
         elif op == "splice_plain":
-            extra = draw(grouped_envelopes(recipient=2))
+            extra = draw(kinds)
             envelopes.append(extra)
             data = data[:at] + codec.encode(extra)
     return envelopes, bytes(data)
@@ -579,14 +582,6 @@ def big_frame() -> bytes:
     return frame
 
 
-def free_ports(count: int, kind: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (all held until all are picked)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket(socket.AF_INET, kind)) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-
 
 @pytest.fixture
 def udp_pair() -> Iterator[tuple[UdpTransport, queue.Queue[bytes], queue.Queue[bytes]]]:
@@ -596,7 +591,7 @@ def udp_pair() -> Iterator[tuple[UdpTransport, queue.Queue[bytes], queue.Queue[b
     inbox2: queue.Queue[bytes] = queue.Queue()
     try:
         for attempt in range(5):
-            ports = free_ports(2, socket.SOCK_DGRAM)
+            ports = free_ports(2, kind="udp")
             peers = {1: f"127.0.0.1:{ports[0]}", 2: f"127.0.0.1:{ports[1]}"}
             one, two = UdpTransport(), UdpTransport()
             made += [one, two]
@@ -639,7 +634,7 @@ def test_udp_receive_buffer_holds_a_burst_of_full_frames_while_the_receiver_is_b
     receiver = UdpTransport()
     try:
         for attempt in range(5):
-            (port,) = free_ports(1, socket.SOCK_DGRAM)
+            (port,) = free_ports(1, kind="udp")
             try:
                 receiver.start(1, {1: f"127.0.0.1:{port}"}, slow)
                 break
@@ -669,7 +664,7 @@ def zmq_pair() -> Iterator[tuple[ZmqTransport, queue.Queue[bytes]]]:
     made: list[ZmqTransport] = []
     inbox2: queue.Queue[bytes] = queue.Queue()
     try:
-        ports = free_ports(2, socket.SOCK_STREAM)
+        ports = free_ports(2, kind="tcp")
         peers = {1: f"127.0.0.1:{ports[0]}", 2: f"127.0.0.1:{ports[1]}"}
         one, two = ZmqTransport(), ZmqTransport()
         made += [one, two]
