@@ -52,7 +52,6 @@ PLAIN = Codec("beats")
 SIGNED = Codec("beats", SECRET)
 CODECS = [pytest.param(PLAIN, id="plain"), pytest.param(SIGNED, id="signed")]
 
-#: Every reason decode() and decode_frame() may give.
 #: The wire type codes, written out independently of the codec's table.
 BEAT_CODE, BEAT_ACK_CODE = 7, 8
 #: Fixed body of both: round, chunk and version as u32, the configuration version as two u64, one flags
