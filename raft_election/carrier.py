@@ -171,9 +171,9 @@ class LeaderRounds:
                 beats.append((peer, listed))
         return beats
 
-    def sent(self, round_: int) -> bool:
-        """Whether ``round_`` is one of the rounds remembered (an answer to it may count)."""
-        return round_ in self._sent
+    def sent_at(self, round_: int) -> Optional[float]:
+        """When ``round_`` was sent, if it is one of the rounds remembered (an answer to it may count)."""
+        return self._sent.get(round_)
 
     def acknowledged(self, peer: int, ack: BeatAck, now: float) -> bool:
         """Record ``peer``'s answer; False (recording nothing) for an unknown round or a chunk now gone."""

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
 
-from raft_election.campaign import Campaign
+from raft_election.campaign import Campaign, ResendPace
 from raft_election.errors import (
     ConfigError,
     IllegalTransitionError,
@@ -143,8 +143,9 @@ class RaftCore:
 
     def __init__(self, config: RaftConfig, hard_state: HardState, now: float, rng: random.Random, *,
                  value: bytes = b"", stamp_first: bool = True, configures: bool = True,
-                 group: bool = False) -> None:
+                 group: bool = False, pace: Optional[ResendPace] = None) -> None:
         self._id = config.node_id
+        self._pace = pace  # a named group's repeat interval for vote requests (shared by the member's groups)
         seed = Configuration(members={member: address for member, address in config.peers.items()
                                       if not (config.join and member == self._id)})
         self._seed = seed
@@ -184,6 +185,7 @@ class RaftCore:
         # Thesis §4.2.3 stickiness; starting up counts as hearing from a leader (see module docstring).
         self._last_leader_contact = now
         self._election_deadline = now
+        self._rank = 0
         self._rank_delay = 0.0  # added to every election timeout: this member's place in the group's order
         self._order: tuple[int, ...] = ()
         self._reset_election_timer(now)
@@ -732,11 +734,17 @@ class RaftCore:
         """
         self._order = tuple(order)
         rank = order.index(self._id) if self._id in order else 0
+        self._rank = rank
         self._rank_delay = rank * (self._timeout_max - self._timeout_min)
         if self._ff is not None:
             self._ff.set_order(order)
         if restart is not None and self._role is Role.FOLLOWER and not self._carried:
             self._reset_election_timer(restart)
+
+    @property
+    def rank(self) -> int:
+        """This member's place in the group's order (0: the preferred leader, or no order)."""
+        return self._rank
 
     @property
     def order(self) -> tuple[int, ...]:
@@ -1035,11 +1043,43 @@ class RaftCore:
         if campaign is None or not campaign.answers(message, pre_vote=self._role is Role.PRE_CANDIDATE):
             self._stale_vote_response(sender, message, now)
         elif message.granted:
+            if self._pace is not None and campaign.first_send and sender not in campaign.granted:
+                self._pace.sample(now - campaign.started)
             counts = self._ff is None or self._ff.counts(campaign.request, message)
             if campaign.add(sender, message, counts=counts):
                 self._maybe_win(now)
             else:
                 self.counters["rejected_duplicate_response"] += 1
+        else:
+            if self._pace is not None and campaign.first_send and sender not in campaign.refused:
+                self._pace.sample(now - campaign.started)
+            campaign.refuse(sender)
+            if self._gives_up(campaign) and not campaign.can_win(self._membership.config.members,
+                                                                  self._membership.quorum):
+                self._give_up(now)
+
+    def _gives_up(self, campaign: Campaign) -> bool:
+        """Whether ``campaign`` ends as soon as it cannot win, and asks no one again who refused it.
+
+        A named group's plain campaign does (many groups start at once: a lost one keeps its place in the
+        member's admission limit and its repeats load every member, see groups.py).  The default group's
+        and every fast or transfer campaign keep asking until their timer: a voter that refused them may
+        grant a moment later (its stickiness ends, or its own death evidence arrives).
+        """
+        return self._group and not campaign.request.suspect and not campaign.request.transfer
+
+    def _give_up(self, now: float) -> None:
+        """A majority refused this campaign: back to follower in the same term, the election timer kept.
+
+        Leaving candidacy without a leader is always safe (Raft §5.2 lets a candidate wait out its timer
+        instead; a candidate keeps the vote it gave itself, so it grants no other in this term).  It
+        campaigns again when the timer it drew at the start fires.
+        """
+        deadline = self._election_deadline
+        self.counters["campaigns_given_up"] += 1
+        logger.debug("%d gives up its campaign at term %d: refused by a majority", self._id, self._term)
+        self._become_follower(now, self._term, None, reason="campaign_lost")
+        self._election_deadline = deadline
 
     def _campaign_on_timeout_now(self, sender: int, message: TimeoutNow, now: float) -> None:
         """Campaign at once, skipping pre-vote and stickiness: the leader gave up its lease (thesis §3.10)."""
@@ -1216,7 +1256,8 @@ class RaftCore:
         config = self._membership.config
         request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
                               config_term=config.term, config_index=config.index)
-        self._campaign = Campaign(self._id, request, now, self._heartbeat_interval, backoff=self._group)
+        resend = self._pace.interval if self._pace is not None else self._heartbeat_interval
+        self._campaign = Campaign(self._id, request, now, resend, backoff=self._group)
         if self._ff is not None:
             self._ff.campaign_started(request)
         for peer in sorted(self._membership.voters()):
@@ -1233,7 +1274,8 @@ class RaftCore:
         """
         campaign = self._campaign
         assert campaign is not None
-        for peer in campaign.repeat_to(sorted(self._membership.voters()), now):
+        for peer in campaign.repeat_to(sorted(self._membership.voters()), now,
+                                       skip_refused=self._gives_up(campaign)):
             self._send(peer, campaign.request)
             self.counters["vote_requests_resent"] += 1
 

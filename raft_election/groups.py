@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import attrs
 
+from raft_election.campaign import ResendPace
 from raft_election.carrier import LeaderRounds, View
 from raft_election.core import RaftCore
 from raft_election.errors import ConfigError, RaftElectionError
@@ -169,15 +170,18 @@ class GroupSet:
         self._heap: list[tuple[float, str]] = []
         self._leading: set[str] = set()
         self._campaigning: set[str] = set()
-        # Groups whose election timer fired while max_campaigns campaigned: they campaign in this order as
-        # campaigns end, each with the deadline its core had when parked (a core that moved it leaves).
-        self._waiting: dict[str, float] = {}
+        # Groups whose election timer fired while max_campaigns campaigned: they campaign as campaigns end,
+        # in the order of their ranks (see _Waiting), each with the deadline its core had when parked (a core
+        # that moved it leaves).
+        self._waiting = _Waiting()
         self._max_campaigns = max_campaigns
         self._followed = (default.configuration, default.configuration_committed)
         self._known = frozenset(default.addresses())
         self._pending = _Collector()
         # Coalesced rounds (raft_election.carrier): the leader's side and the follower's side.
         self._carry = carry
+        #: How long the named groups' campaigns wait for answers before asking again (measured round trips).
+        self._pace = ResendPace(config.heartbeat_interval)
         self._interval = config.heartbeat_interval
         self._timeout_min = config.election_timeout_min
         self._quorum_window = config.election_timeout_max
@@ -233,7 +237,7 @@ class GroupSet:
             heapq.heappop(heap)
         earliest = heap[0][0] if heap else math.inf
         if self._waiting and len(self._campaigning) < self._max_campaigns:
-            earliest = min(earliest, next(iter(self._waiting.values())))
+            earliest = min(earliest, self._waiting.first_deadline())
         earliest = min(earliest, self._round_deadline)
         for view in self._views.values():
             if not view.silent:
@@ -312,7 +316,7 @@ class GroupSet:
             self._deadlines.pop(name, None)
             self._leading.discard(name)
             self._campaigning.discard(name)
-            self._waiting.pop(name, None)
+            self._waiting.remove(name)
             self._wanted.discard(name)
             logger.info("%d dropped group %r at term %d", self._config.node_id, name, core.term)
         return self._pending.take()
@@ -322,7 +326,7 @@ class GroupSet:
         default = self._default
         core = RaftCore(self._voting, HardState(term=stored.term, voted_for=stored.voted_for,
                                                 config=default.configuration),
-                        now, self._rng, value=self._value, group=True)
+                        now, self._rng, value=self._value, group=True, pace=self._pace)
         self._cores[name] = core
         core.set_order(preference(name, default.configuration.members), restart=now)
         self._track(name)
@@ -338,8 +342,7 @@ class GroupSet:
         self._carried_duties(now)
         heap, deadlines = self._heap, self._deadlines
         while self._waiting and len(self._campaigning) < self._max_campaigns:
-            name = next(iter(self._waiting))
-            del self._waiting[name]
+            name = self._waiting.pop()
             if name in self._cores:
                 self._call(name, now, lambda core: core.tick(now))
         due: list[str] = []
@@ -360,7 +363,7 @@ class GroupSet:
                     and core.role is Role.FOLLOWER and core.candidate and now >= core.election_deadline
                     and not core.suspects(now)):
                 self.counters["campaigns_postponed"] += 1
-                self._waiting[name] = core.next_deadline
+                self._waiting.park(name, core.rank, core.next_deadline)
                 self._deadlines[name] = math.inf
                 continue
             self._call(name, now, lambda core: core.tick(now))
@@ -490,7 +493,7 @@ class GroupSet:
             if deadline == parked:
                 deadline = math.inf  # still waiting for its turn to campaign
             else:
-                del self._waiting[name]  # its timer moved (a leader spoke, say): it no longer waits
+                self._waiting.remove(name)  # its timer moved (a leader spoke, say): it no longer waits
         if name in self._rounds:
             # A carried leader: wake when its lease may run out (renewals only ever move that later).
             if core.lease_held:
@@ -819,9 +822,11 @@ class GroupSet:
         The refused groups leave the chunk before the answer is recorded, so it never counts for a group
         its sender did not follow (an answer covers the groups of its chunk only while they are in it).
         """
-        if not self._rounds.sent(ack.round):
+        sent_at = self._rounds.sent_at(ack.round)
+        if sent_at is None:
             self.counters["rejected_stale_response"] += 1
             return
+        self._pace.sample(now - sent_at)
         for name, term in ack.refused:
             if not self._rounds.carries(ack.chunk, name):
                 continue
@@ -830,6 +835,7 @@ class GroupSet:
                 answer = HeartbeatResponse(term=term, round=0, candidate=False)
                 self._call(name, now, functools.partial(_answer, sender=peer, message=answer, now=now))
             else:
+                self.counters["carried_groups_refused"] += 1
                 self._uncarry(name, now, holdoff=2 * self._interval)
                 self._track(name)
         if (ack.config_term, ack.config_index) > self._default.configuration.version:
@@ -842,8 +848,13 @@ class GroupSet:
         if not self._unheld:
             return
         voters, quorum, counts_self = self._voters()
-        if now < self._rounds.best_start(ack.chunk, voters, quorum, counts_self) + self._lease_duration:
+        start = self._rounds.best_start(ack.chunk, voters, quorum, counts_self)
+        if now + self._interval < start + self._lease_duration:
             # The chunk's leases may hold again: each lapsed one observes it (LeaseRegained, thesis §6.4.1).
+            # Only once a lease would last a heartbeat interval at least: on a machine so loaded that answers
+            # take nearly a lease to come back, reviving every lease on each answer only for it to lapse
+            # again before the next would cost two calls and two events per group and answer, and keep the
+            # machine that loaded (a lease revived later is only ever safer).
             for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
                 self._call(name, now, lambda core: core.observe(now))
 
@@ -862,6 +873,55 @@ def check_hard_state(name: str, state: HardState) -> HardState:
     if not name or state.config is not None:
         raise ValueError(f"stored group {name!r} must be a named group without a configuration entry")
     return state
+
+
+class _Waiting:
+    """The groups waiting for their turn to campaign (the admission limit): lowest rank first, then oldest.
+
+    Rank first, so that when many groups start at once (a member set starting, a member back after a
+    partition) each member's campaigns for the groups it is the preferred leader of come before its
+    campaigns for groups whose preferred leader may still win them: by the time those come up, most have
+    a leader, and their timers moved (which takes them out of the queue).  A queue in the order the timers
+    fired would pit several members' campaigns for one group against each other, splitting its votes.
+    """
+
+    def __init__(self) -> None:
+        self._deadlines: dict[str, float] = {}
+        self._queued: dict[str, int] = {}  # name -> its entry's sequence number in the heap
+        self._heap: list[tuple[int, int, str]] = []  # (rank, sequence, name); stale entries are skipped
+        self._sequence = 0
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def get(self, name: str) -> Optional[float]:
+        """The deadline ``name`` had when parked, or None if it does not wait."""
+        return self._deadlines.get(name)
+
+    def park(self, name: str, rank: int, deadline: float) -> None:
+        """``name`` (of ``rank`` in its group's order) waits, its core's timer at ``deadline``."""
+        self._sequence += 1
+        self._deadlines[name] = deadline
+        self._queued[name] = self._sequence
+        heapq.heappush(self._heap, (rank, self._sequence, name))
+
+    def remove(self, name: str) -> None:
+        """``name`` no longer waits (if it did)."""
+        if self._deadlines.pop(name, None) is not None:
+            del self._queued[name]
+
+    def pop(self) -> str:
+        """Take the next group to campaign out of the queue (the queue must not be empty)."""
+        while True:
+            _, sequence, name = heapq.heappop(self._heap)
+            if self._queued.get(name) == sequence:
+                del self._queued[name]
+                del self._deadlines[name]
+                return name
+
+    def first_deadline(self) -> float:
+        """The deadline of the group parked longest ago: past, like every parked one (each fired)."""
+        return next(iter(self._deadlines.values()))
 
 
 class _Collector:
