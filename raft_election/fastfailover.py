@@ -126,6 +126,8 @@ class FastFailover:
             if now - at < self._interval:
                 self._counters["vote_requests_replayed"] += 1
                 replay.append((sender, request))
+            else:
+                self._counters["vote_requests_expired"] += 1
         return replay
 
     # ------------------------------------------------------------------ the follower of a dead leader

@@ -108,7 +108,10 @@ class NodeStatus:
     ``votes_granted``; for
     fast failover ``probes_requested``, ``evidence_received``, ``fast_failovers_scheduled``,
     ``fast_campaigns_started``, ``fast_elections_won``, ``evidence_votes_granted``,
-    ``vote_requests_deferred``; and one
+    ``vote_requests_deferred`` (and ``vote_requests_replayed`` / ``vote_requests_expired`` when the
+    evidence came within / after an interval); for election groups ``campaigns_postponed`` (the admission
+    limit), ``campaigns_given_up`` (a named group's campaign a majority refused), ``groups_carried``,
+    ``carried_groups_refused``, ``carried_leaders_silent``; and one
     ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,
     ``rejected_wrong_cluster``, ``rejected_unknown_sender``, ``rejected_stale_term``, ...).
     """

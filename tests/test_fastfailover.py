@@ -242,6 +242,7 @@ def test_a_deferred_request_older_than_a_heartbeat_interval_is_not_answered():
     voter.receive(1, fast_request(), START + STEP)
     out = voter.evidence(LEADER, KIND, START + STEP + interval(voter))
     assert messages(out, VoteResponse) == []
+    assert voter.counters["vote_requests_expired"] == 1 and voter.counters["vote_requests_replayed"] == 0
 
 
 @pytest.mark.parametrize("pre_vote", [True, False])
