@@ -92,6 +92,10 @@ BALANCE_BATCH = 8
 #: death evidence about any member: a leadership just taken over may be the one the dead member left.
 BALANCE_SETTLE = 3.0
 
+#: Check-quorum of the carried groups waits up to this many windows (``election_timeout_max``) for answers
+#: to the member's rounds while a majority still sends other messages (see GroupSet._overloaded).
+CHECK_QUORUM_PATIENCE = 3
+
 #: A silent chunk's view is forgotten after this many ``election_timeout_max`` without a round of it.
 _VIEW_KEPT = 20
 
@@ -201,6 +205,7 @@ class GroupSet:
         #: Death evidence about each member: its kind, when it came, and the groups told of it so far.
         self._evidence: dict[int, tuple[str, float, set[str]]] = {}
         self._carried_at: dict[str, float] = {}  # when each carried leadership began to be carried
+        self._spoke: dict[int, float] = {}  # when a message of each member (any kind) last arrived
         self._track(DEFAULT_GROUP)
 
     # ------------------------------------------------------------------ read-only state
@@ -388,6 +393,8 @@ class GroupSet:
         return self._pending.take()
 
     def _receive(self, sender: int, group: str, message: WireMessage, now: float) -> None:
+        if sender in self._known:
+            self._spoke[sender] = now
         if sender in self._evidence:
             del self._evidence[sender]  # it speaks: it was alive when it sent this (see fastfailover.py)
         if isinstance(message, (Beat, BeatAck)):
@@ -690,7 +697,8 @@ class GroupSet:
         voters, quorum, counts_self = self._voters()
         window_start = now - self._quorum_window
         if (self._rounds and window_start >= self._rounds_since
-                and not self._rounds.quorum_heard(voters, quorum, counts_self, window_start)):
+                and not self._rounds.quorum_heard(voters, quorum, counts_self, window_start)
+                and not self._overloaded(voters, quorum, counts_self, now)):
             # Check-quorum (thesis §6.2): no majority answered the member's rounds within the window, so
             # no majority answered any carried group's: each leaves office as its own rounds would make it.
             for name in list(self._rounds.names()):
@@ -707,6 +715,29 @@ class GroupSet:
                                  and peer in self._default.configuration})
         for peer, beat in self._rounds.round(now, peers, self._value, self._default.configuration.version):
             self._pending.send(peer, beat)
+
+    def _overloaded(self, voters: frozenset[int], quorum: int, counts_self: bool, now: float) -> bool:
+        """Whether a majority's answers to the rounds are only late, not gone: check-quorum waits then.
+
+        They are late if a majority's members still send this member other messages within the window
+        and answered some round within :data:`CHECK_QUORUM_PATIENCE` windows.  When a member that led
+        hundreds of groups dies, every survivor runs dozens of campaigns at once; on a small machine the
+        answers to the rounds can then queue for longer than the window, and stepping down from every
+        carried group at once would start hundreds of elections, making the queues longer still (one run
+        re-elected 900 groups that way, taking seconds).  Waiting is only for liveness, never safety: a
+        lease still needs answers in time (is_leader stays False meanwhile), and a leader whose rounds
+        a majority cannot hear is deposed by the higher term they elect, or steps down after the patience.
+        """
+        spoke = self._spoke
+        window_start = now - self._quorum_window
+        talking = int(counts_self) + sum(1 for peer in voters if spoke.get(peer, -math.inf) >= window_start)
+        if talking < quorum:
+            return False
+        waits = self._rounds.quorum_heard(voters, quorum, counts_self,
+                                          now - CHECK_QUORUM_PATIENCE * self._quorum_window)
+        if waits:
+            self.counters["check_quorum_waited"] += 1
+        return waits
 
     def _move_to_preferred(self, now: float) -> None:
         """The balancer: hand a few leaderships to the members that prefer them (placement.py).

@@ -111,7 +111,7 @@ class NodeStatus:
     ``vote_requests_deferred`` (and ``vote_requests_replayed`` / ``vote_requests_expired`` when the
     evidence came within / after an interval); for election groups ``campaigns_postponed`` (the admission
     limit), ``campaigns_given_up`` (a named group's campaign a majority refused), ``groups_carried``,
-    ``carried_groups_refused``, ``carried_leaders_silent``; and one
+    ``carried_groups_refused``, ``carried_leaders_silent``, ``check_quorum_waited``; and one
     ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,
     ``rejected_wrong_cluster``, ``rejected_unknown_sender``, ``rejected_stale_term``, ...).
     """

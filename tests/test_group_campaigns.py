@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
 from raft_election.campaign import ResendPace
 from raft_election.core import RaftCore
-from raft_election.groups import _Waiting
+from raft_election.groups import GroupOutput, _Waiting
 from raft_election.hardstate import HardState
-from raft_election.messages import BeatAck, Heartbeat, VoteRequest, VoteResponse
+from raft_election.messages import BeatAck, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from raft_election.roles import Role
 from tests.coretools import grant, make_config, make_core, messages, only, recipients
 from tests.test_groups import TIMINGS, World
@@ -154,3 +155,47 @@ def test_a_lapsed_carried_lease_is_revived_only_with_an_interval_of_it_left() ->
     fresh = BeatAck(round=rounds._round, chunk=chunk, version=version)
     world.apply(1, groups.receive(2, "", fresh, world.now))
     assert world.leader("jobs") == 1  # an answer to the latest round revives it
+
+
+class AckLossWorld(World):
+    """A World that drops every answer to a round of ``deaf`` (as if they were all lost, or very late)."""
+
+    deaf = 0
+
+    def apply(self, i: int, output: GroupOutput) -> None:
+        answers = (BeatAck, HeartbeatResponse)
+        kept = tuple((group, outgoing) for group, outgoing in output.messages
+                     if not (outgoing.to == self.deaf and isinstance(outgoing.message, answers)))
+        super().apply(i, attrs.evolve(output, messages=kept))
+
+
+def leading_world(world: World) -> World:
+    """Member 1 alone stands in group "a", 2 in "b", 3 in "c": each leads one, carried by its rounds."""
+    for i, name in ((1, "a"), (2, "b"), (3, "c")):
+        world.ensure(i, name)
+    world.run(3.0)
+    assert [world.leader(name) for name in "abc"] == [1, 2, 3]
+    assert "a" in world.sets[1]._rounds
+    return world
+
+
+def test_check_quorum_of_carried_groups_waits_while_a_majority_still_talks() -> None:
+    world = leading_world(AckLossWorld(3, seed=6))
+    window = TIMINGS["election_timeout"][1]
+    world.deaf = 1  # the answers to member 1's rounds stop; members 2 and 3 still send it their own rounds
+    world.run(2 * window)
+    groups = world.sets[1]
+    assert world.leader("a") is None  # no lease without answers in time ...
+    assert groups.core("a").role is Role.LEADER  # type: ignore[union-attr]  # ... but no step-down yet
+    assert groups.counters["check_quorum_waited"] > 0
+    world.run(2 * window)  # past the patience: answers to no round for three windows
+    assert groups.core("a").role is not Role.LEADER  # type: ignore[union-attr]
+
+
+def test_check_quorum_of_carried_groups_does_not_wait_for_silent_members() -> None:
+    world = leading_world(World(3, seed=6))
+    window = TIMINGS["election_timeout"][1]
+    world.cut.update({2, 3})  # nothing at all from a majority: partitioned away
+    world.run(window + 2 * TIMINGS["heartbeat_interval"])
+    assert world.sets[1].core("a").role is not Role.LEADER  # type: ignore[union-attr]
+    assert world.sets[1].counters["check_quorum_waited"] == 0
