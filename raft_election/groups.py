@@ -397,6 +397,7 @@ class GroupSet:
             self._spoke[sender] = now
         if sender in self._evidence:
             del self._evidence[sender]  # it speaks: it was alive when it sent this (see fastfailover.py)
+            self.counters["evidence_voided"] += 1
         if isinstance(message, (Beat, BeatAck)):
             if sender == self._config.node_id or sender not in self._known:
                 self.counters["rejected_unknown_sender"] += 1
@@ -880,12 +881,12 @@ class GroupSet:
             return
         voters, quorum, counts_self = self._voters()
         start = self._rounds.best_start(ack.chunk, voters, quorum, counts_self)
-        if now + self._interval < start + self._lease_duration:
+        if now < start + self._lease_duration and self._rounds.first_revival(ack.chunk, start):
             # The chunk's leases may hold again: each lapsed one observes it (LeaseRegained, thesis §6.4.1).
-            # Only once a lease would last a heartbeat interval at least: on a machine so loaded that answers
+            # Once per round a majority answered, not once per answer: on a machine so loaded that answers
             # take nearly a lease to come back, reviving every lease on each answer only for it to lapse
             # again before the next would cost two calls and two events per group and answer, and keep the
-            # machine that loaded (a lease revived later is only ever safer).
+            # machine that loaded.
             for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
                 self._call(name, now, lambda core: core.observe(now))
 

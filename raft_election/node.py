@@ -109,7 +109,8 @@ class NodeStatus:
     fast failover ``probes_requested``, ``evidence_received``, ``fast_failovers_scheduled``,
     ``fast_campaigns_started``, ``fast_elections_won``, ``evidence_votes_granted``,
     ``vote_requests_deferred`` (and ``vote_requests_replayed`` / ``vote_requests_expired`` when the
-    evidence came within / after an interval); for election groups ``campaigns_postponed`` (the admission
+    evidence came in time / too late to answer them); for election groups ``evidence_voided`` (a message
+    of a member arrived after evidence about it), ``campaigns_postponed`` (the admission
     limit), ``campaigns_given_up`` (a named group's campaign a majority refused), ``groups_carried``,
     ``carried_groups_refused``, ``carried_leaders_silent``, ``check_quorum_waited``; and one
     ``rejected_<reason>`` per kind of bad or stale input (``rejected_bad_mac``, ``rejected_truncated``,

@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 from raft_election.campaign import ResendPace
+from raft_election.carrier import LeaderRounds
 from raft_election.core import RaftCore
 from raft_election.groups import GroupOutput, _Waiting
 from raft_election.hardstate import HardState
@@ -133,7 +134,7 @@ def test_waiting_groups_campaign_lowest_rank_first_then_oldest() -> None:
     assert len(waiting) == 0
 
 
-def test_a_lapsed_carried_lease_is_revived_only_with_an_interval_of_it_left() -> None:
+def test_a_lapsed_carried_lease_is_revived_by_a_late_answer_that_leaves_some_of_it() -> None:
     world = World(3, seed=4, election_timeout=(0.25, 1.0))  # check-quorum after 1 s of silence
     world.ensure(1, "jobs")
     world.run(3.0)
@@ -149,12 +150,20 @@ def test_a_lapsed_carried_lease_is_revived_only_with_an_interval_of_it_left() ->
     old_round, sent = rounds._round, rounds.latest_sent
     world.run(sent + groups._lease_duration - interval / 2 - world.now)
     late = BeatAck(round=old_round, chunk=chunk, version=version)
-    world.apply(1, groups.receive(2, "", late, world.now))  # a majority answered a round sent a lease ago
-    assert world.now < sent + groups._lease_duration  # valid for less than an interval more ...
-    assert world.leader("jobs") is None  # ... which is not worth reviving it (it would lapse before the next)
-    fresh = BeatAck(round=rounds._round, chunk=chunk, version=version)
-    world.apply(1, groups.receive(2, "", fresh, world.now))
-    assert world.leader("jobs") == 1  # an answer to the latest round revives it
+    world.apply(1, groups.receive(2, "", late, world.now))  # a majority answered a round sent a while ago
+    assert world.now < sent + groups._lease_duration
+    assert world.leader("jobs") == 1  # the lease it gives holds again, for what is left of it
+
+
+def test_lapsed_leases_are_revived_once_per_round_a_majority_answered() -> None:
+    rounds = LeaderRounds(first_round=7)
+    rounds.add("jobs", 3)
+    chunk = rounds.chunk_of("jobs")
+    assert rounds.first_revival(chunk, 1.0)
+    assert not rounds.first_revival(chunk, 1.0)  # another answer to the same round: nothing to do again
+    assert not rounds.first_revival(chunk, 0.5)
+    assert rounds.first_revival(chunk, 1.05)  # a newer round
+    assert not rounds.first_revival(chunk + 1, 2.0)  # no such chunk
 
 
 class AckLossWorld(World):
@@ -199,3 +208,14 @@ def test_check_quorum_of_carried_groups_does_not_wait_for_silent_members() -> No
     world.run(window + 2 * TIMINGS["heartbeat_interval"])
     assert world.sets[1].core("a").role is not Role.LEADER  # type: ignore[union-attr]
     assert world.sets[1].counters["check_quorum_waited"] == 0
+
+
+def test_a_message_of_a_member_voids_the_evidence_about_it_and_is_counted() -> None:
+    world = World(3, seed=3)
+    world.ensure(1, "jobs")
+    world.run(2.0)
+    groups = world.sets[2]
+    world.apply(2, groups.evidence(1, "refused", world.now))
+    assert 1 in groups._evidence
+    world.run(0.2)  # member 1 is alive: its next round reaches member 2
+    assert 1 not in groups._evidence and groups.counters["evidence_voided"] >= 1

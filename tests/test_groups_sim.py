@@ -54,16 +54,16 @@ from raft_election.invariants import LeaseInterval
 from raft_election.oracle import ElectionOracle
 from raft_election.sim import SimulatedCluster
 from tests.conftest import examples
+from tests.simfaults import (
+    CALM_DELAY,
+    LIVENESS_BOUND,
+    MAX_DRIFT,
+    SETTINGS,
+    FaultRules,
+    afterwards,
+    picks,
+)
 
-TIMEOUT = (0.150, 0.300)
-HEARTBEAT = 0.050
-MAX_DRIFT = 0.05
-SETTINGS: dict[str, Any] = {"election_timeout": TIMEOUT, "heartbeat_interval": HEARTBEAT,
-                            "max_clock_drift": MAX_DRIFT}
-#: Loopback-like one-way delays (also the network once everything heals).
-CALM_DELAY = (0.0005, 0.002)
-#: Every group led within this long after the network heals (the bound of tests/test_sim_properties.py).
-LIVENESS_BOUND = 3 * TIMEOUT[1]
 #: Names of the groups a history uses (its first 2 to 5): every character class a group name may have.
 GROUP_NAMES = ("jobs", "cron.nightly", "shard/7", "cache_warm-up", "svc@eu:1")
 #: At most this many servers in one history (fresh ones are added up to it).
@@ -336,12 +336,9 @@ def test_a_removed_member_leaves_office_in_its_groups(seed: int) -> None:
 
 # ---------------------------------------------------------------------- the state machine
 
-picks = st.integers(min_value=0, max_value=15)
-#: How long the cluster runs after a fault or a command before the next step.
-afterwards = st.sampled_from([0.0, 0.02, 0.1, 0.3, 1.0])
 
 
-class GroupsMachine(RuleBasedStateMachine):
+class GroupsMachine(FaultRules, RuleBasedStateMachine):
     """Random histories of faults, membership changes and group commands over several election groups.
 
     False death evidence is forged at one server per history only (the forger): the fast-failover lease
@@ -483,59 +480,12 @@ class GroupsMachine(RuleBasedStateMachine):
         except MembershipChangeError:
             pass  # another change is under way, or the last member: refused, nothing changed
 
-    # ---------------------------------------------------------------- network faults
-
-    @rule(data=st.data(), then=afterwards)
-    def partition(self, data: st.DataObject, then: float) -> None:
-        servers = sorted(self.cluster.nodes)
-        sides = data.draw(st.lists(st.integers(0, 2), min_size=len(servers), max_size=len(servers)),
-                          label="sides")
-        self.cluster.partition(*({s for s, k in zip(servers, sides) if k == side} for side in range(3)))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def isolate(self, pick: int, then: float) -> None:
-        self.cluster.isolate(self._server(pick))
-        self.cluster.run_for(then)
+    # ---------------------------------------------------------------- faults (more in tests/simfaults.py)
 
     @rule(src=picks, dst=picks, then=afterwards)
     def block(self, src: int, dst: int, then: float) -> None:
         """A one-way cut: ``src`` can no longer reach ``dst``."""
         self.cluster.block(self._server(src), self._server(dst))
-        self.cluster.run_for(then)
-
-    @rule(then=afterwards)
-    def heal(self, then: float) -> None:
-        self.cluster.heal()
-        self.cluster.run_for(then)
-
-    @rule(drop=st.sampled_from([0.0, 0.1, 0.3]), duplicate=st.sampled_from([0.0, 0.1]), then=afterwards)
-    def lossy(self, drop: float, duplicate: float, then: float) -> None:
-        self.cluster.drop_rate = drop
-        self.cluster.duplicate_rate = duplicate
-        self.cluster.run_for(then)
-
-    # ---------------------------------------------------------------- process faults
-
-    @rule(pick=picks, then=afterwards)
-    def crash(self, pick: int, then: float) -> None:
-        self.cluster.crash(self._server(pick))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def restart(self, pick: int, then: float) -> None:
-        """A crash and a start: every group comes back from its stored term and vote."""
-        self.cluster.restart(self._server(pick))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, resume=st.booleans(), then=afterwards)
-    def pause(self, pick: int, resume: bool, then: float) -> None:
-        """A server freezes (SIGSTOP), or a frozen one runs again."""
-        node = self._server(pick)
-        if resume:
-            self.cluster.resume(node)
-        else:
-            self.cluster.pause(node)
         self.cluster.run_for(then)
 
     @rule(pick=picks, lag=st.sampled_from([None, (0.0, 0.01), (0.02, 0.12)]), then=afterwards)

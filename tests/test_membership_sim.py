@@ -40,16 +40,16 @@ from raft_election.oracle import ElectionOracle, SafetyViolation
 from raft_election.roles import Role
 from raft_election.sim import SimulatedCluster
 from tests.conftest import examples
+from tests.simfaults import (
+    CALM_DELAY,
+    LIVENESS_BOUND,
+    MAX_DRIFT,
+    SETTINGS,
+    FaultRules,
+    afterwards,
+    picks,
+)
 
-TIMEOUT = (0.150, 0.300)
-HEARTBEAT = 0.050
-MAX_DRIFT = 0.05
-SETTINGS: dict[str, Any] = {"election_timeout": TIMEOUT, "heartbeat_interval": HEARTBEAT,
-                            "max_clock_drift": MAX_DRIFT}
-#: Loopback-like one-way delays (also the network once everything heals).
-CALM_DELAY = (0.0005, 0.002)
-#: One leader within this long after the network heals (the bound of tests/test_sim_properties.py).
-LIVENESS_BOUND = 3 * TIMEOUT[1]
 #: A change commits within this long on a calm cluster with a leader: a stamp, a catch-up round and the
 #: entry, each a heartbeat round trip, with room for a hand-over if the leader removed itself.
 CHANGE_BOUND = 2.0
@@ -340,12 +340,9 @@ def test_a_paused_leader_crashed_after_its_lease_ran_out_held_it_only_until_then
 
 #: At most this many servers in one history (fresh ones are added up to it).
 MAX_SERVERS = 8
-picks = st.integers(min_value=0, max_value=15)
-#: How long the cluster runs after a fault or a change before the next step.
-afterwards = st.sampled_from([0.0, 0.02, 0.1, 0.3, 1.0])
 
 
-class MembershipMachine(RuleBasedStateMachine):
+class MembershipMachine(FaultRules, RuleBasedStateMachine):
     """Random histories of membership changes and faults on a simulated cluster of 3 to 5 members.
 
     False death evidence is forged at one server per history only (the forger): the fast-failover lease
@@ -508,53 +505,7 @@ class MembershipMachine(RuleBasedStateMachine):
         except MembershipChangeError:
             pass  # another change is under way, or the last member: refused, nothing changed
 
-    # ---------------------------------------------------------------- network faults
-
-    @rule(data=st.data(), then=afterwards)
-    def partition(self, data: st.DataObject, then: float) -> None:
-        servers = sorted(self.cluster.nodes)
-        groups = data.draw(st.lists(st.integers(0, 2), min_size=len(servers), max_size=len(servers)),
-                           label="groups")
-        self.cluster.partition(*({s for s, g in zip(servers, groups) if g == k} for k in range(3)))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def isolate(self, pick: int, then: float) -> None:
-        self.cluster.isolate(self._server(pick))
-        self.cluster.run_for(then)
-
-    @rule(then=afterwards)
-    def heal(self, then: float) -> None:
-        self.cluster.heal()
-        self.cluster.run_for(then)
-
-    @rule(drop=st.sampled_from([0.0, 0.1, 0.3]), duplicate=st.sampled_from([0.0, 0.1]), then=afterwards)
-    def lossy(self, drop: float, duplicate: float, then: float) -> None:
-        self.cluster.drop_rate = drop
-        self.cluster.duplicate_rate = duplicate
-        self.cluster.run_for(then)
-
-    # ---------------------------------------------------------------- process faults
-
-    @rule(pick=picks, then=afterwards)
-    def crash(self, pick: int, then: float) -> None:
-        self.cluster.crash(self._server(pick))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def restart(self, pick: int, then: float) -> None:
-        self.cluster.restart(self._server(pick))
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, resume=st.booleans(), then=afterwards)
-    def pause(self, pick: int, resume: bool, then: float) -> None:
-        """A server freezes (SIGSTOP), or a frozen one runs again."""
-        node = self._server(pick)
-        if resume:
-            self.cluster.resume(node)
-        else:
-            self.cluster.pause(node)
-        self.cluster.run_for(then)
+    # ---------------------------------------------------------------- faults (more in tests/simfaults.py)
 
     @rule(pick=picks, lag=st.sampled_from([None, (0.0, 0.01), (0.02, 0.12), (0.1, 0.2)]), then=afterwards)
     def slow(self, pick: int, lag: Optional[tuple[float, float]], then: float) -> None:
