@@ -59,8 +59,6 @@ class Chunk:
     #: The version at which each group joined (acknowledgements of that version or later cover it).
     joined: dict[str, int] = attrs.field(factory=dict)
     size: int = 0
-    #: The start of the latest majority-answered round the chunk's lapsed leases were revived on.
-    revived: float = -math.inf
 
 
 class LeaderRounds:
@@ -236,17 +234,6 @@ class LeaderRounds:
             return _NEVER
         times.sort(reverse=True)
         return times[quorum - 1]
-
-    def first_revival(self, chunk: int, start: float) -> bool:
-        """Whether ``start`` is newer than the round the chunk's lapsed leases were last revived on (noted).
-
-        Lapsed leases are revived once per round a majority answered, not on every answer.
-        """
-        found = self._chunks.get(chunk)
-        if found is None or start <= found.revived:
-            return False
-        found.revived = start
-        return True
 
     def stands(self, peer: int, name: str) -> bool:
         """Whether ``peer``'s latest answer for ``name``'s chunk said it stands in every group it follows."""

@@ -358,6 +358,11 @@ class RaftCore:
         return self._lease is not None and self._lease.held
 
     @property
+    def lease_ever_held(self) -> bool:
+        """A leader: whether this office has held a lease yet (False for a win whose votes came too late)."""
+        return self._lease is not None and self._lease.begun > 0
+
+    @property
     def leases_begun(self) -> int:
         """How many leases this server has begun so far: one per win with a lease and per gap that ended.
 
@@ -1073,7 +1078,8 @@ class RaftCore:
 
         Leaving candidacy without a leader is always safe (Raft §5.2 lets a candidate wait out its timer
         instead; a candidate keeps the vote it gave itself, so it grants no other in this term).  It
-        campaigns again when the timer it drew at the start fires.
+        campaigns again when the timer it drew at the start fires (with its rank delay: retrying sooner
+        brought back the storm of a thousand groups starting at once, all of them failing).
         """
         deadline = self._election_deadline
         self.counters["campaigns_given_up"] += 1
@@ -1256,7 +1262,11 @@ class RaftCore:
         config = self._membership.config
         request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
                               config_term=config.term, config_index=config.index)
-        resend = self._pace.interval if self._pace is not None else self._heartbeat_interval
+        # A named group's plain campaign waits for the measured round trip before asking again (see
+        # ResendPace); a fast or transfer campaign asks again after an interval, as the default group's:
+        # a voter that deferred it for want of evidence must hear the repeat soon.
+        paced = self._pace is not None and not (suspect or transfer)
+        resend = self._pace.interval if paced and self._pace is not None else self._heartbeat_interval
         self._campaign = Campaign(self._id, request, now, resend, backoff=self._group)
         if self._ff is not None:
             self._ff.campaign_started(request)

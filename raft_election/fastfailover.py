@@ -113,12 +113,8 @@ class FastFailover:
     def evidence(self, peer: int, now: float) -> list[tuple[int, VoteRequest]]:
         """Death evidence about ``peer`` arrived; return the ``(sender, request)`` pairs to handle again.
 
-        Those are the fast requests naming ``peer`` that waited for it (:meth:`await_evidence`): a vote
-        request for less than a heartbeat interval (an older one was repeated by its candidate, or given up,
-        by now; granting it would spend this term's vote on a campaign that may be over), a pre-vote request
-        for less than ``election_timeout_max`` (granting one records nothing, and it still tells this
-        follower that a candidate before it is campaigning: a loaded machine may take longer than an
-        interval to bring the evidence, and a rival campaign started then would split the votes).
+        Those are the fast requests naming ``peer`` that waited for it (:meth:`await_evidence`) for less
+        than a heartbeat interval; older ones were repeated by their candidate, or given up, by now.
         """
         self._counters["evidence_received"] += 1
         self._evidence[peer] = now
@@ -127,7 +123,7 @@ class FastFailover:
             if request.suspect != peer:
                 continue
             del self._deferred[sender]
-            if now - at < (self._stale_after if request.pre_vote else self._interval):
+            if now - at < self._interval:
                 self._counters["vote_requests_replayed"] += 1
                 replay.append((sender, request))
             else:

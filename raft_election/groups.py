@@ -206,6 +206,7 @@ class GroupSet:
         self._evidence: dict[int, tuple[str, float, set[str]]] = {}
         self._carried_at: dict[str, float] = {}  # when each carried leadership began to be carried
         self._spoke: dict[int, float] = {}  # when a message of each member (any kind) last arrived
+        self._revive_tried: dict[str, float] = {}  # lapsed carried leases -> the round start last tried
         self._track(DEFAULT_GROUP)
 
     # ------------------------------------------------------------------ read-only state
@@ -506,6 +507,7 @@ class GroupSet:
             # A carried leader: wake when its lease may run out (renewals only ever move that later).
             if core.lease_held:
                 self._unheld.discard(name)
+                self._revive_tried.pop(name, None)
                 deadline = self.lease_expiry(name)
             else:
                 self._unheld.add(name)
@@ -621,6 +623,7 @@ class GroupSet:
             if refuse:
                 view.refused[name] = core.term
         self._unheld.discard(name)
+        self._revive_tried.pop(name, None)
         core.uncarry(now)
 
     def _silence(self, key: tuple[int, int], now: float) -> None:
@@ -880,16 +883,21 @@ class GroupSet:
         if not self._unheld:
             return
         voters, quorum, counts_self = self._voters()
-        start = self._rounds.best_start(ack.chunk, voters, quorum, counts_self)
-        if now < start + self._lease_duration and self._rounds.first_revival(ack.chunk, start):
-            # The chunk's leases may hold again: each lapsed one observes it (LeaseRegained, thesis §6.4.1).
-            # Once per round a majority answered, not once per answer: on a machine so loaded that answers
-            # take nearly a lease to come back, reviving every lease on each answer only for it to lapse
-            # again before the next would cost two calls and two events per group and answer, and keep the
-            # machine that loaded.
-            for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
+        if now >= self._rounds.best_start(ack.chunk, voters, quorum, counts_self) + self._lease_duration:
+            return  # not even the chunk's longest-carried group has a majority-answered round in time
+        # A lapsed lease may hold again: it observes it (LeaseRegained, thesis §6.4.1), once per round a
+        # majority answered for it, and only with a heartbeat interval of it left: on a machine so loaded
+        # that answers take nearly a lease to come back, reviving leases that would lapse again before the
+        # next answer costs two calls and two events per group and answer, and keeps the machine that
+        # loaded.  A leadership's first lease (a win whose votes came too late to carry one) is taken as
+        # soon as it holds: that is when a new leader may begin work.
+        tried = self._revive_tried
+        for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
+            start = self._carried_start(name)
+            margin = self._interval if self._cores[name].lease_ever_held else 0.0
+            if now + margin < start + self._lease_duration and start > tried.get(name, -math.inf):
+                tried[name] = start
                 self._call(name, now, lambda core: core.observe(now))
-
 
 def _transfer(core: RaftCore, *, target: int, now: float) -> Output:
     return core.transfer_leadership(now, target)[1]
