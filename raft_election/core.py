@@ -358,6 +358,12 @@ class RaftCore:
         return self._lease is not None and self._lease.held
 
     @property
+    def lease_gap_since(self) -> float:
+        """A leader without a lease: when its current lease gap began (as last observed); else inf."""
+        lease = self._lease
+        return lease.unheld_since if lease is not None and not lease.held else math.inf
+
+    @property
     def lease_ever_held(self) -> bool:
         """A leader: whether this office has held a lease yet (False for a win whose votes came too late)."""
         return self._lease is not None and self._lease.begun > 0

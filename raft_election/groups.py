@@ -886,15 +886,19 @@ class GroupSet:
         if now >= self._rounds.best_start(ack.chunk, voters, quorum, counts_self) + self._lease_duration:
             return  # not even the chunk's longest-carried group has a majority-answered round in time
         # A lapsed lease may hold again: it observes it (LeaseRegained, thesis §6.4.1), once per round a
-        # majority answered for it, and only with a heartbeat interval of it left: on a machine so loaded
-        # that answers take nearly a lease to come back, reviving leases that would lapse again before the
-        # next answer costs two calls and two events per group and answer, and keeps the machine that
-        # loaded.  A leadership's first lease (a win whose votes came too late to carry one) is taken as
-        # soon as it holds: that is when a new leader may begin work.
+        # majority answered for it; and in the first ``election_timeout_max`` of a gap only with a heartbeat
+        # interval of it left: on a machine so loaded that answers take nearly a lease to come back,
+        # reviving leases that would lapse again before the next answer costs two calls and two events per
+        # group and answer, and keeps the machine that loaded.  Later in a gap any answer in time revives
+        # it (answers that stay that late must not keep a leader without a lease for good: check-quorum
+        # waits while they come, see _overloaded).  A leadership's first lease (a win whose votes came too
+        # late to carry one) is taken as soon as it holds: that is when a new leader may begin work.
         tried = self._revive_tried
         for name in [name for name in self._unheld if self._rounds.carries(ack.chunk, name)]:
             start = self._carried_start(name)
-            margin = self._interval if self._cores[name].lease_ever_held else 0.0
+            core = self._cores[name]
+            fresh_gap = core.lease_ever_held and now - core.lease_gap_since < self._quorum_window
+            margin = self._interval if fresh_gap else 0.0
             if now + margin < start + self._lease_duration and start > tried.get(name, -math.inf):
                 tried[name] = start
                 self._call(name, now, lambda core: core.observe(now))

@@ -232,3 +232,23 @@ def test_a_message_of_a_member_voids_the_evidence_about_it_and_is_counted() -> N
     assert 1 in groups._evidence
     world.run(0.2)  # member 1 is alive: its next round reaches member 2
     assert 1 not in groups._evidence and groups.counters["evidence_voided"] >= 1
+
+
+def test_late_in_a_lease_gap_any_answer_in_time_revives_the_lease() -> None:
+    """Answers that keep coming a little too late must not keep a leader without a lease for good."""
+    world = leading_world(AckLossWorld(3, seed=6, election_timeout=(0.25, 0.6)))
+    groups = world.sets[1]
+    world.deaf = 1
+    world.run(1.0)  # a gap older than election_timeout_max, inside check-quorum's patience (1.8 s)
+    core = groups.core("a")
+    assert core is not None and core.role is Role.LEADER and world.leader("a") is None
+    rounds = groups._rounds
+    chunk = rounds.chunk_of("a")
+    interval = TIMINGS["heartbeat_interval"]
+    old_round, sent = rounds._round, rounds.latest_sent
+    world.deaf = 0
+    world.cut.update({2, 3})  # nothing else arrives meanwhile
+    world.run(sent + groups._lease_duration - interval / 2 - world.now)
+    late = BeatAck(round=old_round, chunk=chunk, version=rounds._chunks[chunk].version)
+    world.apply(1, groups.receive(2, "", late, world.now))  # less than an interval of lease left
+    assert world.leader("a") == 1
