@@ -8,13 +8,15 @@ here or from the machine itself draws the same histories.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
+from raft_election.errors import MembershipChangeError
+
 __all__ = ["CALM_DELAY", "HEARTBEAT", "LIVENESS_BOUND", "MAX_DRIFT", "SETTINGS", "TIMEOUT", "FaultRules",
-           "afterwards", "picks"]
+           "MembershipRules", "afterwards", "picks"]
 
 TIMEOUT = (0.150, 0.300)
 HEARTBEAT = 0.050
@@ -91,3 +93,55 @@ class FaultRules:
         else:
             self.cluster.pause(node)
         self.cluster.run_for(then)
+
+
+class MembershipRules:
+    """Membership changes through the (default group's) leader: adds of fresh and of outside servers,
+    removals.  A machine provides ``cluster``, ``max_servers``, ``_leader()`` and ``_server(pick)``."""
+
+    cluster: Any
+    max_servers: int
+
+    def _leader(self) -> Optional[int]:
+        raise NotImplementedError
+
+    @rule(then=afterwards)
+    def add_fresh_server(self, then: float) -> None:
+        """A brand-new server joins (hosting every group) and the leader adds it (thesis §4.2.1)."""
+        if len(self.cluster.nodes) < self.max_servers:
+            node_id = max(self.cluster.nodes) + 1
+            self.cluster.add_server(node_id)
+            self._ask("add", node_id)
+        self.cluster.run_for(then)
+
+    @rule(pick=picks, then=afterwards)
+    def add_server_again(self, pick: int, then: float) -> None:
+        """The leader adds a server outside its configuration (a removed one, or one whose add was lost)."""
+        leader = self._leader()
+        outside = sorted(set(self.cluster.nodes) - self.cluster.members(leader)) if leader is not None else []
+        if outside:
+            self._ask("add", outside[pick % len(outside)])
+        self.cluster.run_for(then)
+
+    @rule(pick=picks, itself=st.booleans(), then=afterwards)
+    def remove_member(self, pick: int, itself: bool, then: float) -> None:
+        """The leader removes a member of its configuration, or itself (thesis §4.2.2)."""
+        leader = self._leader()
+        if leader is not None:
+            members = sorted(self.cluster.members(leader))
+            self._ask("remove", leader if itself else members[pick % len(members)])
+        self.cluster.run_for(then)
+
+    def _ask(self, kind: str, node_id: int) -> None:
+        """Ask the (default group's) leader, if any, for a change; a refusal (one at a time) is fine."""
+        leader = self._leader()
+        if leader is None:
+            return
+        try:
+            if kind == "add":
+                if node_id not in self.cluster.members(leader):
+                    self.cluster.add_member(leader, node_id)
+            else:
+                self.cluster.remove_member(leader, node_id)
+        except MembershipChangeError:
+            pass  # another change is under way, or the last member: refused, nothing changed

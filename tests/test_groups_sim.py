@@ -49,7 +49,6 @@ from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from raft_election.errors import MembershipChangeError
 from raft_election.invariants import LeaseInterval
 from raft_election.oracle import ElectionOracle
 from raft_election.sim import SimulatedCluster
@@ -60,6 +59,7 @@ from tests.simfaults import (
     MAX_DRIFT,
     SETTINGS,
     FaultRules,
+    MembershipRules,
     afterwards,
     picks,
 )
@@ -338,12 +338,14 @@ def test_a_removed_member_leaves_office_in_its_groups(seed: int) -> None:
 
 
 
-class GroupsMachine(FaultRules, RuleBasedStateMachine):
+class GroupsMachine(FaultRules, MembershipRules, RuleBasedStateMachine):
     """Random histories of faults, membership changes and group commands over several election groups.
 
     False death evidence is forged at one server per history only (the forger): the fast-failover lease
     argument holds with fooled servers fewer than a majority of every configuration.
     """
+
+    max_servers = MAX_SERVERS
 
     cluster: SimulatedCluster
     forger: int
@@ -437,50 +439,8 @@ class GroupsMachine(FaultRules, RuleBasedStateMachine):
             self.cluster.set_candidate(node, candidate, group=name)
         self.cluster.run_for(then)
 
-    # ---------------------------------------------------------------- membership (the default group)
-
-    @rule(then=afterwards)
-    def add_fresh_server(self, then: float) -> None:
-        """A brand-new server joins (hosting every group) and the leader adds it."""
-        if len(self.cluster.nodes) < MAX_SERVERS:
-            node_id = max(self.cluster.nodes) + 1
-            self.cluster.add_server(node_id)
-            self._ask("add", node_id)
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def add_server_again(self, pick: int, then: float) -> None:
-        """The leader adds a server outside its configuration (a removed one, or one whose add was lost)."""
-        leader = self._leader()
-        outside = sorted(set(self.cluster.nodes) - self.cluster.members(leader)) if leader is not None else []
-        if outside:
-            self._ask("add", outside[pick % len(outside)])
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, itself=st.booleans(), then=afterwards)
-    def remove_member(self, pick: int, itself: bool, then: float) -> None:
-        """The default group's leader removes a member (or itself): every group loses that voter."""
-        leader = self._leader()
-        if leader is not None:
-            members = sorted(self.cluster.members(leader))
-            self._ask("remove", leader if itself else members[pick % len(members)])
-        self.cluster.run_for(then)
-
-    def _ask(self, kind: str, node_id: int) -> None:
-        """Ask the default group's leader for a change; a refusal (one change at a time) is fine."""
-        leader = self._leader()
-        if leader is None:
-            return
-        try:
-            if kind == "add":
-                if node_id not in self.cluster.members(leader):
-                    self.cluster.add_member(leader, node_id)
-            else:
-                self.cluster.remove_member(leader, node_id)
-        except MembershipChangeError:
-            pass  # another change is under way, or the last member: refused, nothing changed
-
-    # ---------------------------------------------------------------- faults (more in tests/simfaults.py)
+    # ---------------------------------------------------------------- faults and membership changes: more in
+    # tests/simfaults.py
 
     @rule(src=picks, dst=picks, then=afterwards)
     def block(self, src: int, dst: int, then: float) -> None:

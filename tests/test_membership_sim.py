@@ -33,7 +33,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from raft_election.errors import MembershipChangeError
 from raft_election.events import BecameLeader
 from raft_election.invariants import SafetyChecker
 from raft_election.oracle import ElectionOracle, SafetyViolation
@@ -46,6 +45,7 @@ from tests.simfaults import (
     MAX_DRIFT,
     SETTINGS,
     FaultRules,
+    MembershipRules,
     afterwards,
     picks,
 )
@@ -342,13 +342,15 @@ def test_a_paused_leader_crashed_after_its_lease_ran_out_held_it_only_until_then
 MAX_SERVERS = 8
 
 
-class MembershipMachine(FaultRules, RuleBasedStateMachine):
+class MembershipMachine(FaultRules, MembershipRules, RuleBasedStateMachine):
     """Random histories of membership changes and faults on a simulated cluster of 3 to 5 members.
 
     False death evidence is forged at one server per history only (the forger): the fast-failover lease
     argument holds with fooled servers fewer than a majority of every configuration, and a single one is
     that for any configuration of two or more members (a configuration of one has no one to fool).
     """
+
+    max_servers = MAX_SERVERS
 
     #: Whether a new leader first commits an entry of its term (False only to show the bug it prevents).
     stamp_first: ClassVar[bool] = True
@@ -390,35 +392,7 @@ class MembershipMachine(FaultRules, RuleBasedStateMachine):
     # Every other rule lets ``then`` seconds pass after it, so faults and changes interleave with elections,
     # catch-up rounds and commits rather than all landing at one instant.
 
-    # ---------------------------------------------------------------- membership changes
-
-    @rule(then=afterwards)
-    def add_fresh_server(self, then: float) -> None:
-        """A brand-new server joins and the leader adds it (thesis §4.2.1: catch-up round, then the entry)."""
-        if len(self.cluster.nodes) < MAX_SERVERS:
-            node_id = max(self.cluster.nodes) + 1
-            self.cluster.add_server(node_id)
-            self._ask("add", node_id)
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, then=afterwards)
-    def add_server_again(self, pick: int, then: float) -> None:
-        """The leader adds a server outside its configuration (a removed one, or a fresh one whose add was
-        abandoned or lost with a leader), running or not."""
-        leader = self._leader()
-        outside = sorted(set(self.cluster.nodes) - self.cluster.members(leader)) if leader is not None else []
-        if outside:
-            self._ask("add", outside[pick % len(outside)])
-        self.cluster.run_for(then)
-
-    @rule(pick=picks, itself=st.booleans(), then=afterwards)
-    def remove_member(self, pick: int, itself: bool, then: float) -> None:
-        """The leader removes a member of its configuration, or itself (thesis §4.2.2)."""
-        leader = self._leader()
-        if leader is not None:
-            members = sorted(self.cluster.members(leader))
-            self._ask("remove", leader if itself else members[pick % len(members)])
-        self.cluster.run_for(then)
+    # ---------------------------------------------------------------- membership (more in tests/simfaults.py)
 
     @rule(pick=picks, then=afterwards)
     def abandon_change(self, pick: int, then: float) -> None:
@@ -490,20 +464,6 @@ class MembershipMachine(FaultRules, RuleBasedStateMachine):
             if target is not None:
                 self._ask("add" if adding else "remove", target)
         self.cluster.run_for(then)
-
-    def _ask(self, kind: str, node_id: int) -> None:
-        """Ask the leader, if there is one, for a change; a refusal (one change at a time) is fine."""
-        leader = self._leader()
-        if leader is None:
-            return
-        try:
-            if kind == "add":
-                if node_id not in self.cluster.members(leader):
-                    self.cluster.add_member(leader, node_id)
-            else:
-                self.cluster.remove_member(leader, node_id)
-        except MembershipChangeError:
-            pass  # another change is under way, or the last member: refused, nothing changed
 
     # ---------------------------------------------------------------- faults (more in tests/simfaults.py)
 
