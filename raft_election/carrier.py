@@ -223,6 +223,24 @@ class LeaderRounds:
             return cached[2]
         return self._start_from(chunk_id, joined, voters, quorum, counts_self)
 
+    def shared_start(self, chunk_id: int, voters: frozenset[int], quorum: int,
+                     counts_self: bool) -> tuple[int, float]:
+        """The start most groups of ``chunk_id`` share, and the newest version it covers: ``(floor, start)``.
+
+        Every group that joined the chunk at version ``floor`` or earlier has :meth:`start` ``start`` (each
+        voter acknowledged that version or a newer one); a later one has its own, never later.
+        """
+        found = self._chunks.get(chunk_id)
+        if found is None or not found.entries:
+            return -1, _NEVER
+        self.start(next(iter(found.entries)), voters, quorum, counts_self)  # refreshes the cache
+        _, floor, start = self._starts[chunk_id]
+        return floor, start
+
+    def joined(self, name: str) -> int:
+        """The version of its chunk at which ``name`` joined it."""
+        return self._chunks[self._where[name]].joined[name]
+
     def _start_from(self, chunk_id: int, joined: int, voters: Iterable[int], quorum: int,
                     counts_self: bool) -> float:
         times = [self.latest_sent] if counts_self else []

@@ -473,7 +473,9 @@ def _bench_groups(args: argparse.Namespace) -> int:
     print()
     print(groups_table(results))
     print("\nCPU: percent of one core per member process over the idle window (the separate clusters' row: "
-          "summed over the K processes of one member id).  Messages sent per second per "
+          "summed over the K processes of one member id); of it, the application's: the threads that "
+          "benchmarks/app_thread starts beside each node (RE_APP_READ_MS, RE_APP_GIL_MS), and without "
+          "it: the member's own cost.  Messages sent per second per "
           "member.  Leaders per member: groups whose lease each member held at the end of the window.  "
           "Re-led: from the SIGKILL of the member leading the most groups until another member held each "
           "of its groups' leases (member events, one clock); the killed member is restarted between trials. "

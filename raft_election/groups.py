@@ -207,6 +207,11 @@ class GroupSet:
         self._carried_at: dict[str, float] = {}  # when each carried leadership began to be carried
         self._spoke: dict[int, float] = {}  # when a message of each member (any kind) last arrived
         self._revive_tried: dict[str, float] = {}  # lapsed carried leases -> the round start last tried
+        # Carried leaders whose lease rests on their chunk's shared start alone (see _watch): the chunk's
+        # deadline stands for all of theirs, so a steady round costs nothing per group.
+        self._watched: dict[int, dict[str, None]] = {}  # chunk -> its watched groups
+        self._watched_in: dict[str, int] = {}  # watched group -> its chunk
+        self._watched_joined: dict[int, int] = {}  # chunk -> the newest version a watched group joined at
         self._track(DEFAULT_GROUP)
 
     # ------------------------------------------------------------------ read-only state
@@ -250,6 +255,8 @@ class GroupSet:
                 earliest = min(earliest, view.heard + self._timeout_min)
         for at in self._probe_at.values():
             earliest = min(earliest, at)
+        for chunk in self._watched:
+            earliest = min(earliest, self._watch_deadline(chunk))
         return earliest
 
     def is_leader(self, name: str, now: float) -> bool:
@@ -320,6 +327,7 @@ class GroupSet:
             self._stored[name] = core.hard_state
             del self._cores[name]
             self._deadlines.pop(name, None)
+            self._unwatch(name)
             self._leading.discard(name)
             self._campaigning.discard(name)
             self._waiting.remove(name)
@@ -347,6 +355,14 @@ class GroupSet:
         """Advance time to ``now``: the member's duties first, then every group whose deadline passed."""
         self._carried_duties(now)
         heap, deadlines = self._heap, self._deadlines
+        for chunk in [chunk for chunk in self._watched if self._watch_deadline(chunk) <= now]:
+            # The chunk's shared lease ran out (or no longer covers every group watched): each group's
+            # own deadline decides again, now.
+            self._watched_joined.pop(chunk, None)
+            for name in self._watched.pop(chunk):
+                del self._watched_in[name]
+                deadlines[name] = now
+                heapq.heappush(heap, (now, name))
         while self._waiting and len(self._campaigning) < self._max_campaigns:
             name = self._waiting.pop()
             if name in self._cores:
@@ -509,8 +525,13 @@ class GroupSet:
                 self._unheld.discard(name)
                 self._revive_tried.pop(name, None)
                 deadline = self.lease_expiry(name)
+                if self._watch(name, core, deadline):
+                    deadline = math.inf
             else:
                 self._unheld.add(name)
+                self._unwatch(name)
+        elif name in self._watched_in:
+            self._unwatch(name)
         if self._deadlines.get(name) != deadline:
             self._deadlines[name] = deadline
             heapq.heappush(self._heap, (deadline, name))
@@ -525,6 +546,49 @@ class GroupSet:
             self._campaigning.add(name)
         else:
             self._campaigning.discard(name)
+
+    def _watch(self, name: str, core: RaftCore, expiry: float) -> bool:
+        """Let its chunk's deadline watch carried leader ``name``'s lease; return whether it is watched now.
+
+        Only if the chunk's shared start is all that lease rests on: the group joined no later than every
+        voter's acknowledged version, and its core's own lease ends no later.
+        """
+        chunk = self._rounds.chunk_of(name)
+        voters, quorum, counts_self = self._voters()
+        floor, start = self._rounds.shared_start(chunk, voters, quorum, counts_self)
+        joined = self._rounds.joined(name)
+        if joined > floor or expiry != start + self._lease_duration:
+            self._unwatch(name)
+            return False
+        previous = self._watched_in.get(name)
+        if previous != chunk:
+            if previous is not None:
+                self._unwatch(name)
+            self._watched.setdefault(chunk, {})[name] = None
+            self._watched_in[name] = chunk
+        if joined > self._watched_joined.get(chunk, -1):
+            self._watched_joined[chunk] = joined
+        return True
+
+    def _unwatch(self, name: str) -> None:
+        chunk = self._watched_in.pop(name, None)
+        if chunk is not None:
+            names = self._watched[chunk]
+            del names[name]
+            if not names:
+                del self._watched[chunk]
+                self._watched_joined.pop(chunk, None)
+
+    def _watch_deadline(self, chunk: int) -> float:
+        """When the leases of ``chunk``'s watched groups run out.
+
+        -inf if the shared start no longer covers them all: then each must be looked at now.
+        """
+        voters, quorum, counts_self = self._voters()
+        floor, start = self._rounds.shared_start(chunk, voters, quorum, counts_self)
+        if self._watched_joined.get(chunk, -1) > floor:
+            return -math.inf
+        return start + self._lease_duration
 
     def _follow_default(self, now: float) -> None:
         """After the default group moved: hand a changed configuration entry to every other group."""
@@ -623,6 +687,7 @@ class GroupSet:
             if refuse:
                 view.refused[name] = core.term
         self._unheld.discard(name)
+        self._unwatch(name)
         self._revive_tried.pop(name, None)
         core.uncarry(now)
 

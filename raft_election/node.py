@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import queue
 import random
 import threading
@@ -243,6 +244,7 @@ class RaftNode:
         self._queued = 0  # tickets handed out: outputs appended to _pending so far
         self._done = 0  # outputs carried out (or dropped by a halt) so far, in ticket order
         self._carrying = False  # a thread is carrying out an output right now
+        self._timer_at = -math.inf  # the deadline the timer thread sleeps until (-inf: it is not sleeping)
         self._stats = MessageStats()
         self._groups: Optional[GroupSet] = None
         self._wanted_groups: dict[str, bool] = {}  # groups asked for before start: name -> stands
@@ -982,12 +984,16 @@ class RaftNode:
                     if self._stopping or self._failure is not None or groups is None:
                         return
                     now = self._clock()
-                    wait = groups.next_deadline - now
-                    if wait <= 0:
+                    deadline = groups.next_deadline
+                    if deadline <= now:
                         ticket = self._push(groups.tick(now), now)
                         self._changed.notify_all()
                         break
-                    self._changed.wait(wait)
+                    self._timer_at = deadline
+                    try:
+                        self._changed.wait(deadline - now)
+                    finally:
+                        self._timer_at = -math.inf
             self._carry_out(ticket)
 
     def _on_datagram(self, data: bytes) -> None:
@@ -1036,18 +1042,18 @@ class RaftNode:
     def _feed(self, step: Callable[[GroupSet, float], GroupOutput]) -> None:
         """Hand the groups something from a transport thread (ignored unless running), then carry it out.
 
-        Wakes the timer and any waiter only for news: an event, or a deadline that came earlier.  A
-        heartbeat that merely pushes the deadlines back (most messages) wakes nobody.
+        Wakes the timer and any waiter only for news: an event, or a deadline earlier than the one the
+        timer sleeps until (a busy timer looks at the deadlines again anyway).  A heartbeat that merely
+        pushes the deadlines back (most messages) wakes nobody.
         """
         with self._lock:
             groups = self._groups
             if self._stopping or self._failure is not None or groups is None:
                 return
-            deadline = groups.next_deadline
             now = self._clock()
             output = step(groups, now)
             ticket = self._push(output, now)
-            if output.events or groups.next_deadline < deadline:
+            if output.events or groups.next_deadline < self._timer_at:
                 self._changed.notify_all()
         self._carry_out(ticket)
 
@@ -1092,23 +1098,28 @@ class RaftNode:
             if self._done >= ticket or self._failure is not None:
                 return
             self._carrying = True
-        try:
-            while True:
+            batch = self._take_pending_locked()
+        while batch:
+            performed = False
+            try:
+                self._perform(batch)
+                performed = True
+            finally:
                 with self._lock:
-                    if not self._pending or self._failure is not None:
-                        return
-                    batch = list(self._pending)
-                    self._pending.clear()
-                try:
-                    self._perform(batch)
-                finally:
-                    with self._lock:
-                        self._done += len(batch)
-                        self._carried.notify_all()
-        finally:
-            with self._lock:
-                self._carrying = False
-                self._carried.notify_all()
+                    self._done += len(batch)
+                    # If _perform raised, the next thread to come carries out what waits.
+                    batch = self._take_pending_locked() if performed else []
+                    if not batch:
+                        self._carrying = False
+                    self._carried.notify_all()
+
+    def _take_pending_locked(self) -> list[GroupOutput]:
+        """Take every output waiting to be carried out (none once the node halted)."""
+        if not self._pending or self._failure is not None:
+            return []
+        batch = list(self._pending)
+        self._pending.clear()
+        return batch
 
     def _perform(self, batch: list[GroupOutput]) -> None:
         """Carry out outputs: persist (one write), hand over peers, send, probe, report."""

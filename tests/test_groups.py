@@ -16,7 +16,7 @@ import pytest
 from raft_election.config import RaftConfig
 from raft_election.core import RaftCore
 from raft_election.errors import ConfigError, MembershipChangeError, RaftElectionError
-from raft_election.events import BecameLeader
+from raft_election.events import BecameLeader, LeaseLost
 from raft_election.groups import GroupOutput, GroupSet
 from raft_election.hardstate import HardState
 from raft_election.messages import BeatAck, Heartbeat, HeartbeatResponse, Message, VoteRequest
@@ -354,6 +354,40 @@ def test_carried_groups_cost_one_beat_per_peer_and_interval_and_keep_their_lease
     assert rounds - 2 <= kinds["2->1 BeatAck"] <= rounds + 2
     assert kinds["1->2 Heartbeat"] == 0 and kinds["2->1 HeartbeatResponse"] == 0
     assert all(world.sets[1].core(name).counters["lease_gaps"] == 0 for name in names)  # type: ignore[union-attr]
+
+
+def test_steady_rounds_cost_no_work_per_carried_group() -> None:
+    """The leases of the carried groups are watched per chunk (GroupSet._watch): while rounds are answered
+    no group's lease needs looking at on its own; once they stop, every lease lapse is reported at the
+    chunk's deadline, which is each group's lease end."""
+    world = World(3, seed=5)
+    names = [f"g{k}" for k in range(20)]
+    for name in names:
+        world.ensure(1, name)
+    world.run(3.0)
+    assert all(world.leader(name) == 1 for name in names)
+    leader = world.sets[1]
+    looked_at: Counter[str] = Counter()
+    track = leader._track
+
+    def counted(name: str) -> None:
+        looked_at[name] += 1
+        track(name)
+
+    leader._track = counted  # type: ignore[method-assign]
+    world.run(4.0)  # about 18 lease durations: each lease renewed that often
+    assert not any(looked_at[name] for name in names), looked_at
+    assert all(world.leader(name) == 1 for name in names)
+    world.outputs.clear()
+    cut_at = world.now
+    world.cut = {1}
+    ends = {name: leader.lease_expiry(name) for name in names}
+    world.run(1.0)
+    lost = {name: event.at for i, output in world.outputs if i == 1 for name, event in output.events
+            if isinstance(event, LeaseLost)}
+    assert set(lost) == set(names)
+    assert all(cut_at < lost[name] == pytest.approx(ends[name], abs=1e-9) for name in names)  # on time
+    assert world.leaders("g0") == []
 
 
 def test_leadership_lands_on_each_groups_preferred_member() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from raft_election.bench.procstat import cpu_seconds
+from raft_election.bench.procstat import APPLICATION_THREAD, cpu_seconds, threads_cpu_seconds
 from raft_election.errors import ConfigError
 from raft_election.processes import (
     MemberEvent,
@@ -83,7 +83,9 @@ class GroupsResult:
     """One ``N``: idle costs per member, leaders per member, re-lead times, and what the checker found."""
 
     groups: int
-    cpu: Mapping[int, float]  #: per member: percent of one core over the idle window
+    cpu: Mapping[int, float]  #: per member: percent of one core over the idle window (the whole process)
+    #: per member: of ``cpu``, what the application threads beside the node took (benchmarks/app_thread)
+    app_cpu: Mapping[int, float] = attrs.field(factory=dict)
     messages: Mapping[int, float]  #: per member: messages sent per second over the idle window
     leaders: Mapping[int, int]  #: per member: groups whose lease it held at the end of the window
     #: Seconds from a SIGKILL until a new holder, one per group the killed member led, over all trials.
@@ -98,19 +100,30 @@ def _sent(status: Mapping[str, Any]) -> float:
 
 
 def _idle(processes: Sequence[MemberProcesses], ids: Sequence[int], window: float
-          ) -> tuple[dict[int, float], dict[int, float]]:
-    """CPU percent and messages sent per second per member id over ``window``, summed over ``processes``."""
-    before_cpu = {(k, i): cpu_seconds(p.pid(i)) for k, p in enumerate(processes) for i in ids}
-    before = {(k, i): _sent(p.status(i)) for k, p in enumerate(processes) for i in ids}
+          ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """Per member id over ``window``, summed over ``processes``: CPU and application CPU, messages sent.
+
+    CPU in percent of one core (the whole process); of it, the application threads' (see
+    :data:`~raft_election.bench.procstat.APPLICATION_THREAD`); messages sent per second.
+    """
+    keys = [(k, i) for k in range(len(processes)) for i in ids]
+    before_cpu = {(k, i): cpu_seconds(processes[k].pid(i)) for k, i in keys}
+    before_app = {(k, i): threads_cpu_seconds(processes[k].pid(i), APPLICATION_THREAD) for k, i in keys}
+    before = {(k, i): _sent(processes[k].status(i)) for k, i in keys}
     start = time.monotonic()
     time.sleep(window)  # the idle window itself: nothing to wait for, the members just run
-    after_cpu = {(k, i): cpu_seconds(p.pid(i)) for k, p in enumerate(processes) for i in ids}
+    after_cpu = {(k, i): cpu_seconds(processes[k].pid(i)) for k, i in keys}
+    after_app = {(k, i): threads_cpu_seconds(processes[k].pid(i), APPLICATION_THREAD) for k, i in keys}
     elapsed = time.monotonic() - start
-    after = {(k, i): _sent(p.status(i)) for k, p in enumerate(processes) for i in ids}
-    cpu = {i: 100.0 * sum(after_cpu[(k, i)] - before_cpu[(k, i)] for k in range(len(processes))) / elapsed
-           for i in ids}
-    messages = {i: sum(after[(k, i)] - before[(k, i)] for k in range(len(processes))) / elapsed for i in ids}
-    return cpu, messages
+    after = {(k, i): _sent(processes[k].status(i)) for k, i in keys}
+
+    def per_member(end: Mapping[tuple[int, int], float], begin: Mapping[tuple[int, int], float],
+                   scale: float) -> dict[int, float]:
+        return {i: scale * sum(end[(k, i)] - begin[(k, i)] for k in range(len(processes))) / elapsed
+                for i in ids}
+
+    return (per_member(after_cpu, before_cpu, 100.0), per_member(after_app, before_app, 100.0),
+            per_member(after, before, 1.0))
 
 
 def _cluster_file(directory: str, settings: GroupsSettings, tag: str) -> tuple[str, list[int]]:
@@ -177,7 +190,7 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                                          what=f"a lease holder in each of {n} groups")
                 time.sleep(settings.settle)  # the balancer spreads the leaderships: nothing to wait on
                 progress(f"{n} groups: idle window")
-                cpu, messages = _idle([processes], ids, settings.window)
+                cpu, app_cpu, messages = _idle([processes], ids, settings.window)
                 holders = group_lease_holders(processes.events, kills=processes.kills)
                 leaders = {i: sum(1 for holder in holders.values() if holder == i) for i in ids}
                 relead: list[float] = []
@@ -197,7 +210,7 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                 findings = group_lease_findings(processes.events, kills=processes.kills)
             violations = tuple(f"{group}: {finding}" for group, found in findings.items()
                                for finding in found)
-            results.append(GroupsResult(groups=n, cpu=cpu, messages=messages,
+            results.append(GroupsResult(groups=n, cpu=cpu, app_cpu=app_cpu, messages=messages,
                                         leaders=leaders, relead=tuple(relead), killed_led=tuple(killed),
                                         violations=violations))
         if settings.compare:
@@ -216,8 +229,9 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                     cluster.wait_for(lambda e: e.event == "became_leader", timeout=PATIENCE)
                 time.sleep(settings.settle)
                 progress(f"{settings.compare} separate clusters: idle window")
-                cpu, messages = _idle(clusters, ids, settings.window)
-                results.append(GroupsResult(groups=settings.compare, cpu=cpu, messages=messages,
+                cpu, app_cpu, messages = _idle(clusters, ids, settings.window)
+                results.append(GroupsResult(groups=settings.compare, cpu=cpu, app_cpu=app_cpu,
+                                            messages=messages,
                                             leaders={}, separate=True))
             finally:
                 for cluster in clusters:
@@ -232,11 +246,14 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 def groups_table(results: Sequence[GroupsResult]) -> str:
     """The results as a markdown table (times in ms, CPU in percent of one core)."""
-    header = ("groups", "CPU per member % (median, max)", "messages/s per member",
+    header = ("groups", "CPU per member % (median, max)", "of it the application's % (median)",
+              "CPU without the application % (median, max)", "messages/s per member",
               "leaders per member", "re-led after SIGKILL ms (median, p99, max; groups)", "violations")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cpu = sorted(result.cpu.values())
+        app = [result.app_cpu.get(i, 0.0) for i in result.cpu]
+        member = sorted(result.cpu[i] - result.app_cpu.get(i, 0.0) for i in result.cpu)
         label = f"{result.groups} separate clusters" if result.separate else str(result.groups)
         if result.relead:
             relead = (f"{statistics.median(result.relead) * 1000:.0f}, "
@@ -246,7 +263,8 @@ def groups_table(results: Sequence[GroupsResult]) -> str:
             relead = "-"
         leaders = " ".join(f"{i}:{count}" for i, count in sorted(result.leaders.items())) or "-"
         lines.append("| " + " | ".join((
-            label, f"{statistics.median(cpu):.1f}, {max(cpu):.1f}",
+            label, f"{statistics.median(cpu):.1f}, {max(cpu):.1f}", f"{statistics.median(app):.1f}",
+            f"{statistics.median(member):.1f}, {max(member):.1f}",
             f"{statistics.median(result.messages.values()):.0f}",
             leaders, relead,
             str(len(result.violations)) if not result.separate else "-")) + " |")

@@ -35,6 +35,7 @@ logger = logging.getLogger(__package__)
 
 #: Frames handled per wake-up before checking for close again.
 _RECEIVE_BATCH = 64
+_POLLIN = int(zmq.POLLIN)
 #: Pause after an unexpected error in the receive loop, so a persistent fault cannot spin a CPU.
 _ERROR_BACKOFF = 0.05
 
@@ -556,6 +557,10 @@ class ZmqTransport(SocketTransport):
                 self._reject("oversized", "a %d-byte frame (limit %d)", len(frame), MAX_FRAME_SIZE)
             else:
                 self._deliver_one(frame)
+            # Nothing more queued: asking is cheaper than having recv raise zmq.Again (and int() keeps
+            # the test off the slow enum operators).
+            if not int(pull.getsockopt(zmq.EVENTS)) & _POLLIN:
+                break
 
     def _refused_client(self, mechanism: str, address: str) -> None:
         """The ZAP handler refused a client: count and log it (``rejected_unauthenticated``)."""
