@@ -478,7 +478,9 @@ def _bench_groups(args: argparse.Namespace) -> int:
           "it: the member's own cost.  Messages sent per second per "
           "member.  Leaders per member: groups whose lease each member held at the end of the window.  "
           "Re-led: from the SIGKILL of the member leading the most groups until another member held each "
-          "of its groups' leases (member events, one clock); the killed member is restarted between trials. "
+          "of its groups' leases (member events, one clock; a lease begins when the vote round that won it "
+          "began, thesis §6.4.1), and until the new holder's application heard of it (the event line was "
+          "made); the killed member is restarted between trials. "
           " Violations: per-group safety findings over the whole run (two leaders in a term, overlapping "
           "leases, fencing tokens going back).")
     if args.json:

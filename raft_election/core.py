@@ -1276,9 +1276,17 @@ class RaftCore:
         self._campaign = Campaign(self._id, request, now, resend, backoff=self._group)
         if self._ff is not None:
             self._ff.campaign_started(request)
-        for peer in sorted(self._membership.voters()):
+        for peer in self._asked(request):
             self._send(peer, request)
         self._maybe_win(now)
+
+    def _asked(self, request: VoteRequest) -> list[int]:
+        """The peers a campaign asks: every voter but, in a fast campaign, the dead leader it names.
+
+        The suspect's process is gone (our evidence says so): a request to it, and every repeat of it, is
+        work for nothing, on a machine that a failover of many groups keeps busy already.
+        """
+        return [peer for peer in sorted(self._membership.voters()) if peer != request.suspect]
 
     def _resend_vote_requests(self, now: float) -> None:
         """Repeat this campaign's request to the peers whose grant has not counted (Raft §5.1: retry RPCs).
@@ -1290,7 +1298,7 @@ class RaftCore:
         """
         campaign = self._campaign
         assert campaign is not None
-        for peer in campaign.repeat_to(sorted(self._membership.voters()), now,
+        for peer in campaign.repeat_to(self._asked(campaign.request), now,
                                        skip_refused=self._gives_up(campaign)):
             self._send(peer, campaign.request)
             self.counters["vote_requests_resent"] += 1

@@ -15,7 +15,9 @@ line, flushed at once, with at least the keys ``event`` (``started``, ``became_l
 ``lease_regained``, ``lost_leadership``, ``leader_changed``, ``leader_value``, ``voted``, ``evidence``,
 ``membership``, ``status``, ``faults``, ``stopped``; with ``shards`` also ``group_leader`` and
 ``group_lost``), ``node``, ``term``, ``leader``, ``monotonic`` (``time.monotonic()``, comparable across
-processes on one machine) and ``wall`` (``time.time()``).
+processes on one machine), ``wall`` (``time.time()``) and ``reported`` (``time.monotonic()`` when the line
+was made: when the application's listener heard of the event, which for a leadership is after the instant
+its lease began, given as ``monotonic``).
 ``started`` is the first line (events of the node before it are held back until it is written) and
 carries the member's own ``value``, ``members`` (the configuration it starts with, as
 ``{"<id>": "<address>"}``: the one stored by an earlier run, else the cluster file's) and ``voter`` (False
@@ -178,6 +180,7 @@ class EventReporter:
         record: dict[str, Any] = {
             "event": event, "node": self._node_id, "term": term, "leader": leader,
             "monotonic": time.monotonic() if monotonic is None else monotonic, "wall": time.time(),
+            "reported": time.monotonic(),
         }
         record.update(extra)
         return json.dumps(record, sort_keys=False) if self._json else self._human(record)
@@ -212,7 +215,8 @@ class EventReporter:
                            + ("" if record.get("voter", True) else f" ({node} is not one of them)")),
         }.get(event)
         if text is None:
-            details = {k: v for k, v in record.items() if k not in ("event", "node", "monotonic", "wall")}
+            details = {k: v for k, v in record.items()
+                       if k not in ("event", "node", "monotonic", "wall", "reported")}
             text = f"member {node} {event}: {json.dumps(details)}"
         return f"{stamp} {text}"
 

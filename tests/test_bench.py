@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.ranges import merge_ranges
 from raft_election.bench import BenchSettings, MemoryCluster, run_range
+from raft_election.bench.groups import GroupsResult, groups_table
 from raft_election.bench.report import ideal_failover, markdown_table, percentile, range_figures, summarize
 from raft_election.cli import main
 
@@ -157,3 +158,14 @@ def test_settings_default_heartbeat_is_a_third_of_the_minimum_timeout():
     settings = BenchSettings(timeouts=((0.150, 0.300), (0.012, 0.024)))
     assert settings.heartbeat_for((0.150, 0.300)) == pytest.approx(0.050)
     assert settings.heartbeat_for((0.012, 0.024)) == pytest.approx(0.004)
+
+
+def test_the_groups_table_gives_the_members_cpu_without_the_application_and_both_re_lead_times():
+    """bench --groups: a member's own CPU is the process's minus its application threads'; re-led times are
+    given both to the lease's start and to when the new holder's application heard of it."""
+    result = GroupsResult(groups=1000, cpu={1: 10.0, 2: 12.0, 3: 9.0}, app_cpu={1: 2.5, 2: 3.0, 3: 2.0},
+                          messages={1: 280.0, 2: 290.0, 3: 270.0}, leaders={1: 400, 2: 300, 3: 300},
+                          relead=(0.05, 0.08, 0.12), relead_heard=(0.09, 0.15, 0.2), killed_led=(3,))
+    row = groups_table([result]).splitlines()[2].split(" | ")
+    assert row[1:4] == ["10.0, 12.0", "2.5", "7.5, 9.0"]  # medians; max of 7.5, 9.0, 7.0
+    assert row[6].startswith("80, 120, 120; 3") and row[7] == "150, 200"

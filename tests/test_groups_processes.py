@@ -241,6 +241,8 @@ def test_a_sharded_member_reports_each_groups_lease_its_status_and_each_lease_en
     wins = {e.record["group"]: e for e in p.events if e.event == "group_leader"}
     assert set(wins) == names
     assert all(e.node == e.leader == 1 and e.term >= 1 and not e.record["regained"] for e in wins.values())
+    # Reported once the win was known, after the lease began (its vote round began it: thesis §6.4.1).
+    assert all(e.monotonic <= e.record["reported"] <= e.received for e in wins.values())
     p.wait_for(lambda e: e.event == "became_leader", PATIENCE)  # it leads the default group as well
     status = p.status(1)
     assert status["groups_hosted"] == 3

@@ -90,6 +90,9 @@ class GroupsResult:
     leaders: Mapping[int, int]  #: per member: groups whose lease it held at the end of the window
     #: Seconds from a SIGKILL until a new holder, one per group the killed member led, over all trials.
     relead: tuple[float, ...] = ()
+    #: The same groups, in the same order: seconds from the SIGKILL until the new holder's application heard
+    #: of its lease (the event line was made; the lease itself began earlier, at ``relead``).
+    relead_heard: tuple[float, ...] = ()
     killed_led: tuple[int, ...] = ()  #: how many groups the killed member led, per trial
     violations: tuple[str, ...] = ()  #: findings of the per-group safety checker (empty: none)
     separate: bool = False  #: a comparison row: ``groups`` separate clusters of one election each
@@ -148,8 +151,11 @@ def _all_led(n: int, processes: MemberProcesses) -> Callable[[Sequence[MemberEve
     return check
 
 
-def _relead_trial(processes: MemberProcesses, ids: Sequence[int]) -> tuple[int, list[float]]:
-    """Kill the member leading the most groups; return how many it led and each one's time to a new holder."""
+def _relead_trial(processes: MemberProcesses, ids: Sequence[int]) -> tuple[int, list[float], list[float]]:
+    """Kill the member leading the most groups; return how many it led and, per group, two times.
+
+    From the SIGKILL until a new holder's lease began, and until that holder's application heard of it.
+    """
     holders = group_lease_holders(processes.events, kills=processes.kills)
     per_member = {i: sorted(g for g, holder in holders.items() if holder == i) for i in ids}
     victim = max(ids, key=lambda i: len(per_member[i]))
@@ -163,14 +169,16 @@ def _relead_trial(processes: MemberProcesses, ids: Sequence[int]) -> tuple[int, 
         return led <= fresh
 
     processes.log.wait_until(releaded, timeout=PATIENCE, what=f"every group {victim} led re-led")
-    firsts: dict[str, float] = {}
+    firsts: dict[str, tuple[float, float]] = {}
     for event in processes.events[mark:]:
         group = event.record.get("group")
         if (event.event == "group_leader" and group in led and event.node != victim
                 and event.monotonic > killed_at and group not in firsts):
-            firsts[group] = event.monotonic - killed_at
+            heard = float(event.record.get("reported", event.monotonic))
+            firsts[group] = (event.monotonic - killed_at, heard - killed_at)
     processes.start(victim)
-    return len(led), [firsts[group] for group in sorted(led)]
+    ordered = [firsts[group] for group in sorted(led)]
+    return len(led), [began for began, _ in ordered], [heard for _, heard in ordered]
 
 
 def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], object] = lambda text: None
@@ -194,13 +202,15 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
                 holders = group_lease_holders(processes.events, kills=processes.kills)
                 leaders = {i: sum(1 for holder in holders.values() if holder == i) for i in ids}
                 relead: list[float] = []
+                heard: list[float] = []
                 killed: list[int] = []
                 if n >= settings.failover_from:
                     for trial in range(settings.trials):
                         progress(f"{n} groups: SIGKILL {trial + 1}/{settings.trials}")
-                        count, times = _relead_trial(processes, ids)
+                        count, times, heard_times = _relead_trial(processes, ids)
                         killed.append(count)
                         relead.extend(times)
+                        heard.extend(heard_times)
                         processes.log.wait_until(_all_led(n, processes), timeout=PATIENCE,
                                                  what=f"a lease holder in each of {n} groups")
                         time.sleep(settings.settle)  # the balancer moves groups back, a few per second
@@ -211,7 +221,8 @@ def run_groups_bench(settings: GroupsSettings, *, progress: Callable[[str], obje
             violations = tuple(f"{group}: {finding}" for group, found in findings.items()
                                for finding in found)
             results.append(GroupsResult(groups=n, cpu=cpu, app_cpu=app_cpu, messages=messages,
-                                        leaders=leaders, relead=tuple(relead), killed_led=tuple(killed),
+                                        leaders=leaders, relead=tuple(relead), relead_heard=tuple(heard),
+                                        killed_led=tuple(killed),
                                         violations=violations))
         if settings.compare:
             progress(f"{settings.compare} separate clusters: starting {settings.compare * settings.nodes} "
@@ -248,7 +259,8 @@ def groups_table(results: Sequence[GroupsResult]) -> str:
     """The results as a markdown table (times in ms, CPU in percent of one core)."""
     header = ("groups", "CPU per member % (median, max)", "of it the application's % (median)",
               "CPU without the application % (median, max)", "messages/s per member",
-              "leaders per member", "re-led after SIGKILL ms (median, p99, max; groups)", "violations")
+              "leaders per member", "re-led after SIGKILL ms (median, p99, max; groups)",
+              "new holder's application heard ms (median, p99)", "violations")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cpu = sorted(result.cpu.values())
@@ -261,11 +273,16 @@ def groups_table(results: Sequence[GroupsResult]) -> str:
                       f"{len(result.relead)} (killed member led {', '.join(map(str, result.killed_led))})")
         else:
             relead = "-"
+        if result.relead_heard:
+            heard = (f"{statistics.median(result.relead_heard) * 1000:.0f}, "
+                     f"{_percentile(result.relead_heard, 0.99) * 1000:.0f}")
+        else:
+            heard = "-"
         leaders = " ".join(f"{i}:{count}" for i, count in sorted(result.leaders.items())) or "-"
         lines.append("| " + " | ".join((
             label, f"{statistics.median(cpu):.1f}, {max(cpu):.1f}", f"{statistics.median(app):.1f}",
             f"{statistics.median(member):.1f}, {max(member):.1f}",
             f"{statistics.median(result.messages.values()):.0f}",
-            leaders, relead,
+            leaders, relead, heard,
             str(len(result.violations)) if not result.separate else "-")) + " |")
     return "\n".join(lines)

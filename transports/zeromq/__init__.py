@@ -25,7 +25,7 @@ from transports.zeromq.options import (
     TCP_KEEPALIVE,
     TCP_MAXRT_MS,
 )
-from transports.zeromq.probe import DISCONNECT_WATCH, EVIDENCE_KIND, PROBE_TIMEOUT
+from transports.zeromq.probe import DISCONNECT_WATCH, EVIDENCE_KIND, PROBE_TIMEOUT, REPROBE_FIRST, REPROBE_MAX
 from transports.zeromq.transport import ZmqTransport
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "RECEIVE_HWM",
     "RECONNECT_IVL_MAX_MS",
     "RECONNECT_IVL_MS",
+    "REPROBE_FIRST",
+    "REPROBE_MAX",
     "SEND_HWM",
     "TCP_KEEPALIVE",
     "TCP_MAXRT_MS",

@@ -31,7 +31,7 @@ from raft_election.transport import EVIDENCE_WINDOW
 from transports.socketbase import Counters
 from transports.zeromq.addresses import is_ipv6, split_endpoint
 
-__all__ = ["DISCONNECT_WATCH", "EVIDENCE_KIND", "PROBE_TIMEOUT", "TcpProbes"]
+__all__ = ["DISCONNECT_WATCH", "EVIDENCE_KIND", "PROBE_TIMEOUT", "REPROBE_FIRST", "REPROBE_MAX", "TcpProbes"]
 
 #: The package's logger: the ZeroMQ transport logs as ``transports.zeromq``, whichever module writes the line.
 logger = logging.getLogger(__package__)
@@ -42,6 +42,12 @@ PROBE_TIMEOUT = 1.0
 #: After a connection to a peer dropped, every failed reconnection by libzmq is probed too, for this many
 #: seconds (or until there is evidence, or the connection is back).
 DISCONNECT_WATCH = 2.0
+#: While a dropped connection is watched, a probe that gave no evidence (the dying process may have closed its
+#: connections but not yet its listening socket: measured, a few milliseconds) is repeated after this many
+#: seconds, the wait doubling after each probe that connects again up to :data:`REPROBE_MAX`; without it
+#: the next probe waited for libzmq's reconnection to fail, some 20-50 ms later.
+REPROBE_FIRST = 0.002
+REPROBE_MAX = 0.1
 #: The ``kind`` this transport reports to :meth:`ZmqTransport.watch`'s callback.
 EVIDENCE_KIND = "connection_refused"
 #: The events each PUSH socket's monitor reports.
@@ -99,7 +105,8 @@ class TcpProbes:
       :data:`DISCONNECT_WATCH` seconds or until there is evidence or the connection is back; a dead peer
       is so reported without anyone calling :meth:`~transports.zeromq.ZmqTransport.probe`.  (The repeats
       cover the instant in which the dying process has closed its connections but not yet its listening
-      socket.)
+      socket: a probe that gives no evidence meanwhile is repeated after :data:`REPROBE_FIRST` seconds,
+      then at doubling intervals up to :data:`REPROBE_MAX`.)
 
     Args:
         name: the transport's name, for log lines and the monitors' ``inproc`` endpoints.
@@ -147,6 +154,8 @@ class TcpProbes:
         self._resolving: Set[int] = set()
         #: Peers whose connection dropped, with the end of their watch (``time.monotonic``).
         self._watching: Dict[int, float] = {}
+        #: Watched peers whose last probe connected: when to probe again, and the wait that led there.
+        self._reprobe: Dict[int, Tuple[float, float]] = {}
         #: Background resolutions done, for the receive thread to take; guarded by ``_resolved_lock``.
         self._resolved_lock = threading.Lock()
         self._resolved: List[Tuple[int, _ProbeTarget, _Resolution]] = []
@@ -249,6 +258,7 @@ class TcpProbes:
                 if current.get(peer_id) is not monitor:
                     poller.unregister(monitor)
                     self._watching.pop(peer_id, None)  # the connection watched is gone
+                    self._reprobe.pop(peer_id, None)
             for peer_id, monitor in current.items():
                 if self._polled.get(peer_id) is not monitor:
                     poller.register(monitor, zmq.POLLIN)
@@ -259,9 +269,10 @@ class TcpProbes:
 
     def poll_timeout_ms(self) -> int:
         """How long the receive thread may wait: until the earliest probe in flight must be given up."""
-        if not self._attempts:
+        due = min([attempt.started + PROBE_TIMEOUT for attempt in self._attempts.values()]
+                  + [at for at, _ in self._reprobe.values()], default=math.inf)
+        if due == math.inf:
             return _POLL_TIMEOUT_MS
-        due = min(attempt.started for attempt in self._attempts.values()) + PROBE_TIMEOUT
         return max(0, min(_POLL_TIMEOUT_MS, math.ceil((due - time.monotonic()) * 1000)))
 
     def read_monitor(self, peer_id: int, monitor: zmq.Socket[bytes]) -> None:
@@ -277,6 +288,7 @@ class TcpProbes:
             now = time.monotonic()
             if event == zmq.EVENT_DISCONNECTED:
                 self._counters.add("disconnects")
+                self._reprobe.pop(peer_id, None)
                 self._watching[peer_id] = now + DISCONNECT_WATCH
                 self._request(peer_id)
             elif event == zmq.EVENT_CONNECT_RETRIED and peer_id in self._watching:
@@ -287,6 +299,7 @@ class TcpProbes:
                     del self._watching[peer_id]
             elif event == zmq.EVENT_CONNECTED:
                 self._watching.pop(peer_id, None)
+                self._reprobe.pop(peer_id, None)
 
     def run(self, poller: zmq.Poller, ready: Mapping[Any, int], requested: Iterable[int]) -> List[int]:
         """Conclude the probes answered or timed out, start those ``requested``; return the evidence found.
@@ -315,6 +328,14 @@ class TcpProbes:
         with self._resolved_lock:
             resolved, self._resolved = self._resolved, []
         requested = list(requested)
+        for peer_id, (at, wait) in list(self._reprobe.items()):
+            if now < at:
+                continue
+            if now < self._watching.get(peer_id, -math.inf):
+                requested.append(peer_id)
+                self._reprobe[peer_id] = (math.inf, wait)  # kept for its wait, which the next one doubles
+            else:
+                del self._reprobe[peer_id]
         for peer_id, target, resolution in resolved:
             self._resolving.discard(peer_id)
             if self._current(peer_id) != target:
@@ -379,6 +400,14 @@ class TcpProbes:
         else:
             self._conclude(peer_id, attempt, outcome, evidence)
 
+    def _again(self, peer_id: int) -> None:
+        """A probe of a watched peer said nothing: probe again soon (REPROBE_FIRST, doubling)."""
+        now = time.monotonic()
+        if now < self._watching.get(peer_id, -math.inf):
+            previous = self._reprobe.get(peer_id)
+            wait = REPROBE_FIRST if previous is None else min(2 * previous[1], REPROBE_MAX)
+            self._reprobe[peer_id] = (now + wait, wait)
+
     def _conclude(self, peer_id: int, attempt: _Attempt, outcome: int, evidence: List[int]) -> None:
         """Close a probe's connection; a refusal within ``EVIDENCE_WINDOW`` is evidence, nothing else is.
 
@@ -386,7 +415,8 @@ class TcpProbes:
         """
         attempt.sock.close()
         if outcome == 0:
-            return  # something listens: the peer's process is alive (perhaps paused)
+            self._again(peer_id)  # something listens: alive (perhaps paused), or its process still closing
+            return
         if self._current(peer_id) != attempt.target:
             self._counters.add("evidence_ignored")
             logger.debug("%s: probe of node %d's old address %s:%d: %s (it moved or left; not evidence)",
@@ -394,9 +424,11 @@ class TcpProbes:
             return
         if outcome == errno.ECONNREFUSED and time.monotonic() - attempt.started <= EVIDENCE_WINDOW:
             self._watching.pop(peer_id, None)
+            self._reprobe.pop(peer_id, None)
             evidence.append(peer_id)
             return
         self._counters.add("evidence_ignored")
+        self._again(peer_id)
         if outcome == errno.ECONNREFUSED:
             self._log.warning(f"late_{peer_id}", "%s: ignored a refusal by node %d that came more than %s s "
                               "after the probe", self._name, peer_id, EVIDENCE_WINDOW)

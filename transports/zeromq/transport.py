@@ -33,8 +33,10 @@ __all__ = ["ZmqTransport"]
 #: The package's logger: the ZeroMQ transport logs as ``transports.zeromq``, whichever module writes the line.
 logger = logging.getLogger(__package__)
 
-#: Frames handled per wake-up before checking for close again.
-_RECEIVE_BATCH = 64
+#: Frames handled per wake-up before checking for close, connection events and probes again.  Few: a frame
+#: of a failover's vote traffic can take milliseconds to handle, and a connection drop or a probe's answer
+#: (death evidence) queued behind a long batch would wait for all of it.
+_RECEIVE_BATCH = 8
 _POLLIN = int(zmq.POLLIN)
 #: Pause after an unexpected error in the receive loop, so a persistent fault cannot spin a CPU.
 _ERROR_BACKOFF = 0.05
