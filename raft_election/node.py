@@ -1156,9 +1156,19 @@ class RaftNode:
                     self._transport.probe(peer)
                 except Exception:
                     logger.exception("%d: transport failed to probe %d", self.node_id, peer)
+        calls: list[_Callback] = []
+        with self._lock:
+            group_listeners = list(self._group_listeners)
+            listeners = list(self._listeners)
         for output in batch:
             for group, event in output.events:
-                self._dispatch(group, event)
+                self._dispatch(group, event, calls, group_listeners, listeners)
+        if len(calls) == 1:
+            self._callbacks.put(calls[0])
+        elif calls:
+            # One item for the whole batch: a failover of hundreds of groups has thousands of events, and a
+            # queue item each would wake the callback thread that often, while the node is busiest.
+            self._callbacks.put(functools.partial(self._call_each, calls))
 
     def _send_batch(self, batch: list[GroupOutput]) -> None:
         """Send every message of ``batch``, those to one peer together (one datagram while they fit)."""
@@ -1211,55 +1221,62 @@ class RaftNode:
             callback = self._on_lose_leadership
             self._callbacks.put(lambda: callback(term))
 
-    def _dispatch(self, group: str, event: Event) -> None:
-        """Queue the user callbacks for one core event of ``group`` (run later on the callback thread).
+    def _dispatch(self, group: str, event: Event, calls: list[_Callback],
+                  group_listeners: list[Callable[[str, Event], object]],
+                  listeners: list[Callable[[Event], object]]) -> None:
+        """Add the user callbacks for one core event of ``group`` to ``calls`` (for the callback thread).
 
-        Every event goes to the group listeners.  Of the default group's events, a lease beginning (a win,
-        or the end of a gap) calls ``on_become_leader``; a lease ending (a gap, or leaving office while
-        still holding it) calls ``on_lose_leadership``.
+        They run later, in order.  Every event goes to the group listeners.  Of the default group's events,
+        a lease beginning (a win, or the end of a gap) calls ``on_become_leader``; a lease ending (a gap, or
+        leaving office while still holding it) calls ``on_lose_leadership``.
         """
-        with self._lock:
-            group_listeners = list(self._group_listeners)
-            listeners = list(self._listeners) if group == DEFAULT_GROUP else []
         for hears in group_listeners:
-            self._callbacks.put(lambda hears=hears: hears(group, event))  # type: ignore[misc]
+            calls.append(functools.partial(hears, group, event))
         if group != DEFAULT_GROUP:
             return
         if self._observer is not None:
-            observer = self._observer
-            self._callbacks.put(lambda: observer(event))
+            calls.append(functools.partial(self._observer, event))
         for listener in listeners:
-            self._callbacks.put(lambda listener=listener: listener(event))  # type: ignore[misc]
+            calls.append(functools.partial(listener, event))
         began = isinstance(event, (BecameLeader, LeaseRegained))
         ended = isinstance(event, LeaseLost) or (isinstance(event, LostLeadership) and event.had_lease)
         if began and self._on_become_leader is not None:
             become = self._on_become_leader
-            self._callbacks.put(lambda: become(event.term))
+            calls.append(lambda: become(event.term))
         elif ended and self._on_lose_leadership is not None:
             lose = self._on_lose_leadership
-            self._callbacks.put(lambda: lose(event.term))
+            calls.append(lambda: lose(event.term))
         elif isinstance(event, LeaderChanged) and self._on_leader_change is not None:
             change = self._on_leader_change
-            self._callbacks.put(lambda: change(event.leader_id, event.term))
+            calls.append(lambda: change(event.leader_id, event.term))
         elif isinstance(event, LeaderValue) and self._on_leader_value is not None:
             told = self._on_leader_value
-            self._callbacks.put(lambda: told(event.leader_id, event.term, event.value))
+            calls.append(lambda: told(event.leader_id, event.term, event.value))
         elif isinstance(event, MembershipChanged) and event.configuration.members != self._reported_members:
             # Only one thread carries out outputs at a time, so this is never raced.
             self._reported_members = members = event.configuration.members
             if self._on_membership_change is not None:
                 changed = self._on_membership_change
                 index = event.configuration.index
-                self._callbacks.put(lambda: changed(members, index))
+                calls.append(lambda: changed(members, index))
 
     def _run_callbacks(self) -> None:
         while True:
             callback = self._callbacks.get()
             if callback is None:
                 return
-            try:
-                callback()
-            except Exception:
-                logger.exception("%d: a callback raised; the node carries on", self.node_id)
-                with self._lock:
-                    self._counters["callback_errors"] += 1
+            self._call(callback)
+
+    def _call_each(self, calls: list[_Callback]) -> None:
+        """Run ``calls`` in order, each on its own (see :meth:`_call`)."""
+        for callback in calls:
+            self._call(callback)
+
+    def _call(self, callback: _Callback) -> None:
+        """Run one user callback; what it raises is logged and counted, and the node carries on."""
+        try:
+            callback()
+        except Exception:
+            logger.exception("%d: a callback raised; the node carries on", self.node_id)
+            with self._lock:
+                self._counters["callback_errors"] += 1
