@@ -326,15 +326,21 @@ def test_became_leader_events_are_tagged_with_their_group() -> None:
     assert "jobs" in {group for group, _ in tagged}
 
 
-def test_carried_groups_cost_one_beat_per_peer_and_interval_and_keep_their_leases() -> None:
-    """Coalesced: the groups a member leads share one Beat per peer and interval (carrier.py), answered
-    by one BeatAck; no group sends heartbeats of its own, and every lease holds throughout."""
+def carried_world() -> tuple[World, list[str]]:
+    """Three members; member 1 leads twenty groups, carried by its member rounds."""
     world = World(3, seed=5)
     names = [f"g{k}" for k in range(20)]
     for name in names:
         world.ensure(1, name)
     world.run(3.0)
     assert all(world.leader(name) == 1 for name in names)
+    return world, names
+
+
+def test_carried_groups_cost_one_beat_per_peer_and_interval_and_keep_their_leases() -> None:
+    """Coalesced: the groups a member leads share one Beat per peer and interval (carrier.py), answered
+    by one BeatAck; no group sends heartbeats of its own, and every lease holds throughout."""
+    world, names = carried_world()
     assert world.sets[1].carried == (20, 0) and world.sets[2].carried == (0, 20)
     world.outputs.clear()
     duration = 5.0
@@ -360,12 +366,7 @@ def test_steady_rounds_cost_no_work_per_carried_group() -> None:
     """The leases of the carried groups are watched per chunk (GroupSet._watch): while rounds are answered
     no group's lease needs looking at on its own; once they stop, every lease lapse is reported at the
     chunk's deadline, which is each group's lease end."""
-    world = World(3, seed=5)
-    names = [f"g{k}" for k in range(20)]
-    for name in names:
-        world.ensure(1, name)
-    world.run(3.0)
-    assert all(world.leader(name) == 1 for name in names)
+    world, names = carried_world()
     leader = world.sets[1]
     looked_at: Counter[str] = Counter()
     track = leader._track
