@@ -16,7 +16,7 @@ from hypothesis.stateful import rule
 from raft_election.errors import MembershipChangeError
 
 __all__ = ["CALM_DELAY", "HEARTBEAT", "LIVENESS_BOUND", "MAX_DRIFT", "SETTINGS", "TIMEOUT", "FaultRules",
-           "MembershipRules", "afterwards", "picks"]
+           "MembershipRules", "afterwards", "end_faults", "picks"]
 
 TIMEOUT = (0.150, 0.300)
 HEARTBEAT = 0.050
@@ -93,6 +93,49 @@ class FaultRules:
         else:
             self.cluster.pause(node)
         self.cluster.run_for(then)
+
+
+    # ---------------------------------------------------------------- for the machines' own rules
+
+    def _slow(self, pick: int, lag: Optional[tuple[float, float]], then: float) -> None:
+        """A loaded host: every input of a server handled late (lease gaps without a lost office)."""
+        self.cluster.slow(self._server(pick), lag)
+        self.cluster.run_for(then)
+
+    def _hit(self, leader: Optional[int], fault: str, then: float) -> None:
+        """``fault`` (crash, isolate, slow or pause) aimed at ``leader``; nothing if there is none."""
+        if leader is None:
+            pass
+        elif fault == "crash":
+            self.cluster.crash(leader)
+        elif fault == "isolate":
+            self.cluster.isolate(leader)
+        elif fault == "slow":
+            self.cluster.slow(leader, (0.02, 0.12))
+        else:
+            self.cluster.pause(leader)
+        self.cluster.run_for(then)
+
+    def _forge(self, forger: int, leader: Optional[int], pick: int, at_leader: bool, then: float) -> None:
+        """False (or stale) death evidence at ``forger``, about ``leader`` or a drawn server."""
+        about = leader if at_leader and leader is not None else self._server(pick)
+        self.cluster.forge_evidence(forger, about)
+        self.cluster.run_for(then)
+
+    def _end_faults(self) -> None:
+        end_faults(self.cluster)
+
+
+def end_faults(cluster: Any) -> None:
+    """Heal, no loss, loopback delays, every server running, unpaused and at full speed."""
+    cluster.heal()
+    cluster.drop_rate = cluster.duplicate_rate = 0.0
+    cluster.delay = CALM_DELAY
+    for node_id, node in cluster.nodes.items():
+        if not node.alive:
+            cluster.start(node_id)
+        cluster.resume(node_id)
+        cluster.slow(node_id, None)
 
 
 class MembershipRules:

@@ -451,48 +451,27 @@ class GroupsMachine(FaultRules, MembershipRules, RuleBasedStateMachine):
     @rule(pick=picks, lag=st.sampled_from([None, (0.0, 0.01), (0.02, 0.12)]), then=afterwards)
     def slow(self, pick: int, lag: Optional[tuple[float, float]], then: float) -> None:
         """A loaded host: every input handled late (lease gaps without a lost office)."""
-        self.cluster.slow(self._server(pick), lag)
-        self.cluster.run_for(then)
+        self._slow(pick, lag, then)
 
     @rule(group=picks, fault=st.sampled_from(["crash", "isolate", "slow", "pause"]), then=afterwards)
     def hit_a_groups_leader(self, group: int, fault: str, then: float) -> None:
         """Faults aimed at the leader of a group (it may lead others, and the default group, too)."""
-        leader = self.cluster.leader(self._group(group))
-        if leader is None:
-            pass
-        elif fault == "crash":
-            self.cluster.crash(leader)
-        elif fault == "isolate":
-            self.cluster.isolate(leader)
-        elif fault == "slow":
-            self.cluster.slow(leader, (0.02, 0.12))
-        else:
-            self.cluster.pause(leader)
-        self.cluster.run_for(then)
+        self._hit(self.cluster.leader(self._group(group)), fault, then)
 
     @rule(pick=picks, group=picks, at_leader=st.booleans(), then=afterwards)
     def forge_evidence(self, pick: int, group: int, at_leader: bool, then: float) -> None:
         """False (or stale) death evidence at the history's one forger, about a group's leader or anyone:
         every group that member leads hears it at the forger."""
-        leader = self.cluster.leader(self._group(group))
-        about = leader if at_leader and leader is not None else self._server(pick)
-        self.cluster.forge_evidence(self.forger, about)
-        self.cluster.run_for(then)
+        self._forge(self.forger, self.cluster.leader(self._group(group)), pick, at_leader, then)
 
     # ---------------------------------------------------------------- liveness
 
     def _calm(self) -> None:
         """End every fault: heal, no loss, loopback delays; every server running, unpaused, using and
         standing in every group."""
+        self._end_faults()
         cluster = self.cluster
-        cluster.heal()
-        cluster.drop_rate = cluster.duplicate_rate = 0.0
-        cluster.delay = CALM_DELAY
-        for node_id, node in cluster.nodes.items():
-            if not node.alive:
-                cluster.start(node_id)
-            cluster.resume(node_id)
-            cluster.slow(node_id, None)
+        for node_id in cluster.nodes:
             cluster.set_candidate(node_id, True)
             for group in cluster.groups:
                 cluster.ensure_group(node_id, group)

@@ -470,46 +470,23 @@ class MembershipMachine(FaultRules, MembershipRules, RuleBasedStateMachine):
     @rule(pick=picks, lag=st.sampled_from([None, (0.0, 0.01), (0.02, 0.12), (0.1, 0.2)]), then=afterwards)
     def slow(self, pick: int, lag: Optional[tuple[float, float]], then: float) -> None:
         """A loaded host: every input handled late (lease gaps without a lost office)."""
-        self.cluster.slow(self._server(pick), lag)
-        self.cluster.run_for(then)
+        self._slow(pick, lag, then)
 
     @rule(fault=st.sampled_from(["crash", "isolate", "slow", "pause"]), then=afterwards)
     def hit_the_leader(self, fault: str, then: float) -> None:
         """Faults aimed at the leader, perhaps in the middle of a change."""
-        leader = self.cluster.leader()
-        if leader is None:
-            pass
-        elif fault == "crash":
-            self.cluster.crash(leader)
-        elif fault == "isolate":
-            self.cluster.isolate(leader)
-        elif fault == "slow":
-            self.cluster.slow(leader, (0.02, 0.12))
-        else:
-            self.cluster.pause(leader)
-        self.cluster.run_for(then)
+        self._hit(self.cluster.leader(), fault, then)
 
     @rule(pick=picks, at_leader=st.booleans(), then=afterwards)
     def forge_evidence(self, pick: int, at_leader: bool, then: float) -> None:
         """False (or stale) death evidence, at the history's one forger (see the class docstring)."""
-        leader = self.cluster.leader()
-        about = leader if at_leader and leader is not None else self._server(pick)
-        self.cluster.forge_evidence(self.forger, about)
-        self.cluster.run_for(then)
+        self._forge(self.forger, self.cluster.leader(), pick, at_leader, then)
 
     # ---------------------------------------------------------------- liveness
 
     def _calm(self) -> None:
         """End every fault: heal, no loss, loopback delays, every server running and unpaused."""
-        cluster = self.cluster
-        cluster.heal()
-        cluster.drop_rate = cluster.duplicate_rate = 0.0
-        cluster.delay = CALM_DELAY
-        for node_id, node in cluster.nodes.items():
-            if not node.alive:
-                cluster.start(node_id)
-            cluster.resume(node_id)
-            cluster.slow(node_id, None)
+        self._end_faults()
 
     @rule()
     def heal_and_elect(self) -> None:

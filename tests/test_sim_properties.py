@@ -27,14 +27,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from raft_election.roles import Role
 from raft_election.sim import SimulatedCluster
 from tests.conftest import examples
+from tests.simfaults import end_faults
 
 TIMEOUT = (0.150, 0.300)
 HEARTBEAT = 0.050
 MAX_DRIFT = 0.05
 #: The liveness bound of the issue: one leader within 3 × election_timeout_max after the network heals.
 LIVENESS_BOUND = 3 * TIMEOUT[1]
-#: Network after healing: loopback-like delays, no loss.
-CALM_DELAY = (0.0005, 0.002)
 
 node_ids = st.integers(min_value=1, max_value=5)
 
@@ -172,16 +171,9 @@ class ClusterMachine(RuleBasedStateMachine):
 
     def _calm(self) -> None:
         """End every fault: heal, no loss, loopback delays, everyone running, unpaused and a candidate."""
-        cluster = self.cluster
-        cluster.heal()
-        cluster.drop_rate = cluster.duplicate_rate = 0.0
-        cluster.delay = CALM_DELAY
-        for node_id, node in cluster.nodes.items():
-            if not node.alive:
-                cluster.start(node_id)
-            cluster.resume(node_id)
-            cluster.slow(node_id, None)
-            cluster.set_candidate(node_id, True)
+        end_faults(self.cluster)
+        for node_id in self.cluster.nodes:
+            self.cluster.set_candidate(node_id, True)
 
     @rule()
     def heal_and_elect(self) -> None:
