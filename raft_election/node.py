@@ -1156,6 +1156,8 @@ class RaftNode:
                     self._transport.probe(peer)
                 except Exception:
                     logger.exception("%d: transport failed to probe %d", self.node_id, peer)
+        if not any(output.events for output in batch):
+            return
         calls: list[_Callback] = []
         with self._lock:
             group_listeners = list(self._group_listeners)
