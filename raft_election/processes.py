@@ -36,6 +36,7 @@ import fcntl
 import json
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
     from raft_election.node import RaftNode
 
 __all__ = ["LOCK_WORKER", "ClusterLayout", "EventLog", "FencedWrite", "MemberEvent", "MemberProcesses",
-           "fenced_write", "fenced_writes", "free_ports", "group_lease_findings", "group_lease_holders",
+           "ephemeral_port_range", "fenced_write", "fenced_writes", "free_ports", "group_lease_findings",
+           "group_lease_holders",
            "member_configuration", "member_event", "replay_group_events", "run_lock_worker",
            "write_cluster_file"]
 
@@ -63,10 +65,58 @@ __all__ = ["LOCK_WORKER", "ClusterLayout", "EventLog", "FencedWrite", "MemberEve
 LOCK_WORKER = "raft_election.processes"
 
 
+#: Where the kernel takes the local ports of outgoing connections from, if ``/proc`` does not say (Linux).
+_EPHEMERAL_DEFAULT = (32768, 60999)
+#: How many ports below the ephemeral range :func:`free_ports` chooses from.
+_FREE_PORTS_SPAN = 16384
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (``ip_local_port_range``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
+            low, high = (int(part) for part in file.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return _EPHEMERAL_DEFAULT
+
+
 def free_ports(count: int, *, kind: str = "udp", host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that were free on ``host`` a moment ago (``kind``: ``udp`` or ``tcp``)."""
+    """``count`` distinct ports that were free on ``host`` a moment ago (``kind``: ``udp`` or ``tcp``).
+
+    Chosen at random below the kernel's ephemeral range (:func:`ephemeral_port_range`), and each bound once
+    to check it is free.  A port from inside that range (what binding port 0 gives) can be taken before
+    the member meant for it binds it, by any outgoing connection: a peer's transport reconnecting to a
+    member not started yet, a death probe.  Falls back to ports the kernel picks when there is no room
+    below the range.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    top = ephemeral_port_range()[0] - 1
+    bottom = max(1024, top - _FREE_PORTS_SPAN)
+    if top - bottom < 4 * count:
+        return _kernel_ports(count, family, sock_type, host)
+    rng = random.SystemRandom()
+    chosen: list[int] = []
+    for _ in range(100 * count + 100):
+        if len(chosen) == count:
+            break
+        port = rng.randint(bottom, top)
+        if port in chosen:
+            continue
+        with socket.socket(family, sock_type) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # in use (or lingering): another one
+        chosen.append(port)
+    if len(chosen) < count:
+        raise OSError(f"found only {len(chosen)} of {count} free {kind} ports on {host} in "
+                      f"{bottom}-{top}")
+    return chosen
+
+
+def _kernel_ports(count: int, family: int, sock_type: int, host: str) -> list[int]:
     sockets = []
     try:
         for _ in range(count):

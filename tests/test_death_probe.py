@@ -32,6 +32,7 @@ import pytest
 import zmq
 
 from raft_election.errors import TransportError
+from raft_election.processes import free_ports
 from raft_election.transport import EVIDENCE_WINDOW, DeathProbe
 from tests.transporttools import needs_ipv6
 from transports.udp import UdpTransport
@@ -54,12 +55,7 @@ BOTH = pytest.mark.parametrize("transport_kind", ["udp", "zmq"])
 
 def free_port(transport_kind: str, host: str = "127.0.0.1") -> int:
     """A port free on ``host`` right now, for a datagram (udp) or stream (zmq) socket."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    kind = socket.SOCK_DGRAM if transport_kind == "udp" else socket.SOCK_STREAM
-    with socket.socket(family, kind) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1, kind="udp" if transport_kind == "udp" else "tcp", host=host)[0]
 
 
 def fmt(host: str, port: int) -> str:

@@ -29,6 +29,7 @@ from raft_election.invariants import (
 from raft_election.processes import (
     MemberEvent,
     MemberProcesses,
+    ephemeral_port_range,
     free_ports,
     member_follows,
     write_cluster_file,
@@ -342,3 +343,17 @@ def test_an_address_in_use_gives_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_free_ports_are_distinct_free_and_below_the_range_outgoing_connections_use(kind: str) -> None:
+    """A port the kernel may hand to an outgoing connection (a peer reconnecting to a member that is not
+    up yet, a death probe) could be taken before its member binds it: free_ports never picks one."""
+    low, _ = ephemeral_port_range()
+    ports = free_ports(20, kind=kind)
+    assert len(set(ports)) == 20
+    assert all(1024 <= port < low for port in ports)
+    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    for port in ports:
+        with socket.socket(socket.AF_INET, sock_type) as sock:
+            sock.bind(("127.0.0.1", port))

@@ -34,6 +34,7 @@ import pytest
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from raft_election.processes import free_ports as free_udp_ports
 from tests.transporttools import needs_ipv6, received_until
 from transports.udp import UdpTransport, parse_address
 from transports.udp import addresses as udp_addresses
@@ -57,13 +58,8 @@ def fmt(host: str, port: int) -> str:
 
 
 def free_ports(host: str, count: int) -> list[int]:
-    """``count`` distinct ports that are free on ``host`` right now (all held until all are picked)."""
-    with contextlib.ExitStack() as stack:
-        family = family_of(host)
-        probes = [stack.enter_context(socket.socket(family, socket.SOCK_DGRAM)) for _ in range(count)]
-        for probe in probes:
-            probe.bind((host, 0))
-        return [probe.getsockname()[1] for probe in probes]
+    """``count`` distinct UDP ports that are free on ``host`` right now."""
+    return free_udp_ports(count, kind="udp", host=host)
 
 
 def thread_alive(name: str) -> bool:

@@ -38,6 +38,7 @@ from zmq.utils.monitor import recv_monitor_message
 from raft_election import MemoryStorage, RaftConfig, RaftNode
 from raft_election.codec import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE
 from raft_election.errors import TransportError
+from raft_election.processes import free_ports
 from tests.transporttools import received_until
 from transports.zeromq import SEND_HWM, ZmqTransport, normalize_address
 from transports.zeromq.options import ZMQ_MAX_MESSAGE
@@ -73,11 +74,8 @@ transport.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port free on ``host`` now, outside the range outgoing connections take theirs from."""
+    return free_ports(1, kind="tcp", host=host)[0]
 
 
 def ipv6_loopback_available() -> bool:
