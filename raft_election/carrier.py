@@ -210,17 +210,9 @@ class LeaderRounds:
         if chunk_id is None:
             return _NEVER
         joined = self._chunks[chunk_id].joined[name]
-        # Usually every peer's answer is of a version no older than any group joined at: then every
-        # group of the chunk has the same start, computed once per answer or round, not once per group.
-        key = (chunk_id, voters, quorum, counts_self, self.latest_sent, self._answers)
-        cached = self._starts.get(chunk_id)
-        if cached is None or cached[0] != key:
-            floor = min((acked[0] for peer in voters if (acked := self._acked.get((peer, chunk_id)))),
-                        default=-1)
-            cached = (key, floor, self._start_from(chunk_id, -1, voters, quorum, counts_self))
-            self._starts[chunk_id] = cached
-        if joined <= cached[1]:
-            return cached[2]
+        floor, start = self.shared_start(chunk_id, voters, quorum, counts_self)
+        if joined <= floor:
+            return start
         return self._start_from(chunk_id, joined, voters, quorum, counts_self)
 
     def shared_start(self, chunk_id: int, voters: frozenset[int], quorum: int,
@@ -228,14 +220,19 @@ class LeaderRounds:
         """The start most groups of ``chunk_id`` share, and the newest version it covers: ``(floor, start)``.
 
         Every group that joined the chunk at version ``floor`` or earlier has :meth:`start` ``start`` (each
-        voter acknowledged that version or a newer one); a later one has its own, never later.
+        voter acknowledged that version or a newer one); a later one has its own, never later.  Usually
+        every group is of the first kind, so this is computed once per answer or round, not once per group.
         """
-        found = self._chunks.get(chunk_id)
-        if found is None or not found.entries:
+        if chunk_id not in self._chunks:
             return -1, _NEVER
-        self.start(next(iter(found.entries)), voters, quorum, counts_self)  # refreshes the cache
-        _, floor, start = self._starts[chunk_id]
-        return floor, start
+        key = (chunk_id, voters, quorum, counts_self, self.latest_sent, self._answers)
+        cached = self._starts.get(chunk_id)
+        if cached is None or cached[0] != key:
+            floor = min((acked[0] for peer in voters if (acked := self._acked.get((peer, chunk_id)))),
+                        default=-1)
+            cached = (key, floor, self._start_from(chunk_id, -1, voters, quorum, counts_self))
+            self._starts[chunk_id] = cached
+        return cached[1], cached[2]
 
     def joined(self, name: str) -> int:
         """The version of its chunk at which ``name`` joined it."""
