@@ -750,16 +750,21 @@ class GroupSet:
         # (one datagram per peer) when either is due and the other is due within half an interval.
         beat_due = default.role is Role.LEADER and default.heartbeat_deadline <= now
         if now >= self._round_deadline or (beat_due and self._round_deadline - now < self._within):
-            self._member_round(now)
-            if default.role is Role.LEADER and default.heartbeat_deadline - now < self._within:
-                self._call(DEFAULT_GROUP, now, lambda core: core.heartbeat_early(now, self._within))
-            if self._balance and now >= self._balance_at:
-                self._balance_at = now + BALANCE_PERIOD
-                self._move_to_preferred(now)
+            self._round(now)
         for name in [name for name, until in self._holdoff.items() if now >= until]:
             del self._holdoff[name]  # its wait is over: a call carries it again if it still leads
             if name in self._cores:
                 self._call(name, now, lambda core: core.observe(now))
+
+    def _round(self, now: float) -> None:
+        """The member round, with the default group's heartbeat if it is due within half an interval."""
+        self._member_round(now)
+        default = self._default
+        if default.role is Role.LEADER and default.heartbeat_deadline - now < self._within:
+            self._call(DEFAULT_GROUP, now, lambda core: core.heartbeat_early(now, self._within))
+        if self._balance and now >= self._balance_at:
+            self._balance_at = now + BALANCE_PERIOD
+            self._move_to_preferred(now)
 
     def _member_round(self, now: float) -> None:
         """One heartbeat round for every group carried as leader: one Beat per chunk and peer."""
@@ -866,6 +871,11 @@ class GroupSet:
         self._pending.send(leader, BeatAck(round=beat.round, chunk=beat.chunk, version=beat.version,
                                            refused=tuple(refused), stands=stands, config_term=config[0],
                                            config_index=config[1]))
+        if self._round_deadline - now < self._within:
+            # Phase alignment: a round of this member's due soon goes now, with this answer (one datagram to
+            # the leader, one wake-up for both).  Members that lead groups so fall into step with the
+            # earliest of them, and each receives its peers' rounds close together.
+            self._round(now)
 
     def _take_list(self, key: tuple[int, int], old: Optional[View], beat: Beat, now: float) -> View:
         """A new list of one chunk: take each listed group as its leader's heartbeat, carry what follows."""

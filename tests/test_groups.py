@@ -41,6 +41,7 @@ class World:
         self.seq = 0
         self.sent: Counter[tuple[int, int]] = Counter()  # (sender, recipient) -> messages
         self.outputs: list[tuple[int, GroupOutput]] = []
+        self.output_times: list[float] = []  # when each of ``outputs`` was produced
         self.settings = {**TIMINGS, **settings}
         for i in self.peers:
             self.stored[i] = {}
@@ -52,6 +53,7 @@ class World:
 
     def apply(self, i: int, output: GroupOutput) -> None:
         self.outputs.append((i, output))
+        self.output_times.append(self.now)
         for name, state in output.hard_states.items():
             self.stored[i][name] = state
         for group, outgoing in output.messages:
@@ -500,6 +502,46 @@ def test_the_default_groups_heartbeats_and_the_member_rounds_go_out_together() -
                 apart += 1
     assert together >= 2.0 / TIMINGS["heartbeat_interval"] - 2
     assert apart <= 1
+
+
+def test_members_leading_groups_fall_into_step_and_answer_with_their_own_round() -> None:
+    """Phase alignment (GroupSet._on_beat): a member whose round is due within half an interval sends it as
+    soon as a peer's Beat arrives, with its answer.  Five members that each lead groups so round within a
+    few message latencies of each other, still once per interval each, and the answers to the earliest
+    member of each round ride on the others' own Beats (one datagram where there were two)."""
+    world = World(5, seed=4)
+    names = [f"g{k}" for k in range(30)]
+    for i in world.sets:
+        for name in names:
+            world.ensure(i, name)
+    world.run(3.0)
+    assert all(world.sets[i].carried[0] > 0 for i in world.sets)  # every member leads some groups
+    world.outputs.clear()
+    world.output_times.clear()
+    start = world.now
+    world.run(2.0)
+    interval = TIMINGS["heartbeat_interval"]
+    rounds: list[tuple[float, int]] = []
+    riding = answers = 0
+    for (i, output), at in zip(world.outputs, world.output_times):
+        kinds = {(outgoing.to, type(outgoing.message).__name__) for _, outgoing in output.messages}
+        if any(kind == "Beat" for _, kind in kinds):
+            rounds.append((at, i))
+        for peer, kind in kinds:
+            if kind == "BeatAck":
+                answers += 1
+                riding += (peer, "Beat") in kinds
+    per_member = Counter(i for _, i in rounds)
+    assert all(per_member[i] <= 2.0 / interval + 1 for i in world.sets), per_member  # no extra rounds
+    clusters: list[list[tuple[float, int]]] = []
+    for at, i in sorted(rounds):
+        if clusters and at - clusters[-1][0][0] < interval / 4:
+            clusters[-1].append((at, i))
+        else:
+            clusters.append([(at, i)])
+    assert len(clusters) <= 2.0 / interval + 1, [round(c[0][0] - start, 4) for c in clusters]
+    assert all(c[-1][0] - c[0][0] <= 3 * LATENCY for c in clusters)  # in step
+    assert riding >= 4 * (len(clusters) - 1) and riding >= answers / 5  # each follower's answer to the first
 
 
 def test_a_failed_fast_campaign_retries_without_waiting_its_rank() -> None:
