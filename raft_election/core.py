@@ -75,7 +75,7 @@ from raft_election.events import (
     TermChanged,
     VoteGranted,
 )
-from raft_election.fastfailover import GROUP_FAST_STAGGER, FastFailover
+from raft_election.fastfailover import GROUP_FAST_RESEND, GROUP_FAST_STAGGER, FastFailover
 from raft_election.hardstate import HardState
 from raft_election.lease import Lease
 from raft_election.membership import Configuration, Membership, Version
@@ -169,6 +169,7 @@ class RaftCore:
         if self._ff is not None and group:
             self._ff.probing = False
             self._ff.stagger = GROUP_FAST_STAGGER
+            self._ff.resend = GROUP_FAST_RESEND
 
         self._term = hard_state.term
         self._voted_for = hard_state.voted_for
@@ -1269,10 +1270,13 @@ class RaftCore:
         request = VoteRequest(term=term, round=round_, pre_vote=pre_vote, transfer=transfer, suspect=suspect,
                               config_term=config.term, config_index=config.index)
         # A named group's plain campaign waits for the measured round trip before asking again (see
-        # ResendPace); a fast or transfer campaign asks again after an interval, as the default group's:
-        # a voter that deferred it for want of evidence must hear the repeat soon.
-        paced = self._pace is not None and not (suspect or transfer)
-        resend = self._pace.interval if paced and self._pace is not None else self._heartbeat_interval
+        # ResendPace); its fast campaign at least GROUP_FAST_RESEND intervals (see there); a transfer
+        # campaign, and the default group's, ask again after an interval.
+        resend = self._heartbeat_interval
+        if self._pace is not None and not transfer:
+            resend = self._pace.interval
+            if suspect:
+                resend = max(resend, GROUP_FAST_RESEND * self._heartbeat_interval)
         self._campaign = Campaign(self._id, request, now, resend, backoff=self._group)
         if self._ff is not None:
             self._ff.campaign_started(request)

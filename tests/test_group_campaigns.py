@@ -16,6 +16,7 @@ import pytest
 
 from raft_election.campaign import ResendPace
 from raft_election.core import RaftCore
+from raft_election.fastfailover import GROUP_FAST_RESEND
 from raft_election.groups import GroupOutput, _Waiting
 from raft_election.hardstate import HardState
 from raft_election.messages import BeatAck, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
@@ -81,6 +82,37 @@ def test_a_fast_failover_campaign_is_not_given_up_on_refusals() -> None:
         core.receive(voter, refusal(request), at + 0.01)
     assert core.role is Role.PRE_CANDIDATE  # ... and may grant the repeat once theirs arrives
     assert core.counters["campaigns_given_up"] == 0
+
+
+def test_a_group_fast_campaign_asks_again_only_after_a_few_intervals() -> None:
+    """Every survivor of a member that led many groups campaigns in dozens of them at once; a repeat after
+    one interval reached voters whose answers were on the way (GROUP_FAST_RESEND)."""
+    interval = TIMINGS["heartbeat_interval"]
+    core = group_core(pace=ResendPace(interval))
+    core.receive(2, Heartbeat(term=3, round=1), 0.3)
+    core.evidence(2, "refused", 0.31)
+    at = core.next_deadline
+    assert recipients(core.tick(at), VoteRequest) == [3, 4, 5]  # never the dead leader
+    assert recipients(core.tick(at + 1.5 * interval), VoteRequest) == []  # the default group's would
+    assert recipients(core.tick(at + GROUP_FAST_RESEND * interval), VoteRequest) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_a_group_voter_keeps_a_fast_request_until_its_candidate_would_repeat_it(pre_vote: bool) -> None:
+    """A voter without evidence of its own keeps a fast request and answers it when its evidence comes, as
+    long as the candidate's repeat is not due yet (for a named group: GROUP_FAST_RESEND intervals)."""
+    interval = TIMINGS["heartbeat_interval"]
+    request = VoteRequest(term=4, round=9, pre_vote=pre_vote, suspect=2)
+    answered = []
+    for wait in (1.5 * interval, (GROUP_FAST_RESEND + 0.5) * interval):
+        voter = group_core()
+        voter.receive(2, Heartbeat(term=3, round=1), 0.3)  # it follows member 2, sticky
+        first = messages(voter.receive(3, request, 0.31), VoteResponse)
+        assert not any(response.granted for response in first)
+        out = voter.evidence(2, "refused", 0.31 + wait)
+        answered.append([response.granted for response in messages(out, VoteResponse)])
+    assert answered == [[True], []]
+    # (The default group's voter lets such a request go after one interval: test_fastfailover.py.)
 
 
 def test_a_group_campaign_does_not_ask_again_who_refused_it() -> None:
