@@ -37,7 +37,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
@@ -87,6 +87,20 @@ __all__ = ["NodeStatus", "RaftNode"]
 logger = logging.getLogger(__name__)
 
 _Callback = Callable[[], object]
+
+
+class _Receiver:
+    """What the node hands its transport as ``deliver``: a callable per datagram, with a batch form."""
+
+    __slots__ = ("_one", "batch")
+
+    def __init__(self, one: Callable[[bytes], None], batch: Callable[[Sequence[bytes]], None]) -> None:
+        self._one = one
+        #: Datagrams read together, handled together (``raft_election.transport.batch_of``).
+        self.batch = batch
+
+    def __call__(self, data: bytes) -> None:
+        self._one(data)
 
 
 def _of(group: str) -> str:
@@ -303,7 +317,7 @@ class RaftNode:
                                                  daemon=True)
         self._callback_thread.start()
         try:
-            self._transport.start(self.node_id, peers, self._on_datagram)
+            self._transport.start(self.node_id, peers, _Receiver(self._on_datagram, self._on_datagrams))
         except BaseException:
             with self._lock:
                 self._stopping = True
@@ -1001,20 +1015,29 @@ class RaftNode:
 
         A datagram is one message or a frame of several (see the codec); each is checked on its own.
         """
-        try:
-            decoded = self._codec.decode_frame(data)
-        except Exception as exc:  # a codec bug must not stop the receive loop either
-            logger.exception("%d: unexpected error decoding %d bytes", self.node_id, len(data))
-            self._reject("decode_failure", "dropped a message: %r", exc)
-            return
+        self._on_datagrams((data,))
+
+    def _on_datagrams(self, datas: Sequence[bytes]) -> None:
+        """Transport callback for datagrams read together (``transport.batch_of``).  Never raises.
+
+        As :meth:`_on_datagram` for each, handled as one batch: one output, so one durable write for every
+        term and vote they change, and one datagram per peer for the answers.
+        """
         envelopes: list[Envelope] = []
-        for item in decoded:
-            if isinstance(item, DecodeError):
-                self._reject(item.reason, "dropped a message: %s", item)
-            elif item.recipient != self.node_id:
-                self._reject("wrong_recipient", "dropped a message: addressed to %d", item.recipient)
-            else:
-                envelopes.append(item)
+        for data in datas:
+            try:
+                decoded = self._codec.decode_frame(data)
+            except Exception as exc:  # a codec bug must not stop the receive loop either
+                logger.exception("%d: unexpected error decoding %d bytes", self.node_id, len(data))
+                self._reject("decode_failure", "dropped a message: %r", exc)
+                continue
+            for item in decoded:
+                if isinstance(item, DecodeError):
+                    self._reject(item.reason, "dropped a message: %s", item)
+                elif item.recipient != self.node_id:
+                    self._reject("wrong_recipient", "dropped a message: addressed to %d", item.recipient)
+                else:
+                    envelopes.append(item)
         if not envelopes:
             return
 

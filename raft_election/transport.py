@@ -11,14 +11,16 @@ so transports written against this one keep working.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Optional, TypeVar
 
-__all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes"]
+__all__ = ["EVIDENCE_WINDOW", "DeathProbe", "DeliverFn", "EvidenceFn", "Transport", "as_bytes", "batch_of"]
 
 #: Called by the transport with each datagram that arrived for this node.
 DeliverFn = Callable[[bytes], None]
+#: The batch form of a :data:`DeliverFn` (see :func:`batch_of`): several datagrams, in arrival order.
+DeliverBatchFn = Callable[[Sequence[bytes]], None]
 
 #: Called by a :class:`DeathProbe` transport with ``(peer_id, kind)`` when it has evidence that the peer's
 #: process is gone.  ``kind`` names the evidence: ``"port_unreachable"`` (UDP: the peer's host answered a
@@ -27,6 +29,19 @@ DeliverFn = Callable[[bytes], None]
 EvidenceFn = Callable[[int, str], None]
 
 _T = TypeVar("_T", bound="Transport")
+
+
+def batch_of(deliver: DeliverFn) -> Optional[DeliverBatchFn]:
+    """The batch form of ``deliver``, if it has one: its ``batch`` attribute, a callable.
+
+    A transport that reads several datagrams at once may hand them to it in one call instead of calling
+    ``deliver`` for each (same rules: its own thread, arrival order, untrusted bytes).  The node's receiver
+    has one, so that what arrived together is handled together: one lock, one durable write for every vote
+    the datagrams hold, one datagram per peer for the answers.  A plain callable has none: call it per
+    datagram.
+    """
+    batch = getattr(deliver, "batch", None)
+    return batch if callable(batch) else None
 
 
 def as_bytes(data: object) -> bytes:

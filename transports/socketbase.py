@@ -24,7 +24,7 @@ from typing import ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
 from raft_election.errors import TransportError
 from raft_election.ratelimit import RateLimitedLog
-from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport
+from raft_election.transport import DeathProbe, DeliverFn, EvidenceFn, Transport, batch_of
 
 __all__ = ["CLOSED", "CREATED", "Counters", "PeerChanges", "SocketTransport", "WakeUp"]
 
@@ -90,14 +90,14 @@ class Counters:
         self._lock = threading.Lock()
         self._counts: Dict[str, int] = dict.fromkeys(names, 0)
 
-    def add(self, name: str) -> None:
-        """Count one ``name`` event.
+    def add(self, name: str, count: int = 1) -> None:
+        """Count ``count`` (one) ``name`` events.
 
         Raises:
             KeyError: ``name`` is not one of the names given at construction (a bug in the transport).
         """
         with self._lock:
-            self._counts[name] += 1
+            self._counts[name] += count
 
     def snapshot(self) -> Dict[str, int]:
         """A new dict of every counter's value."""
@@ -420,6 +420,29 @@ class SocketTransport(Transport, DeathProbe):
         self._counters.add(self._delivered)
         try:
             deliver(data)
+        except Exception as exc:
+            self._counters.add("deliver_errors")
+            self._log.warning("deliver_error", "%s: deliver callback raised %r; receiving goes on",
+                              self._label(), exc)
+
+    def _deliver_many(self, datas: list[bytes]) -> None:
+        """Hand datagrams read together to ``deliver``'s batch form in one call, else one by one.
+
+        The batch form is :func:`~raft_election.transport.batch_of`'s; the guard is :meth:`_deliver_one`'s.
+        """
+        if len(datas) == 1:
+            self._deliver_one(datas[0])
+            return
+        deliver = self._deliver
+        assert deliver is not None
+        batch = batch_of(deliver)
+        if batch is None:
+            for data in datas:
+                self._deliver_one(data)
+            return
+        self._counters.add(self._delivered, len(datas))
+        try:
+            batch(datas)
         except Exception as exc:
             self._counters.add("deliver_errors")
             self._log.warning("deliver_error", "%s: deliver callback raised %r; receiving goes on",

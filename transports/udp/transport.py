@@ -564,14 +564,20 @@ class UdpTransport(SocketTransport):
         self._report_evidence(self._still_current(evidence, probes))
         if not main_ready:
             return
-        for _ in range(READ_BATCH):
-            if self._stopping.is_set():
-                return
-            try:
-                data, source = sock.recvfrom(MAX_FRAME_SIZE + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            self._handle(data, source)
+        good: List[bytes] = []
+        try:
+            for _ in range(READ_BATCH):
+                if self._stopping.is_set():
+                    return
+                try:
+                    data, source = sock.recvfrom(MAX_FRAME_SIZE + 1)
+                except (BlockingIOError, InterruptedError):
+                    return
+                if self._acceptable(data, source):
+                    good.append(data)
+        finally:
+            if good:
+                self._deliver_many(good)  # what arrived together is handled together
 
     def _still_current(self, evidence: List[int], probes: ProbeSockets) -> List[int]:
         """The peers of ``evidence`` whose probe socket is still connected to their current address.
@@ -585,13 +591,14 @@ class UdpTransport(SocketTransport):
             return [peer_id for peer_id in evidence
                     if peer_id in self._routes and self._routes[peer_id] == probes.target(peer_id)]
 
-    def _handle(self, data: bytes, source: SockAddr) -> None:
+    def _acceptable(self, data: bytes, source: SockAddr) -> bool:
+        """Whether ``data`` is to be delivered: not a probe (empty), not oversized (counted and logged)."""
         size = len(data)
         if size == 0:
             self._counters.add("probes_received")  # a peer checking that this node's process is alive
-            return
+            return False
         if size > MAX_FRAME_SIZE:
             self._reject("oversized", "an oversized (> %d bytes) datagram from %s", MAX_FRAME_SIZE,
                          format_address(*source[:2]))
-            return
-        self._deliver_one(data)
+            return False
+        return True

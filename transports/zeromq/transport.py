@@ -539,6 +539,15 @@ class ZmqTransport(SocketTransport):
         bytes.  Whether the last frame read announced more parts is kept across calls (and errors) in
         ``_in_multipart``.
         """
+        good: list[bytes] = []
+        try:
+            self._read_batch(pull, good)
+        finally:
+            if good:
+                self._deliver_many(good)  # what arrived together is handled together
+
+    def _read_batch(self, pull: zmq.Socket[bytes], good: list[bytes]) -> None:
+        """:meth:`_receive_batch`'s reading: append the frames fit to deliver to ``good``."""
         for _ in range(_RECEIVE_BATCH):
             if self._stopping.is_set():
                 break
@@ -558,7 +567,7 @@ class ZmqTransport(SocketTransport):
             elif len(frame) > MAX_FRAME_SIZE:
                 self._reject("oversized", "a %d-byte frame (limit %d)", len(frame), MAX_FRAME_SIZE)
             else:
-                self._deliver_one(frame)
+                good.append(frame)
             # Nothing more queued: asking is cheaper than having recv raise zmq.Again (and int() keeps
             # the test off the slow enum operators).
             if not int(pull.getsockopt(zmq.EVENTS)) & _POLLIN:
