@@ -8,8 +8,9 @@ others' vote requests close together; handled one datagram at a time, each paid 
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -57,12 +58,12 @@ class Gate:
             return [data for call in self.calls for data in call]
 
 
-@pytest.fixture
-def udp_pair() -> Iterator[tuple[UdpTransport, Gate]]:
-    """Transport 1 sends to transport 2, whose ``deliver`` is a :class:`Gate`; both closed at teardown."""
-    ports = free_ports(2, kind="udp")
-    peers = {1: f"127.0.0.1:{ports[0]}", 2: f"127.0.0.1:{ports[1]}"}
-    sender, receiver, gate = UdpTransport(), UdpTransport(), Gate()
+@contextlib.contextmanager
+def started_pair(make: Callable[[], Transport], kind: str, scheme: str) -> Iterator[tuple[Transport, Gate]]:
+    """Transport 1 sends to transport 2, whose ``deliver`` is a :class:`Gate`; both closed at the end."""
+    ports = free_ports(2, kind=kind)
+    peers = {1: f"{scheme}127.0.0.1:{ports[0]}", 2: f"{scheme}127.0.0.1:{ports[1]}"}
+    sender, receiver, gate = make(), make(), Gate()
     try:
         sender.start(1, peers, lambda data: None)
         receiver.start(2, peers, gate)
@@ -71,6 +72,12 @@ def udp_pair() -> Iterator[tuple[UdpTransport, Gate]]:
         gate.released.set()
         sender.close()
         receiver.close()
+
+
+@pytest.fixture
+def udp_pair() -> Iterator[tuple[Transport, Gate]]:
+    with started_pair(UdpTransport, "udp", "") as pair:
+        yield pair
 
 
 def test_udp_hands_datagrams_that_waited_together_to_the_batch_form_in_order(udp_pair) -> None:
@@ -87,14 +94,9 @@ def test_udp_hands_datagrams_that_waited_together_to_the_batch_form_in_order(udp
 
 
 @pytest.fixture
-def zmq_pair() -> Iterator[tuple[ZmqTransport, Gate]]:
+def zmq_pair() -> Iterator[tuple[Transport, Gate]]:
     """As ``udp_pair`` over ZeroMQ, once the connection carries messages."""
-    ports = free_ports(2, kind="tcp")
-    peers = {1: f"tcp://127.0.0.1:{ports[0]}", 2: f"tcp://127.0.0.1:{ports[1]}"}
-    sender, receiver, gate = ZmqTransport(), ZmqTransport(), Gate()
-    try:
-        sender.start(1, peers, lambda data: None)
-        receiver.start(2, peers, gate)
+    with started_pair(ZmqTransport, "tcp", "tcp://") as (sender, gate):
         while not gate.calls:  # the connection is made in the background: send until one arrives
             sender.send(2, b"hello")
             with gate._changed:
@@ -103,10 +105,6 @@ def zmq_pair() -> Iterator[tuple[ZmqTransport, Gate]]:
         with gate._changed:
             assert gate._changed.wait_for(lambda: any(b"sync" in call for call in gate.calls), TIMEOUT)
         yield sender, gate
-    finally:
-        gate.released.set()
-        sender.close()
-        receiver.close()
 
 
 def test_zeromq_hands_frames_that_waited_together_to_the_batch_form_in_order(zmq_pair) -> None:

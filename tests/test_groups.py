@@ -393,13 +393,18 @@ def test_steady_rounds_cost_no_work_per_carried_group() -> None:
     assert world.leaders("g0") == []
 
 
-def test_leadership_lands_on_each_groups_preferred_member() -> None:
-    """Rank-delayed timers (placement.py): with every member up, each group elects its preferred leader."""
-    world = World(5, seed=11)
-    names = [f"g{k}" for k in range(40)]
+def everywhere(world: World, count: int) -> tuple[World, list[str]]:
+    """``world`` with groups ``g0``... ``g{count - 1}`` created on every member."""
+    names = [f"g{k}" for k in range(count)]
     for i in world.sets:
         for name in names:
             world.ensure(i, name)
+    return world, names
+
+
+def test_leadership_lands_on_each_groups_preferred_member() -> None:
+    """Rank-delayed timers (placement.py): with every member up, each group elects its preferred leader."""
+    world, names = everywhere(World(5, seed=11), 40)
     world.run(4.0)
     members = list(world.peers)
     for name in names:
@@ -509,11 +514,7 @@ def test_members_leading_groups_fall_into_step_and_answer_with_their_own_round()
     soon as a peer's Beat arrives, with its answer.  Five members that each lead groups so round within a
     few message latencies of each other, still once per interval each, and the answers to the earliest
     member of each round ride on the others' own Beats (one datagram where there were two)."""
-    world = World(5, seed=4)
-    names = [f"g{k}" for k in range(30)]
-    for i in world.sets:
-        for name in names:
-            world.ensure(i, name)
+    world, _ = everywhere(World(5, seed=4), 30)
     world.run(3.0)
     assert all(world.sets[i].carried[0] > 0 for i in world.sets)  # every member leads some groups
     world.outputs.clear()

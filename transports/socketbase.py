@@ -19,8 +19,8 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, Dict, List, NamedTuple, Optional, Tuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
 from raft_election.errors import TransportError
 from raft_election.ratelimit import RateLimitedLog
@@ -417,9 +417,13 @@ class SocketTransport(Transport, DeathProbe):
         """
         deliver = self._deliver
         assert deliver is not None
-        self._counters.add(self._delivered)
+        self._guarded(deliver, data, 1)
+
+    def _guarded(self, call: Callable[[Any], None], argument: object, count: int) -> None:
+        """Count ``count`` delivered and ``call(argument)``; what it raises is counted and logged."""
+        self._counters.add(self._delivered, count)
         try:
-            deliver(data)
+            call(argument)
         except Exception as exc:
             self._counters.add("deliver_errors")
             self._log.warning("deliver_error", "%s: deliver callback raised %r; receiving goes on",
@@ -440,13 +444,7 @@ class SocketTransport(Transport, DeathProbe):
             for data in datas:
                 self._deliver_one(data)
             return
-        self._counters.add(self._delivered, len(datas))
-        try:
-            batch(datas)
-        except Exception as exc:
-            self._counters.add("deliver_errors")
-            self._log.warning("deliver_error", "%s: deliver callback raised %r; receiving goes on",
-                              self._label(), exc)
+        self._guarded(batch, datas, len(datas))
 
     def _reject(self, reason: str, what: str, *args: object) -> None:
         """Count input dropped by the transport itself as ``rejected_<reason>``; log ``what % args``."""
