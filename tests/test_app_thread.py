@@ -57,7 +57,8 @@ def test_members_get_a_reader_and_a_gil_holder_that_end_with_the_node():
 
 def test_the_application_threads_cpu_is_told_apart_from_the_members():
     """Benchmarks subtract the application's CPU (kernel thread name APPLICATION_THREAD) from a member's."""
-    child = CHILD.replace("len(sitecustomize.holds) < 2", "len(sitecustomize.holds) < 4")
+    # Until the GIL holder burnt enough CPU to show in clock ticks (a hold's length varies with the load).
+    child = CHILD.replace("len(sitecustomize.holds) < 2", "sum(sitecustomize.holds) < 0.15")
     env = app_env(read_ms=1, gil_ms=40, gil_every=(0.02, 0.05))
     done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120,
                           check=True)
