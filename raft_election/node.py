@@ -92,15 +92,14 @@ _Callback = Callable[[], object]
 class _Receiver:
     """What the node hands its transport as ``deliver``: a callable per datagram, with a batch form."""
 
-    __slots__ = ("_one", "batch")
+    __slots__ = ("batch",)
 
-    def __init__(self, one: Callable[[bytes], None], batch: Callable[[Sequence[bytes]], None]) -> None:
-        self._one = one
+    def __init__(self, batch: Callable[[Sequence[bytes]], None]) -> None:
         #: Datagrams read together, handled together (``raft_election.transport.batch_of``).
         self.batch = batch
 
     def __call__(self, data: bytes) -> None:
-        self._one(data)
+        self.batch((data,))
 
 
 def _of(group: str) -> str:
@@ -317,7 +316,7 @@ class RaftNode:
                                                  daemon=True)
         self._callback_thread.start()
         try:
-            self._transport.start(self.node_id, peers, _Receiver(self._on_datagram, self._on_datagrams))
+            self._transport.start(self.node_id, peers, _Receiver(self._on_datagrams))
         except BaseException:
             with self._lock:
                 self._stopping = True
@@ -1010,18 +1009,12 @@ class RaftNode:
                         self._timer_at = -math.inf
             self._carry_out(ticket)
 
-    def _on_datagram(self, data: bytes) -> None:
+    def _on_datagrams(self, datas: Sequence[bytes]) -> None:
         """Transport callback: decode untrusted bytes and hand valid messages to the groups.  Never raises.
 
         A datagram is one message or a frame of several (see the codec); each is checked on its own.
-        """
-        self._on_datagrams((data,))
-
-    def _on_datagrams(self, datas: Sequence[bytes]) -> None:
-        """Transport callback for datagrams read together (``transport.batch_of``).  Never raises.
-
-        As :meth:`_on_datagram` for each, handled as one batch: one output, so one durable write for every
-        term and vote they change, and one datagram per peer for the answers.
+        Datagrams read together (``transport.batch_of``) are handled as one batch: one output, so one
+        durable write for every term and vote they change, and one datagram per peer for the answers.
         """
         envelopes: list[Envelope] = []
         for data in datas:

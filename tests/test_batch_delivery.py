@@ -51,10 +51,15 @@ class Gate:
             self.blocked.set()
             self.released.wait(TIMEOUT)
 
+    def until(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+        """Wait until ``predicate()`` (evaluated under the gate's lock) holds; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
     def wait_for(self, count: int) -> list[bytes]:
         """Every datagram delivered, in order, once there are ``count`` of them."""
+        assert self.until(lambda: sum(map(len, self.calls)) >= count)
         with self._changed:
-            assert self._changed.wait_for(lambda: sum(map(len, self.calls)) >= count, TIMEOUT)
             return [data for call in self.calls for data in call]
 
 
@@ -99,11 +104,9 @@ def zmq_pair() -> Iterator[tuple[Transport, Gate]]:
     with started_pair(ZmqTransport, "tcp", "tcp://") as (sender, gate):
         while not gate.calls:  # the connection is made in the background: send until one arrives
             sender.send(2, b"hello")
-            with gate._changed:
-                gate._changed.wait_for(lambda: bool(gate.calls), 0.05)
+            gate.until(lambda: bool(gate.calls), 0.05)
         sender.send(2, b"sync")  # after every hello on the one connection: once it is in, they all are
-        with gate._changed:
-            assert gate._changed.wait_for(lambda: any(b"sync" in call for call in gate.calls), TIMEOUT)
+        assert gate.until(lambda: any(b"sync" in call for call in gate.calls))
         yield sender, gate
 
 

@@ -434,17 +434,14 @@ class SocketTransport(Transport, DeathProbe):
 
         The batch form is :func:`~raft_election.transport.batch_of`'s; the guard is :meth:`_deliver_one`'s.
         """
-        if len(datas) == 1:
-            self._deliver_one(datas[0])
-            return
         deliver = self._deliver
         assert deliver is not None
         batch = batch_of(deliver)
-        if batch is None:
+        if batch is None or len(datas) == 1:
             for data in datas:
-                self._deliver_one(data)
-            return
-        self._guarded(batch, datas, len(datas))
+                self._guarded(deliver, data, 1)
+        else:
+            self._guarded(batch, datas, len(datas))
 
     def _reject(self, reason: str, what: str, *args: object) -> None:
         """Count input dropped by the transport itself as ``rejected_<reason>``; log ``what % args``."""
