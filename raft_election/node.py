@@ -270,6 +270,9 @@ class RaftNode:
         # Per group: the handle of the lease held now, if handed out, and the core's (term, leases_begun)
         # of that lease.
         self._leaderships: dict[str, tuple[Leadership, tuple[int, int]]] = {}
+        #: When the default group's lease runs out (-inf: not leading), published by every call into the
+        #: groups (see :meth:`_push`) so that :attr:`is_leader` can be read without the state lock.
+        self._lease_until = -math.inf
         self._listeners: list[Callable[[Event], object]] = []
         self._group_listeners: list[Callable[[str, Event], object]] = []
 
@@ -588,9 +591,17 @@ class RaftNode:
 
     @property
     def is_leader(self) -> bool:
-        """True only while this member leads with a valid lease, computed against the clock right now."""
-        with self._lock:
-            return self._is_leader_locked(self._clock())
+        """True only while this member leads with a valid lease, computed against the clock right now.
+
+        Read without the state lock, so an application that asks before every step (every millisecond,
+        say) never waits for the node's threads, nor makes them wait: the lease's end is published under
+        the lock by every call into the core (:meth:`_push`), before any message that call produced is
+        sent, and read here before the clock.  A read that overlaps a call that ends the lease answers as
+        a read just before that call would: nobody else can have acted on the end yet, since the messages
+        that tell them leave after it.
+        """
+        until = self._lease_until
+        return (self._clock() < until and self._failure is None and not self._transport.failed)
 
     @property
     def failure(self) -> Optional[BaseException]:
@@ -1082,10 +1093,24 @@ class RaftNode:
         """Append ``output`` (produced at ``now``) to the FIFO, with the lock held; return its ticket.
 
         A handed-out lease that ended in the call that produced ``output`` is marked lost here, at once,
-        not when the events are carried out: by then a new lease may already be held.
+        not when the events are carried out: by then a new lease may already be held.  Only the handles of
+        groups that ``output`` reports on are looked at (every handle when it reports on the default group,
+        whose membership all groups share): a lease never ends silently, its core reports the gap or the end
+        of office (``LeaseLost``, ``LostLeadership``) in the call that sees it, so looking at every handle
+        on every call (hundreds, for a member leading hundreds of shards) would find nothing more.  A
+        handle's ``valid()`` checks the lease itself in any case.
         """
         groups = self._groups
-        for group, (_, key) in list(self._leaderships.items()):
+        default = groups.default if groups is not None else None
+        self._lease_until = (default.lease_expiry if default is not None and default.role is Role.LEADER
+                             else -math.inf)
+        leaderships = self._leaderships
+        if leaderships:
+            touched = {group for group, _ in output.events}
+            touched.update(output.hard_states)
+            if DEFAULT_GROUP not in touched:
+                leaderships = {group: leaderships[group] for group in touched if group in leaderships}
+        for group, (_, key) in list(leaderships.items()):
             core = groups.core(group) if groups is not None else None
             if (core is None or (core.term, core.leases_begun) != key
                     or not groups.is_leader(group, now)):  # type: ignore[union-attr]
