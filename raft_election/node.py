@@ -601,7 +601,7 @@ class RaftNode:
         that tell them leave after it.
         """
         until = self._lease_until
-        return (self._clock() < until and self._failure is None and not self._transport.failed)
+        return self._clock() < until and self._may_claim()
 
     @property
     def failure(self) -> Optional[BaseException]:
@@ -979,11 +979,17 @@ class RaftNode:
         if not self._started or self._stopping or self._core is None:
             raise RaftElectionError(f"node {self.node_id} is not running")
 
+    def _may_claim(self) -> bool:
+        """Whether this node may claim a lease at all (read without the lock).
+
+        Not once storage failed, nor once the transport failed: a node whose transport failed may already
+        look dead to its peers (fast failover).
+        """
+        return self._failure is None and not self._transport.failed
+
     def _is_leader_locked(self, now: float, group: str = DEFAULT_GROUP) -> bool:
-        # A transport that failed may already look dead to the peers (fast failover): never claim a lease.
         groups = self._groups
-        return (groups is not None and self._failure is None and not self._transport.failed
-                and groups.is_leader(group, now))
+        return groups is not None and self._may_claim() and groups.is_leader(group, now)
 
     def _leader_locked(self, now: float, group: str = DEFAULT_GROUP) -> Optional[int]:
         core = self._core_of(group)

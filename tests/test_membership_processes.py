@@ -90,29 +90,10 @@ class Cluster:
         election timeout now and then): a test that acts on "the leader" asks who leads now.
         """
         self.leader_elected()
-        won = self._agreed_leader()
+        _, leader, term = self._converge(self.members)
+        won = (leader, term)
         return self.processes.wait_for(lambda e: e.event == "became_leader" and (e.node, e.term) == won,
                                        PATIENCE)
-
-    def _agreed_leader(self) -> tuple[int, int]:
-        """(leader, term) as every live member's admin channel names them, once they all name the same."""
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            views: set[tuple[Optional[int], int]] = set()
-            for node in self.live():
-                try:
-                    answer = self.ask(node)
-                except AdminError:
-                    views.add((None, -1))
-                    continue
-                views.add((answer["leader_id"], int(answer["term"])))
-            if len(views) == 1:
-                leader, term = next(iter(views))
-                if leader is not None:
-                    return leader, term
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the members do not agree on a leader: {views}")
-            time.sleep(0.05)
 
     def kill(self, node_id: int) -> float:
         at = self.processes.kill(node_id)
@@ -176,6 +157,14 @@ class Cluster:
         Status polling over the admin channel with a generous deadline: the members learn the commit with
         the next heartbeat.
         """
+        return self._converge(members, nodes)[0]
+
+    def _converge(self, members: Iterable[int],
+                  nodes: Optional[Iterable[int]] = None) -> tuple[int, int, Optional[int]]:
+        """:meth:`wait_converged`, returning ``(index, leader, term)``.
+
+        ``term`` is the one the leader itself answered with (None if it was not among those asked).
+        """
         listed = set(members)
         wanted = {str(member) for member in listed}
         asked = sorted(set(listed if nodes is None else nodes) & set(self.live()))
@@ -193,7 +182,8 @@ class Cluster:
             if len(views) == 1 and len(answers) == len(asked):
                 members_seen, index, _, committed, leader = next(iter(views))
                 if set(members_seen) == wanted and committed and leader is not None:
-                    return int(index)
+                    own = answers.get(leader)
+                    return int(index), leader, int(own["term"]) if isinstance(own, dict) else None
             if time.monotonic() > deadline:
                 raise AssertionError(f"the members did not converge on {sorted(wanted)}: {answers}")
             time.sleep(0.05)

@@ -164,8 +164,7 @@ def test_a_deliver_call_that_raises_is_counted_logged_once_and_receiving_goes_on
         delivered.append(data)
 
     transport.start(1, {1: "x"}, deliver)
-    for data in (b"boom 1", b"boom 2", b"fine"):
-        transport._deliver_one(data)
+    transport._deliver_many([b"boom 1", b"boom 2", b"fine"])  # a plain callable: one guarded call each
     assert delivered == [b"fine"]
     assert transport.counters() == {"delivered": 3, "deliver_errors": 2, "receive_errors": 0,
                                     "death_evidence": 0, "rejected_bad": 0}

@@ -409,16 +409,6 @@ class SocketTransport(Transport, DeathProbe):
 
     # ---------------------------------------------------------------- the receive thread
 
-    def _deliver_one(self, data: bytes) -> None:
-        """Count ``data`` as delivered and hand it to ``deliver``: the deliver guard.
-
-        What ``deliver`` raises is counted (``deliver_errors``) and logged at a limited rate, and receiving
-        goes on.
-        """
-        deliver = self._deliver
-        assert deliver is not None
-        self._guarded(deliver, data, 1)
-
     def _guarded(self, call: Callable[[Any], None], argument: object, count: int) -> None:
         """Count ``count`` delivered and ``call(argument)``; what it raises is counted and logged."""
         self._counters.add(self._delivered, count)
@@ -430,9 +420,11 @@ class SocketTransport(Transport, DeathProbe):
                               self._label(), exc)
 
     def _deliver_many(self, datas: list[bytes]) -> None:
-        """Hand datagrams read together to ``deliver``'s batch form in one call, else one by one.
+        """Count ``datas`` as delivered and hand them to ``deliver``: the deliver guard.
 
-        The batch form is :func:`~raft_election.transport.batch_of`'s; the guard is :meth:`_deliver_one`'s.
+        Datagrams read together go to ``deliver``'s batch form (:func:`~raft_election.transport.batch_of`)
+        in one call, else one by one.  What ``deliver`` raises is counted (``deliver_errors``) and logged at
+        a limited rate, and receiving goes on.
         """
         deliver = self._deliver
         assert deliver is not None
